@@ -1,0 +1,421 @@
+"""AttentionRecord: the one schema every adapter writes and every method and view reads."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import RecordValidationError
+
+SCHEMA_VERSION = 1
+KINDS = ("self", "encoder", "decoder", "cross")
+# Optional per-kind tensors, each indexed [layers, heads, ...] like the attentions.
+TENSOR_FIELDS = ("values", "value_norms", "queries", "keys", "gradients")
+
+
+def _default_meta() -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION}
+
+
+@dataclass
+class AttentionRecord:
+    """Attention of one example: tokens, per-kind weights ``[layers, heads, queries, keys]``, metadata.
+
+    Only ``tokens`` and ``attentions`` are required. Kinds are ``"self"`` for single-stack models and
+    ``"encoder"``, ``"decoder"``, ``"cross"`` for encoder-decoder models, where ``tokens`` is the source
+    (encoder) side and ``target_tokens`` the decoder side.
+    """
+
+    tokens: list[str]
+    attentions: dict[str, torch.Tensor]
+    target_tokens: list[str] | None = None
+    word_ids: list[int | None] | None = None
+    target_word_ids: list[int | None] | None = None
+    offsets: list[tuple[int, int]] | None = None
+    special_tokens_mask: list[bool] | None = None
+    target_special_tokens_mask: list[bool] | None = None
+    text: str | None = None
+    target_text: str | None = None
+    # Per-kind optional captures: values [L,H,K,d], value_norms [L,H,K], queries [L,H,Q,d],
+    # keys [L,H,K,d], gradients [L,H,Q,K] (d(target)/d(attention probabilities)).
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    value_norms: dict[str, torch.Tensor] = field(default_factory=dict)
+    queries: dict[str, torch.Tensor] = field(default_factory=dict)
+    keys: dict[str, torch.Tensor] = field(default_factory=dict)
+    gradients: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Model output for this example, e.g. {"logits": tensor}; free-form tensors.
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=_default_meta)
+
+    def __post_init__(self) -> None:
+        self.tokens = [str(t) for t in self.tokens]
+        if self.target_tokens is not None:
+            self.target_tokens = [str(t) for t in self.target_tokens]
+        self.meta = {"schema_version": SCHEMA_VERSION, **(self.meta or {})}
+
+    # ------------------------------------------------------------------ shape helpers
+    @property
+    def kinds(self) -> list[str]:
+        """The attention kinds this record holds, in canonical order."""
+        return [k for k in KINDS if k in self.attentions]
+
+    @property
+    def default_kind(self) -> str:
+        """``"self"`` for single-stack records, ``"encoder"`` for encoder-decoder ones."""
+        for kind in ("self", "encoder", "decoder", "cross"):
+            if kind in self.attentions:
+                return kind
+        raise RecordValidationError("attentions", "the record holds no attention")
+
+    @property
+    def num_layers(self) -> int:
+        """Number of layers of the default kind."""
+        return int(self.attentions[self.default_kind].shape[0])
+
+    @property
+    def num_heads(self) -> int:
+        """Number of heads of the default kind."""
+        return int(self.attentions[self.default_kind].shape[1])
+
+    def axes(self, kind: str | None = None) -> tuple[list[str], list[str]]:
+        """(query tokens, key tokens) of one kind."""
+        kind = kind or self.default_kind
+        if kind in ("self", "encoder"):
+            return self.tokens, self.tokens
+        target = self.target_tokens if self.target_tokens is not None else []
+        if kind == "decoder":
+            return target, target
+        if kind == "cross":
+            return target, self.tokens
+        raise RecordValidationError("attentions", f"unknown kind {kind!r}; kinds are {KINDS}")
+
+    def layer_ids(self, kind: str | None = None) -> list[int]:
+        """Original layer numbers of the stored layers (they differ after a selection)."""
+        kind = kind or self.default_kind
+        stored = self.meta.get("layers", {}).get(kind)
+        return list(stored) if stored is not None else list(range(self.attentions[kind].shape[0]))
+
+    def head_ids(self, kind: str | None = None) -> list[int]:
+        """Original head numbers of the stored heads."""
+        kind = kind or self.default_kind
+        stored = self.meta.get("heads", {}).get(kind)
+        return list(stored) if stored is not None else list(range(self.attentions[kind].shape[1]))
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, atol: float | None = None) -> AttentionRecord:
+        """Check shapes, finiteness, row sums and causality; raise RecordValidationError naming the field."""
+        if not isinstance(self.tokens, list) or len(self.tokens) == 0:
+            raise RecordValidationError("tokens", "must be a non-empty list of strings")
+        if not isinstance(self.attentions, dict) or not self.attentions:
+            raise RecordValidationError("attentions", "must be a non-empty mapping from kind to tensor")
+        for kind in self.attentions:
+            if kind not in KINDS:
+                raise RecordValidationError(f"attentions[{kind!r}]", f"unknown kind; kinds are {', '.join(KINDS)}")
+        if any(k in self.attentions for k in ("decoder", "cross")) and not self.target_tokens:
+            raise RecordValidationError("target_tokens", "decoder and cross attention need target_tokens")
+        for kind, att in self.attentions.items():
+            self._validate_attention(kind, att, atol)
+        self._validate_token_lists()
+        self._validate_optional_tensors()
+        return self
+
+    def _validate_attention(self, kind: str, att: torch.Tensor, atol: float | None) -> None:
+        name = f"attentions[{kind!r}]"
+        if not isinstance(att, torch.Tensor):
+            raise RecordValidationError(name, f"must be a torch.Tensor, got {type(att).__name__}")
+        if att.dim() != 4:
+            raise RecordValidationError(
+                name, f"must have rank 4 [layers, heads, queries, keys], got shape {tuple(att.shape)}"
+            )
+        if not att.is_floating_point():
+            raise RecordValidationError(name, f"must be floating point, got {att.dtype}")
+        q_tokens, k_tokens = self.axes(kind)
+        if att.shape[2] != len(q_tokens) or att.shape[3] != len(k_tokens):
+            raise RecordValidationError(
+                name,
+                f"shape {tuple(att.shape)} does not match {len(q_tokens)} query and {len(k_tokens)} key tokens",
+            )
+        a = att.detach().float()
+        if torch.isnan(a).any() or torch.isinf(a).any():
+            raise RecordValidationError(name, "contains NaN or infinite values")
+        if (a < -1e-6).any():
+            raise RecordValidationError(name, f"contains negative weights (min {a.min().item():.3g})")
+        tol = atol if atol is not None else (2e-3 if att.dtype in (torch.float16, torch.bfloat16) else 1e-4)
+        sums = a.sum(-1)
+        worst = (sums - 1).abs().max().item()
+        if worst > tol:
+            raise RecordValidationError(name, f"rows must sum to 1 (worst row is off by {worst:.3g})")
+        if self.is_causal(kind):
+            future = torch.triu(a, diagonal=1 + self._causal_offset(kind)).abs().max().item()
+            if future > tol:
+                raise RecordValidationError(name, f"causal rows put weight {future:.3g} on future tokens")
+
+    def is_causal(self, kind: str | None = None) -> bool:
+        """Whether queries of this kind may only see keys at or before their position."""
+        kind = kind or self.default_kind
+        if kind == "decoder":
+            return True
+        return kind == "self" and bool(self.meta.get("causal", False))
+
+    def _causal_offset(self, kind: str) -> int:
+        # Rows are aligned to the end of the key axis (queries may be a suffix of the keys).
+        q, k = self.attentions[kind].shape[2:]
+        return int(k - q)
+
+    def _validate_token_lists(self) -> None:
+        pairs = [
+            ("word_ids", self.word_ids, self.tokens),
+            ("offsets", self.offsets, self.tokens),
+            ("special_tokens_mask", self.special_tokens_mask, self.tokens),
+            ("target_word_ids", self.target_word_ids, self.target_tokens),
+            ("target_special_tokens_mask", self.target_special_tokens_mask, self.target_tokens),
+        ]
+        for name, values, tokens in pairs:
+            if values is not None and (tokens is None or len(values) != len(tokens)):
+                n = 0 if tokens is None else len(tokens)
+                raise RecordValidationError(name, f"has {len(values)} entries for {n} tokens")
+
+    def _validate_optional_tensors(self) -> None:
+        for fname in TENSOR_FIELDS:
+            for kind, t in getattr(self, fname).items():
+                name = f"{fname}[{kind!r}]"
+                if kind not in self.attentions:
+                    raise RecordValidationError(name, f"kind {kind!r} has no attentions")
+                att = self.attentions[kind]
+                if not isinstance(t, torch.Tensor) or t.shape[:2] != att.shape[:2]:
+                    shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                    raise RecordValidationError(
+                        name, f"must start with [layers, heads] = {tuple(att.shape[:2])}, got {shape}"
+                    )
+                if fname == "gradients" and t.shape != att.shape:
+                    raise RecordValidationError(name, f"must have the attention shape {tuple(att.shape)}")
+                if fname in ("values", "keys", "value_norms") and t.shape[2] != att.shape[3]:
+                    raise RecordValidationError(name, f"has {t.shape[2]} positions for {att.shape[3]} keys")
+                if fname == "queries" and t.shape[2] != att.shape[2]:
+                    raise RecordValidationError(name, f"has {t.shape[2]} positions for {att.shape[2]} queries")
+
+    # ------------------------------------------------------------------ transformations
+    def _replace(self, **changes: Any) -> AttentionRecord:
+        new = copy.copy(self)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (dict, list)):
+                setattr(new, f.name, copy.copy(value))
+        new.meta = copy.deepcopy(self.meta)
+        for key, value in changes.items():
+            setattr(new, key, value)
+        return new
+
+    def select(
+        self,
+        layers: Sequence[int] | int | None = None,
+        heads: Sequence[int] | int | None = None,
+    ) -> AttentionRecord:
+        """A record with only the given layers and heads (positions within this record, negatives allowed)."""
+
+        def norm(idx: Sequence[int] | int | None, size: int, what: str) -> list[int] | None:
+            if idx is None:
+                return None
+            idx = [idx] if isinstance(idx, int) else list(idx)
+            if not idx:
+                raise RecordValidationError(what, "selection is empty")
+            out = []
+            for i in idx:
+                if not -size <= int(i) < size:
+                    raise RecordValidationError(what, f"index {i} out of range for {size} {what}")
+                out.append(int(i) % size)
+            return out
+
+        new = self._replace()
+        meta_layers = dict(self.meta.get("layers", {}))
+        meta_heads = dict(self.meta.get("heads", {}))
+        for kind, att in self.attentions.items():
+            li = norm(layers, att.shape[0], "layers")
+            hi = norm(heads, att.shape[1], "heads")
+            orig_l, orig_h = self.layer_ids(kind), self.head_ids(kind)
+            li_t = torch.tensor(li if li is not None else range(att.shape[0]))
+            hi_t = torch.tensor(hi if hi is not None else range(att.shape[1]))
+
+            def pick(t: torch.Tensor) -> torch.Tensor:
+                return t.index_select(0, li_t).index_select(1, hi_t)
+
+            new.attentions[kind] = pick(att)
+            for fname in TENSOR_FIELDS:
+                store = getattr(new, fname)
+                if kind in store:
+                    store[kind] = pick(store[kind])
+            meta_layers[kind] = [orig_l[i] for i in li_t.tolist()]
+            meta_heads[kind] = [orig_h[i] for i in hi_t.tolist()]
+        new.meta["layers"], new.meta["heads"] = meta_layers, meta_heads
+        return new
+
+    def drop_special_tokens(self, renormalize: bool = True) -> AttentionRecord:
+        """A record without special tokens on either axis; rows are renormalized to sum to 1 by default."""
+        src_keep = _keep_mask(self.special_tokens_mask, len(self.tokens), "special_tokens_mask")
+        tgt_keep = None
+        if self.target_tokens is not None:
+            tgt_keep = _keep_mask(
+                self.target_special_tokens_mask, len(self.target_tokens), "target_special_tokens_mask"
+            )
+        keep_for = {"self": (src_keep, src_keep), "encoder": (src_keep, src_keep)}
+        if tgt_keep is not None:
+            keep_for.update({"decoder": (tgt_keep, tgt_keep), "cross": (tgt_keep, src_keep)})
+        new = self._replace()
+        for kind, att in self.attentions.items():
+            qk, kk = keep_for[kind]
+            q_offset = att.shape[2] - len(qk)  # generation records may hold a suffix of queries
+            qk = qk[-att.shape[2] :] if q_offset < 0 else qk
+            a = att[:, :, qk][:, :, :, kk]
+            if renormalize:
+                a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+            new.attentions[kind] = a
+            for fname, axes in (
+                ("values", (kk,)),
+                ("value_norms", (kk,)),
+                ("keys", (kk,)),
+                ("queries", (qk,)),
+            ):
+                store = getattr(new, fname)
+                if kind in store:
+                    store[kind] = store[kind][:, :, axes[0]]
+            if kind in new.gradients:
+                new.gradients[kind] = new.gradients[kind][:, :, qk][:, :, :, kk]
+
+        def keep(seq: list | None, mask: torch.Tensor | None) -> list | None:
+            if seq is None or mask is None:
+                return seq
+            return [s for s, k in zip(seq, mask.tolist()) if k]
+
+        new.tokens = keep(self.tokens, src_keep)
+        new.word_ids = keep(self.word_ids, src_keep)
+        new.offsets = keep(self.offsets, src_keep)
+        new.special_tokens_mask = keep(self.special_tokens_mask, src_keep)
+        if tgt_keep is not None:
+            new.target_tokens = keep(self.target_tokens, tgt_keep)
+            new.target_word_ids = keep(self.target_word_ids, tgt_keep)
+            new.target_special_tokens_mask = keep(self.target_special_tokens_mask, tgt_keep)
+        new.meta["special_tokens_dropped"] = True
+        new.meta["renormalized"] = bool(renormalize)
+        return new
+
+    def aggregate_words(self) -> AttentionRecord:
+        """A record over words instead of sub-word tokens.
+
+        Rule: weights are **summed over keys** (a word receives the attention of all its pieces, so
+        rows still sum to 1) and **averaged over queries** (a word attends as the mean of its pieces).
+        Tokens without a word id (special tokens) stay units of their own. Word strings are cut from
+        ``text`` with ``offsets`` when both are known, else the pieces are joined without their
+        sub-word markers (``##``, ``Ġ``, ``▁``). Optional tensors other than ``outputs`` are dropped,
+        as they have no word-level meaning.
+        """
+        if self.word_ids is None:
+            raise RecordValidationError("word_ids", "aggregating into words needs word_ids from the tokenizer")
+        src_m, src_words = _word_matrix(self.tokens, self.word_ids, self.offsets, self.text)
+        tgt_m = tgt_words = None
+        if self.target_tokens is not None:
+            if self.target_word_ids is None and any(k in self.attentions for k in ("decoder", "cross")):
+                raise RecordValidationError("target_word_ids", "aggregating the decoder side needs target_word_ids")
+            if self.target_word_ids is not None:
+                tgt_m, tgt_words = _word_matrix(self.target_tokens, self.target_word_ids, None, self.target_text)
+        mats = {"self": (src_m, src_m), "encoder": (src_m, src_m), "decoder": (tgt_m, tgt_m), "cross": (tgt_m, src_m)}
+        new = self._replace()
+        for fname in TENSOR_FIELDS:
+            setattr(new, fname, {})
+        for kind, att in self.attentions.items():
+            qm, km = mats[kind]
+            a = att.float()
+            qmean = qm / qm.sum(1, keepdim=True)
+            agg = torch.einsum("wq,lhqk,vk->lhwv", qmean, a, km)
+            new.attentions[kind] = agg.to(att.dtype)
+        new.tokens = src_words
+        new.word_ids = list(range(len(src_words)))
+        new.offsets = None
+        new.special_tokens_mask = _agg_mask(self.special_tokens_mask, src_m)
+        if tgt_words is not None:
+            new.target_tokens = tgt_words
+            new.target_word_ids = list(range(len(tgt_words)))
+            new.target_special_tokens_mask = _agg_mask(self.target_special_tokens_mask, tgt_m)
+        new.meta["aggregated"] = "words"
+        return new
+
+    def to(self, dtype: torch.dtype) -> AttentionRecord:
+        """A copy with attention and optional tensors cast to ``dtype`` (e.g. float16 to save space)."""
+        new = self._replace()
+        new.attentions = {k: v.to(dtype) for k, v in self.attentions.items()}
+        for fname in TENSOR_FIELDS:
+            setattr(new, fname, {k: v.to(dtype) for k, v in getattr(self, fname).items()})
+        new.meta["dtype"] = str(dtype).replace("torch.", "")
+        return new
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.attentions.items())
+        extra = f", target_tokens={len(self.target_tokens)}" if self.target_tokens is not None else ""
+        model = self.meta.get("model_type")
+        return (
+            f"AttentionRecord(tokens={len(self.tokens)}{extra}, attentions[{shapes}]"
+            + (f", model_type={model!r}" if model else "")
+            + ")"
+        )
+
+
+def _keep_mask(mask: list[bool] | None, n: int, name: str) -> torch.Tensor:
+    if mask is None:
+        raise RecordValidationError(name, "dropping special tokens needs the special tokens mask")
+    keep = ~torch.tensor([bool(m) for m in mask], dtype=torch.bool)
+    if keep.numel() != n:
+        raise RecordValidationError(name, f"has {keep.numel()} entries for {n} tokens")
+    if not keep.any():
+        raise RecordValidationError(name, "every token is special; nothing would remain")
+    return keep
+
+
+_MARKERS = ("##", "Ġ", "▁", "Ċ")
+
+
+def _strip_marker(piece: str) -> str:
+    for m in _MARKERS:
+        if piece.startswith(m):
+            return piece[len(m) :]
+    return piece
+
+
+def _word_matrix(
+    tokens: list[str],
+    word_ids: list[int | None],
+    offsets: list[tuple[int, int]] | None,
+    text: str | None,
+) -> tuple[torch.Tensor, list[str]]:
+    """One-hot matrix [words, tokens] grouping consecutive tokens with the same word id, and word strings."""
+    if len(word_ids) != len(tokens):
+        raise RecordValidationError("word_ids", f"has {len(word_ids)} entries for {len(tokens)} tokens")
+    # A new unit starts at a token whose word id is None or differs from the previous token's.
+    ids = np.array([-1 if w is None else int(w) for w in word_ids])
+    starts = np.ones(len(ids), dtype=bool)
+    starts[1:] = (ids[1:] != ids[:-1]) | (ids[1:] == -1)
+    unit = np.cumsum(starts) - 1
+    n_units = int(unit[-1]) + 1
+    m = torch.zeros(n_units, len(tokens))
+    m[torch.from_numpy(unit), torch.arange(len(tokens))] = 1.0
+    words: list[str] = []
+    for u in range(n_units):
+        members = np.nonzero(unit == u)[0]
+        first = members[0]
+        if ids[first] == -1:
+            words.append(tokens[first])
+        elif offsets is not None and text is not None:
+            words.append(text[offsets[first][0] : offsets[members[-1]][1]])
+        else:
+            words.append("".join(_strip_marker(tokens[i]) for i in members))
+    return m, words
+
+
+def _agg_mask(mask: list[bool] | None, m: torch.Tensor) -> list[bool] | None:
+    if mask is None:
+        return None
+    t = torch.tensor([float(bool(x)) for x in mask])
+    return [bool(v) for v in ((m @ t) > 0).tolist()]
