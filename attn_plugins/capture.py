@@ -359,7 +359,7 @@ def split_batch(
             "cross": (tgt_keep, src_keep),
         }
 
-        def cut(t: torch.Tensor, q: torch.Tensor | None, k: torch.Tensor | None) -> torch.Tensor:
+        def cut(t: torch.Tensor, q: torch.Tensor | None, k: torch.Tensor | None, b: int = b) -> torch.Tensor:
             t = t[b]
             if q is not None:
                 t = t.index_select(2, q)

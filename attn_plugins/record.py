@@ -241,14 +241,11 @@ class AttentionRecord:
             li_t = torch.tensor(li if li is not None else range(att.shape[0]))
             hi_t = torch.tensor(hi if hi is not None else range(att.shape[1]))
 
-            def pick(t: torch.Tensor) -> torch.Tensor:
-                return t.index_select(0, li_t).index_select(1, hi_t)
-
-            new.attentions[kind] = pick(att)
+            new.attentions[kind] = att.index_select(0, li_t).index_select(1, hi_t)
             for fname in TENSOR_FIELDS:
                 store = getattr(new, fname)
                 if kind in store:
-                    store[kind] = pick(store[kind])
+                    store[kind] = store[kind].index_select(0, li_t).index_select(1, hi_t)
             meta_layers[kind] = [orig_l[i] for i in li_t.tolist()]
             meta_heads[kind] = [orig_h[i] for i in hi_t.tolist()]
         new.meta["layers"], new.meta["heads"] = meta_layers, meta_heads
