@@ -50,6 +50,8 @@ class AttentionRecord:
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)
     # Model output for this example, e.g. {"logits": tensor}; free-form tensors.
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Method- or plugin-specific tensors captured on request (e.g. ALTI contributions); free-form.
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=_default_meta)
 
     def __post_init__(self) -> None:
@@ -181,6 +183,10 @@ class AttentionRecord:
                 raise RecordValidationError(name, f"has {len(values)} entries for {n} tokens")
 
     def _validate_optional_tensors(self) -> None:
+        for fname in ("outputs", "extras"):
+            for key, t in getattr(self, fname).items():
+                if not isinstance(t, torch.Tensor):
+                    raise RecordValidationError(f"{fname}[{key!r}]", f"must be a tensor, got {type(t).__name__}")
         for fname in TENSOR_FIELDS:
             for kind, t in getattr(self, fname).items():
                 name = f"{fname}[{kind!r}]"
@@ -307,7 +313,7 @@ class AttentionRecord:
         rows still sum to 1) and **averaged over queries** (a word attends as the mean of its pieces).
         Tokens without a word id (special tokens) stay units of their own. Word strings are cut from
         ``text`` with ``offsets`` when both are known, else the pieces are joined without their
-        sub-word markers (``##``, ``Ġ``, ``▁``). Optional tensors other than ``outputs`` are dropped,
+        sub-word markers (``##``, ``Ġ``, ``▁``). Optional tensors and extras (not ``outputs``) are dropped,
         as they have no word-level meaning.
         """
         if self.word_ids is None:
@@ -321,7 +327,7 @@ class AttentionRecord:
                 tgt_m, tgt_words = _word_matrix(self.target_tokens, self.target_word_ids, None, self.target_text)
         mats = {"self": (src_m, src_m), "encoder": (src_m, src_m), "decoder": (tgt_m, tgt_m), "cross": (tgt_m, src_m)}
         new = self._replace()
-        for fname in TENSOR_FIELDS:
+        for fname in (*TENSOR_FIELDS, "extras"):
             setattr(new, fname, {})
         for kind, att in self.attentions.items():
             qm, km = mats[kind]

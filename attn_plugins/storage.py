@@ -16,7 +16,7 @@ from .errors import RecordFormatError
 from .record import SCHEMA_VERSION, TENSOR_FIELDS, AttentionRecord
 
 _HEADER_KEY = "attn_plugins"
-_TENSOR_GROUPS = ("attentions", *TENSOR_FIELDS, "outputs")
+_TENSOR_GROUPS = ("attentions", *TENSOR_FIELDS, "outputs", "extras")
 _PLAIN_FIELDS = (
     "tokens",
     "target_tokens",
