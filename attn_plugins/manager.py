@@ -76,7 +76,7 @@ class PluginRegistry:
             try:
                 module = ep.load()
             except Exception as exc:  # a broken third-party package must not break the others
-                self._skip(dist, ep.name, f"it failed to import ({type(exc).__name__}: {exc})")
+                self._skip(dist, ep.name, f"skipped, it failed to import ({type(exc).__name__}: {exc})")
                 continue
             self._register_plugin(module, _Source(dist, version, ep.name))
         return self
@@ -96,14 +96,18 @@ class PluginRegistry:
         except ValueError:
             return  # already registered under this name
         except Exception as exc:
-            self._skip(source.distribution, source.plugin, f"it is not a valid plugin ({exc})")
+            self._skip(source.distribution, source.plugin, f"skipped, it is not a valid plugin ({exc})")
             return
         self._sources[id(plugin)] = source
+        # pluggy accepts unknown hook names silently; a typo would leave a plugin mysteriously inert.
+        unknown = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [] if not h.has_spec())
+        if unknown:
+            self._skip(source.distribution, source.plugin, f"unknown hook(s) {', '.join(unknown)} ignored")
 
     def _skip(self, dist: str, plugin: str, why: str) -> None:
         self.skipped.append((dist, why))
         warnings.warn(
-            f"attn-plugins: skipped plugin {plugin!r} of distribution {dist!r}: {why}",
+            f"attn-plugins: plugin {plugin!r} of distribution {dist!r}: {why}",
             PluginWarning,
             stacklevel=3,
         )
@@ -130,7 +134,11 @@ class PluginRegistry:
                 try:
                     impl.function(register=register)
                 except Exception as exc:  # isolate: this plugin's components are dropped, others stay
-                    self._skip(source.distribution, source.plugin, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                    self._skip(
+                        source.distribution,
+                        source.plugin,
+                        f"{hook_name} raised {type(exc).__name__}: {exc}; its components are skipped",
+                    )
                     continue
                 for name, component in staged:
                     self._add(kind, name, component, source)
