@@ -7,6 +7,8 @@ needs :data:`hookimpl` does not pull in shap or transformers.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -72,3 +74,21 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``ap.capture``/``ap.explain``/``ap.compare`` the functions when their submodules load.
+
+    Importing ``attn_plugins.capture`` makes Python set the package attribute ``capture`` to the
+    submodule, which would shadow the public function of the same name.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        target = _LAZY.get(name)
+        if isinstance(value, types.ModuleType) and target is not None and target[1] is not None:
+            self.__dict__.pop(name, None)  # resolved again, as the function, by __getattr__
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -45,6 +45,7 @@ def load_model(name: str | None, task: str | None = None) -> tuple[Any, Any, str
     """Load a transformers model and tokenizer from a local path or hub id, in eval mode."""
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # one clear line per event, not weight-loading bars
     name = name or default_model_path()
     local = Path(name).expanduser()
     if local.exists():
@@ -141,6 +142,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     texts = _texts(args)
     if len(texts) != 1:
         raise CliError("capture takes one text (quote it)")
+    layers, heads = _int_list(args.layers), _int_list(args.heads)  # checked before the slow model load
     model, tokenizer, name = load_model(args.model)
     record = capture(
         model,
@@ -148,8 +150,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
         texts[0],
         target=args.target,
         adapter=args.adapter,
-        layers=_int_list(args.layers),
-        heads=_int_list(args.heads),
+        layers=layers,
+        heads=heads,
         dtype=torch.float16 if args.fp16 else torch.float32,
         truncation=args.truncate,
         qk=args.qk,

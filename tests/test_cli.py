@@ -1,0 +1,114 @@
+"""The attn-plugins command line: real subprocesses for the entry point, in-process calls for the rest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import attn_plugins as ap
+from attn_plugins.cli import main
+from attn_plugins.testing import tiny_bert, tiny_tokenizer
+
+CLI = str(Path(sys.executable).with_name("attn-plugins"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tiny_bert(num_labels=2).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_plugins_json_lists_builtins_and_third_party():
+    proc = run("plugins", "--json")
+    assert proc.returncode == 0, proc.stderr
+    comps = {(c["kind"], c["name"]): c for c in json.loads(proc.stdout)["components"]}
+    assert comps[("adapter", "eager")]["distribution"] == "attn-plugins"
+    assert comps[("method", "max_attention")]["distribution"] == "attn-example-plugin"
+    assert comps[("view", "token_table")]["version"] == "0.1.0"
+
+
+def test_plugins_table(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["kind", "name", "distribution", "version"]
+    assert any(line.split()[:3] == ["method", "max_attention", "attn-example-plugin"] for line in out)
+
+
+def test_capture_writes_the_same_record_as_the_api(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out.attn"
+    assert main(["capture", "the movie was great", "-o", str(out), "--model", str(tiny_model_dir)]) == 0
+    rec = ap.load(out)
+    model = type(tiny_bert(num_labels=2)).from_pretrained(tiny_model_dir).eval()
+    direct = ap.capture(model, tiny_tokenizer(), "the movie was great")
+    assert rec.tokens == direct.tokens == ["[CLS]", "the", "movie", "was", "great", "[SEP]"]
+    assert torch.allclose(rec.attentions["self"], direct.attentions["self"], atol=1e-6)
+    assert rec.meta["model_name"] == str(tiny_model_dir)
+    rec.validate()
+
+
+def test_capture_options_layers_heads_fp16(tiny_model_dir, tmp_path):
+    out = tmp_path / "sel.attn"
+    code = main(
+        [
+            "capture",
+            "hello world",
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--layers",
+            "1",
+            "--heads",
+            "0,2",
+            "--fp16",
+        ]
+    )
+    assert code == 0
+    rec = ap.load(out)
+    assert rec.attentions["self"].shape == (1, 2, 4, 4)
+    assert rec.attentions["self"].dtype == torch.float16
+    assert rec.layer_ids() == [1] and rec.head_ids() == [0, 2]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["capture", "text", "-o", "x.attn", "--model", "/no/such/model/dir"], "does not exist"),
+        (["capture", "   ", "-o", "x.attn"], "empty"),
+        (["capture", "text", "-o", "x.attn", "--model", "./missing-relative"], "does not exist"),
+        (["capture", "text", "-o", "x.attn", "--layers", "1,a"], "comma-separated"),
+    ],
+)
+def test_user_mistakes_print_one_line_and_exit_2(args, fragment, tmp_path):
+    proc = subprocess.run([CLI, *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+def test_text_too_long_is_refused_unless_truncated(tiny_model_dir, tmp_path, capsys):
+    long_text = " ".join(["word"] * 100)  # the tiny model accepts 64 positions
+    out = tmp_path / "long.attn"
+    assert main(["capture", long_text, "-o", str(out), "--model", str(tiny_model_dir)]) == 2
+    assert "at most 64" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["capture", long_text, "-o", str(out), "--model", str(tiny_model_dir), "--truncate"]) == 0
+    rec = ap.load(out)
+    assert len(rec.tokens) == 64 and rec.meta["truncated"] is True
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "attn_plugins", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("attn-plugins ")
