@@ -1,0 +1,81 @@
+"""Compact encodings of tensors for pages: 8-bit quantized, thresholded, deflated, base64."""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+# At 8-bit colour depth a weight below 1/255 draws exactly like 0, so it is dropped (and compresses away).
+DEFAULT_THRESHOLD = 1.0 / 255.0
+PAYLOAD_KEY = "__attn_payload__"
+
+
+def _pack(raw: bytes, dtype: str, shape: tuple[int, ...], scale: float) -> dict[str, Any]:
+    packed = zlib.compress(raw, 6)
+    codec = "deflate" if len(packed) < len(raw) else "raw"
+    data = packed if codec == "deflate" else raw
+    return {
+        PAYLOAD_KEY: 1,
+        "dtype": dtype,
+        "shape": [int(s) for s in shape],
+        "scale": scale,
+        "codec": codec,
+        "data": base64.b64encode(data).decode("ascii"),
+    }
+
+
+def check_threshold(threshold: float) -> float:
+    """``threshold`` as a float in [0, 1); anything else is a clear error."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise InputError(f"threshold must be a number in [0, 1), got {threshold!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise InputError(f"threshold must be in [0, 1), got {value}")
+    return value
+
+
+def quantize(weights: torch.Tensor | np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Weights in [0, 1] as uint8 steps of 1/255; weights below ``threshold`` become 0."""
+    threshold = check_threshold(threshold)
+    a = torch.as_tensor(weights).detach().to(torch.float32).cpu()
+    if not torch.isfinite(a).all():
+        raise InputError("attention weights contain NaN or infinite values; cannot draw them")
+    a = a.clamp(0.0, 1.0)
+    q = torch.round(a * 255.0).to(torch.uint8)
+    q[a < threshold] = 0
+    return q.numpy()
+
+
+def encode_weights(weights: torch.Tensor | np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+    """A payload of attention weights (any shape), decoded in the page by ``attnViews.decode``."""
+    q = quantize(weights, threshold)
+    return _pack(np.ascontiguousarray(q).tobytes(), "u8", q.shape, 1.0 / 255.0)
+
+
+def encode_floats(values: torch.Tensor | np.ndarray) -> dict[str, Any]:
+    """A payload of float vectors (queries, keys) as little-endian float32."""
+    a = torch.as_tensor(values).detach().to(torch.float32).cpu().numpy()
+    if not np.isfinite(a).all():
+        raise InputError("query/key vectors contain NaN or infinite values; cannot draw them")
+    return _pack(np.ascontiguousarray(a, dtype="<f4").tobytes(), "f32", a.shape, 1.0)
+
+
+def decode(payload: dict[str, Any]) -> np.ndarray:
+    """The array a payload holds, scaled back to floats (the inverse of the encoders, for tests and tools)."""
+    if not isinstance(payload, dict) or payload.get(PAYLOAD_KEY) != 1:
+        raise InputError("not an attn-plugins payload")
+    data = base64.b64decode(payload["data"])
+    if payload["codec"] == "deflate":
+        data = zlib.decompress(data)
+    elif payload["codec"] != "raw":
+        raise InputError(f"unknown payload codec {payload['codec']!r}")
+    dtype = {"u8": np.uint8, "f32": np.dtype("<f4")}[payload["dtype"]]
+    arr = np.frombuffer(data, dtype=dtype).reshape(payload["shape"])
+    return arr.astype(np.float32) * np.float32(payload["scale"])

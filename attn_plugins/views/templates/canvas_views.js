@@ -1,0 +1,153 @@
+/* attn-plugins canvas views: one pixel per weight, for inputs too long for one SVG line per weight. */
+(function () {
+  "use strict";
+  if (!window.attnViews || window.attnViews.canvasHead) return;
+
+  // White to dark blue on a square-root scale, so that the small weights of long inputs stay visible.
+  const LUT = new Uint8ClampedArray(256 * 4);
+  for (let v = 0; v < 256; v++) {
+    const x = Math.sqrt(v / 255);
+    LUT[4 * v] = 255 - x * 247;
+    LUT[4 * v + 1] = 255 - x * 207;
+    LUT[4 * v + 2] = 255 - x * 148;
+    LUT[4 * v + 3] = 255;
+  }
+
+  function el(tag, attrs, text) {
+    const e = document.createElement(tag);
+    for (const k of Object.keys(attrs || {})) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text; // tokens are only ever set as text, never parsed as HTML
+    return e;
+  }
+
+  function select(label, options, onChange) {
+    const wrap = el("label", {}, label + " ");
+    const s = el("select");
+    options.forEach((o, i) => s.appendChild(el("option", { value: String(i) }, o)));
+    s.addEventListener("change", () => onChange(+s.value));
+    wrap.appendChild(s);
+    return { wrap: wrap, select: s };
+  }
+
+  // Weights of one layer and head (or the mean over heads when head < 0) as 0..255 values.
+  function matrix(sec, layer, head) {
+    const [, H, Q, K] = sec.attn.shape;
+    const v = sec.attn.values;
+    const size = Q * K;
+    if (head >= 0) return v.subarray((layer * H + head) * size, (layer * H + head + 1) * size);
+    const out = new Float32Array(size);
+    for (let h = 0; h < H; h++) {
+      const base = (layer * H + h) * size;
+      for (let i = 0; i < size; i++) out[i] += v[base + i];
+    }
+    for (let i = 0; i < size; i++) out[i] /= H;
+    return out;
+  }
+
+  function paint(canvas, sec, layer, head) {
+    const [, , Q, K] = sec.attn.shape;
+    canvas.width = K;
+    canvas.height = Q;
+    const m = matrix(sec, layer, head);
+    const ctx = canvas.getContext("2d");
+    const img = ctx.createImageData(K, Q);
+    const px = img.data;
+    for (let i = 0; i < m.length; i++) {
+      const c = 4 * Math.round(m[i]);
+      px[4 * i] = LUT[c]; px[4 * i + 1] = LUT[c + 1]; px[4 * i + 2] = LUT[c + 2]; px[4 * i + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+    return m;
+  }
+
+  // A large canvas with a hover read-out: "query token -> key token: weight".
+  function detail(container, sec, layer, head, scale) {
+    const [, , Q, K] = sec.attn.shape;
+    const side = Math.max(240, Math.min(720, 10 * Math.max(Q, K)));
+    const canvas = el("canvas", { class: "attn-canvas-main" });
+    canvas.style.width = Math.round(side * K / Math.max(Q, K)) + "px";
+    canvas.style.height = Math.round(side * Q / Math.max(Q, K)) + "px";
+    const info = el("div", { class: "attn-info" }, "hover over the map: query (row) \u2192 key (column)");
+    const m = paint(canvas, sec, layer, head);
+    canvas.addEventListener("mousemove", (ev) => {
+      const r = canvas.getBoundingClientRect();
+      const j = Math.min(K - 1, Math.floor((ev.clientX - r.left) / r.width * K));
+      const i = Math.min(Q - 1, Math.floor((ev.clientY - r.top) / r.height * Q));
+      info.textContent = "query " + i + " " + JSON.stringify(sec.left_text[i]) + " \u2192 key " + j + " " +
+        JSON.stringify(sec.right_text[j]) + ": " + (m[i * K + j] * scale).toFixed(3);
+    });
+    container.replaceChildren(canvas, info);
+  }
+
+  function headNames(sec) { return ["mean of heads"].concat(sec.heads.map((h) => "head " + h)); }
+
+  function canvasHead(rootId, params) {
+    const root = document.getElementById(rootId);
+    const state = { sec: 0, layer: 0, head: -1 };
+    const controls = el("div", { class: "attn-controls" });
+    const area = el("div");
+    root.appendChild(controls);
+    root.appendChild(area);
+    function draw() {
+      const sec = params.sections[state.sec];
+      detail(area, sec, state.layer, state.head, sec.attn.scale);
+      root.dataset.rendered = "1";
+    }
+    function build() {
+      controls.replaceChildren();
+      const sec = params.sections[state.sec];
+      if (params.sections.length > 1) {
+        const s = select("Attention:", params.sections.map((x) => x.name), (i) => { state.sec = i; state.layer = 0; build(); });
+        s.select.value = String(state.sec);
+        controls.appendChild(s.wrap);
+      }
+      const ls = select("Layer:", sec.layers.map(String), (i) => { state.layer = i; draw(); });
+      ls.select.value = String(state.layer);
+      const hs = select("Head:", headNames(sec), (i) => { state.head = i - 1; draw(); });
+      hs.select.value = String(state.head + 1);
+      controls.appendChild(ls.wrap);
+      controls.appendChild(hs.wrap);
+      draw();
+    }
+    build();
+  }
+
+  function canvasModel(rootId, params) {
+    const root = document.getElementById(rootId);
+    const state = { sec: 0 };
+    const controls = el("div", { class: "attn-controls" });
+    const grid = el("div", { class: "attn-grid" });
+    const area = el("div");
+    root.appendChild(controls);
+    root.appendChild(grid);
+    root.appendChild(area);
+    function draw() {
+      const sec = params.sections[state.sec];
+      const [L, H] = sec.attn.shape;
+      grid.replaceChildren();
+      grid.style.gridTemplateColumns = "48px repeat(" + H + ", 98px)";
+      grid.appendChild(el("div", { class: "attn-axis" }, ""));
+      sec.heads.forEach((h) => grid.appendChild(el("div", { class: "attn-axis" }, "head " + h)));
+      for (let l = 0; l < L; l++) {
+        grid.appendChild(el("div", { class: "attn-axis" }, "layer " + sec.layers[l]));
+        for (let h = 0; h < H; h++) {
+          const c = el("canvas", { "data-layer": String(l), "data-head": String(h) });
+          c.title = "layer " + sec.layers[l] + ", head " + sec.heads[h];
+          paint(c, sec, l, h);
+          c.addEventListener("click", () => detail(area, sec, l, h, sec.attn.scale));
+          grid.appendChild(c);
+        }
+      }
+      area.replaceChildren(el("div", { class: "attn-info" }, "click a thumbnail to enlarge it"));
+      root.dataset.rendered = "1";
+    }
+    if (params.sections.length > 1) {
+      const s = select("Attention:", params.sections.map((x) => x.name), (i) => { state.sec = i; draw(); });
+      controls.appendChild(s.wrap);
+    }
+    draw();
+  }
+
+  window.attnViews.canvasHead = canvasHead;
+  window.attnViews.canvasModel = canvasModel;
+})();
