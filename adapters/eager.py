@@ -10,7 +10,7 @@ import torch
 
 from attn_plugins import hookimpl
 from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, target_scalar
-from attn_plugins.capture import split_batch
+from attn_plugins.capture import move_inputs, split_batch
 from attn_plugins.errors import MissingCaptureError
 from attn_plugins.record import AttentionRecord
 
@@ -28,18 +28,38 @@ def is_hf_model(model: Any) -> bool:
     return isinstance(model, PreTrainedModel)
 
 
+def all_configs(model: Any) -> list[Any]:
+    """Every config object of the model: its own, nested sub-configs, and those of its submodels."""
+    from transformers import PretrainedConfig
+
+    stack = [model.config] + [getattr(m, "config", None) for m in model.modules()]
+    seen: dict[int, Any] = {}
+    while stack:
+        config = stack.pop()
+        if not isinstance(config, PretrainedConfig) or id(config) in seen:
+            continue
+        seen[id(config)] = config
+        for key in getattr(config, "sub_configs", {}) or {}:
+            stack.append(getattr(config, key, None))
+    return list(seen.values())
+
+
 @contextmanager
 def attn_implementation(model: Any, name: str) -> Iterator[None]:
-    """Switch a transformers model's attention implementation, and restore it even if the body raises."""
-    previous = model.config._attn_implementation
-    if previous == name:
-        yield
-        return
-    model.set_attn_implementation(name)
+    """Switch every config of a transformers model to attention ``name``; restore each, even if the body raises.
+
+    The configs are set directly rather than through ``set_attn_implementation``, which refuses models
+    not on the AttentionInterface (falcon, bloom, ...) with a warning, leaving them on sdpa: those then
+    build sdpa's boolean masks and add them to eager scores, which corrupts ``output_attentions``.
+    """
+    previous = [(c, c._attn_implementation_internal) for c in all_configs(model)]
     try:
+        for config, _ in previous:
+            config._attn_implementation_internal = name
         yield
     finally:
-        model.set_attn_implementation(previous)
+        for config, impl in previous:
+            config._attn_implementation_internal = impl
 
 
 def kept_outputs(output: Any, logits_side: str = "source") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -91,6 +111,10 @@ class EagerAdapter(Adapter):
 
     def capture(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> list[AttentionRecord]:
         """Run the model once in eager mode with ``output_attentions=True``."""
+        return self.run(model, batch, options)[1]
+
+    def run(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> tuple[Any, list[AttentionRecord]]:
+        """Like :meth:`capture`, but also return the model output."""
         for flag in ("values", "value_norms", "qk"):
             if getattr(options, flag):
                 raise MissingCaptureError(
@@ -98,16 +122,17 @@ class EagerAdapter(Adapter):
                     "transformers' AttentionInterface"
                 )
         with attn_implementation(model, "eager"), torch.set_grad_enabled(options.gradients):
-            output = model(**batch.inputs, output_attentions=True, return_dict=True)
+            device = next(model.parameters()).device
+            output = model(**move_inputs(batch.inputs, device), output_attentions=True, return_dict=True)
             raw = self._raw_attentions(model, output)
             grads = {}
             if options.gradients:
-                for per_layer in raw.values():
-                    for t in per_layer:
-                        t.retain_grad()
-                target_scalar(output, options.target).backward()
+                # autograd.grad rather than backward(): no gradient is left on the model's parameters.
+                flat = [t for per_layer in raw.values() for t in per_layer]
+                flat_grads = iter(torch.autograd.grad(target_scalar(output, options.target), flat, allow_unused=True))
                 grads = {
-                    kind: stack_layers(tuple(t.grad for t in per_layer), options) for kind, per_layer in raw.items()
+                    kind: stack_layers(tuple(_zero_if_none(next(flat_grads), t) for t in per_layer), options)
+                    for kind, per_layer in raw.items()
                 }
         attentions = {kind: stack_layers(per_layer, options) for kind, per_layer in raw.items()}
         causal = "self" in attentions and looks_causal(attentions["self"])
@@ -121,7 +146,7 @@ class EagerAdapter(Adapter):
             "exact": True,
             "num_key_value_heads": getattr(model.config, "num_key_value_heads", None),
         }
-        return split_batch(
+        records = split_batch(
             batch,
             attentions,
             options=options,
@@ -130,6 +155,7 @@ class EagerAdapter(Adapter):
             outputs=outs,
             sequence_outputs=seq,
         )
+        return output, records
 
     @staticmethod
     def _raw_attentions(model: Any, output: Any) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -145,6 +171,10 @@ class EagerAdapter(Adapter):
         if not raw:
             raise MissingCaptureError(f"{type(model).__name__} returned no attentions with output_attentions=True")
         return raw
+
+
+def _zero_if_none(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return grad.detach() if grad is not None else torch.zeros_like(like)
 
 
 @hookimpl

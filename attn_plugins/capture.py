@@ -314,6 +314,12 @@ def encode_inputs(model: Any, inputs: Mapping[str, Any], tokenizer: Any = None) 
     return batch
 
 
+# ---------------------------------------------------------------------------- devices
+def move_inputs(inputs: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """Model inputs with every tensor on ``device`` (records are always built on the CPU afterwards)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
 # ---------------------------------------------------------------------------- splitting
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape a capture, for a record's meta."""

@@ -106,3 +106,239 @@ def tiny_bert(
     else:
         model = BertModel(config)
     return model.eval()
+
+
+# ---------------------------------------------------------------------------- a zoo of tiny architectures
+# Small sizes shared by every zoo model: 2 layers, 4 heads of 8 dims, a 128-token vocabulary.
+_V, _D, _H, _L, _F, _P = 128, 32, 4, 2, 64, 64
+_ENCODER = dict(
+    vocab_size=_V,
+    hidden_size=_D,
+    num_hidden_layers=_L,
+    num_attention_heads=_H,
+    intermediate_size=_F,
+    max_position_embeddings=_P,
+    pad_token_id=0,
+)
+_DECODER = dict(_ENCODER, num_key_value_heads=2, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+_SEQ2SEQ = dict(
+    vocab_size=_V,
+    d_model=_D,
+    encoder_layers=_L,
+    decoder_layers=_L,
+    encoder_attention_heads=_H,
+    decoder_attention_heads=_H,
+    encoder_ffn_dim=_F,
+    decoder_ffn_dim=_F,
+    max_position_embeddings=_P,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    decoder_start_token_id=1,
+    forced_eos_token_id=None,
+)
+
+# model_type -> (family, config overrides). Families: "encoder" (AutoModel over token ids), "decoder"
+# (AutoModelForCausalLM), "seq2seq" (AutoModelForSeq2SeqLM), "vision" (pixel_values), "speech" (input_features).
+ZOO: dict[str, tuple[str, dict[str, Any]]] = {
+    "bert": ("encoder", _ENCODER),
+    "roberta": ("encoder", dict(_ENCODER, pad_token_id=1)),
+    "xlm-roberta": ("encoder", dict(_ENCODER, pad_token_id=1)),
+    "electra": ("encoder", dict(_ENCODER, embedding_size=_D)),
+    "distilbert": ("encoder", dict(vocab_size=_V, dim=_D, n_layers=_L, n_heads=_H, hidden_dim=_F, pad_token_id=0)),
+    "albert": ("encoder", dict(_ENCODER, embedding_size=16, num_hidden_layers=3)),
+    "deberta-v2": (
+        "encoder",
+        dict(_ENCODER, relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=16),
+    ),
+    "mpnet": ("encoder", dict(_ENCODER, pad_token_id=1)),
+    # Three layers with a 4-token local window: layers 1 and 2 are ModernBERT's sliding-window layers.
+    "modernbert": (
+        "encoder",
+        dict(
+            _ENCODER,
+            num_hidden_layers=3,
+            local_attention=4,
+            global_attn_every_n_layers=3,
+            bos_token_id=1,
+            eos_token_id=2,
+            cls_token_id=1,
+            sep_token_id=2,
+        ),
+    ),
+    "gpt2": (
+        "decoder",
+        dict(vocab_size=_V, n_embd=_D, n_layer=_L, n_head=_H, n_positions=_P, bos_token_id=1, eos_token_id=2),
+    ),
+    "gpt_neox": ("decoder", dict(_DECODER, num_key_value_heads=None, rotary_pct=0.5)),
+    "gptj": (
+        "decoder",
+        dict(
+            vocab_size=_V,
+            n_embd=_D,
+            n_layer=_L,
+            n_head=_H,
+            n_positions=_P,
+            rotary_dim=4,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+    ),
+    "llama": ("decoder", _DECODER),
+    "mistral": ("decoder", dict(_DECODER, sliding_window=4)),
+    "mixtral": ("decoder", dict(_DECODER, sliding_window=None, num_local_experts=4, num_experts_per_tok=2)),
+    "qwen2": ("decoder", _DECODER),
+    "qwen3": ("decoder", dict(_DECODER, head_dim=8)),
+    "gemma": ("decoder", dict(_DECODER, head_dim=8)),
+    # Gemma-2 alternates sliding-window (4 tokens) and global layers and soft-caps its attention logits.
+    "gemma2": (
+        "decoder",
+        dict(_DECODER, head_dim=8, query_pre_attn_scalar=8, sliding_window=4, attn_logit_softcapping=5.0),
+    ),
+    "phi": ("decoder", dict(_DECODER, num_key_value_heads=None)),
+    "phi3": ("decoder", _DECODER),
+    "opt": (
+        "decoder",
+        dict(
+            vocab_size=_V,
+            hidden_size=_D,
+            num_hidden_layers=_L,
+            num_attention_heads=_H,
+            ffn_dim=_F,
+            word_embed_proj_dim=_D,
+            max_position_embeddings=_P,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+    ),
+    "falcon": (
+        "decoder",
+        dict(
+            vocab_size=_V, hidden_size=_D, num_hidden_layers=_L, num_attention_heads=_H, bos_token_id=1, eos_token_id=2
+        ),
+    ),
+    "bloom": (
+        "decoder",
+        dict(vocab_size=_V, hidden_size=_D, n_layer=_L, n_head=_H, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    ),
+    # gpt-oss adds a learned attention sink per head (passed to the attention function as s_aux).
+    "gpt_oss": (
+        "decoder",
+        dict(
+            _DECODER,
+            head_dim=8,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention"],
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+    ),
+    "t5": (
+        "seq2seq",
+        dict(
+            vocab_size=_V,
+            d_model=_D,
+            d_kv=8,
+            d_ff=_F,
+            num_layers=_L,
+            num_decoder_layers=_L,
+            num_heads=_H,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=2,
+            decoder_start_token_id=0,
+        ),
+    ),
+    "bart": ("seq2seq", _SEQ2SEQ),
+    "marian": ("seq2seq", dict(_SEQ2SEQ, decoder_start_token_id=0, decoder_vocab_size=_V)),
+    "mbart": ("seq2seq", _SEQ2SEQ),
+    "pegasus": ("seq2seq", _SEQ2SEQ),
+    "vit": (
+        "vision",
+        dict(
+            hidden_size=_D,
+            num_hidden_layers=_L,
+            num_attention_heads=_H,
+            intermediate_size=_F,
+            image_size=16,
+            patch_size=4,
+        ),
+    ),
+    "whisper": (
+        "speech",
+        dict(
+            _SEQ2SEQ,
+            num_mel_bins=8,
+            max_source_positions=8,
+            max_target_positions=_P,
+            decoder_start_token_id=1,
+            suppress_tokens=None,
+            begin_suppress_tokens=None,
+        ),
+    ),
+}
+
+
+def zoo_types() -> list[str]:
+    """The model types :func:`tiny_model` can build."""
+    return list(ZOO)
+
+
+def tiny_model(
+    model_type: str, seed: int = 0, attn_implementation: str | None = None, peaked: float | None = 4.0
+) -> torch.nn.Module:
+    """A tiny random-init model of ``model_type`` (see :data:`ZOO`), in eval mode, with peaked attention.
+
+    The head is the natural one for the family: a bare encoder, a causal LM, a seq2seq LM. The default
+    attention backend is the one transformers picks (sdpa where supported) unless one is given.
+    """
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSpeechSeq2Seq,
+    )
+
+    if model_type not in ZOO:
+        raise KeyError(f"no tiny config for {model_type!r}; known: {', '.join(ZOO)}")
+    family, overrides = ZOO[model_type]
+    config = AutoConfig.for_model(model_type, **overrides)
+    torch.manual_seed(seed)
+    auto = {"decoder": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM, "speech": AutoModelForSpeechSeq2Seq}
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = auto.get(family, AutoModel).from_config(config, **kwargs)
+    if peaked:
+        peaked_(model, peaked)
+    return model.eval()
+
+
+def tiny_inputs(model: torch.nn.Module, batch: int = 2, length: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random model inputs for a zoo model; the second example is padded (left for causal LMs, else right)."""
+    family = ZOO.get(model.config.model_type, ("encoder", {}))[0]
+    g = torch.Generator().manual_seed(seed)
+    if family == "vision":
+        size = model.config.image_size
+        return {"pixel_values": torch.randn(batch, model.config.num_channels, size, size, generator=g)}
+    inputs: dict[str, torch.Tensor] = {}
+    if family == "speech":
+        frames = 2 * model.config.max_source_positions
+        inputs["input_features"] = torch.randn(batch, model.config.num_mel_bins, frames, generator=g)
+    else:
+        # Ids start above the special ids so no random token is a pad, bos or eos token.
+        inputs["input_ids"] = torch.randint(4, model.config.vocab_size, (batch, length), generator=g)
+        mask = torch.ones(batch, length, dtype=torch.long)
+        if batch > 1:
+            if family == "decoder":
+                mask[1, :3] = 0
+            else:
+                mask[1, -3:] = 0
+        inputs["attention_mask"] = mask
+    if family in ("seq2seq", "speech"):
+        start = model.config.decoder_start_token_id
+        dec = torch.randint(4, model.config.vocab_size, (batch, length - 3), generator=g)
+        dec[:, 0] = start
+        inputs["decoder_input_ids"] = dec
+    return inputs
