@@ -1,0 +1,128 @@
+"""The standalone report page: text, model output, highlighting per method, head and model views, head summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..record import AttentionRecord
+from .attention import check_record, head_view, model_view, neuron_view
+from .highlight import side_by_side
+from .page import Fragment, View, escape
+from .payload import DEFAULT_THRESHOLD
+from .summary import head_summary
+
+# The neuron view draws every query/key vector element; beyond this many tokens the report leaves it out.
+NEURON_MAX_TOKENS = 64
+
+
+class Report(View):
+    """One standalone page about one or more records (``.html``, ``.save(path)``)."""
+
+
+def describe_output(record: AttentionRecord) -> str | None:
+    """A one-line description of the model output stored in ``record.outputs`` (e.g. the predicted class)."""
+    logits = record.outputs.get("logits")
+    if logits is None:
+        return None
+    x = logits.detach().float().reshape(-1) if logits.dim() <= 1 or logits.shape[0] == 1 else None
+    if x is None or x.numel() < 2:
+        return f"logits of shape {tuple(logits.shape)}"
+    probs = torch.softmax(x, -1)
+    top = int(probs.argmax())
+    labels = record.meta.get("id2label") or {}
+    name = labels.get(str(top), labels.get(top, f"label {top}")) if isinstance(labels, dict) else f"label {top}"
+    shown = ", ".join(f"{p:.3f}" for p in probs[:10].tolist())
+    return f"predicted {name} (p = {probs[top]:.3f}); class probabilities [{shown}{', ...' if x.numel() > 10 else ''}]"
+
+
+def _per_record_scores(scores: Mapping[str, Any] | None, n: int) -> list[dict[str, Any]]:
+    """Split {method: scores} into one mapping per record (a list or 2-D array per method for batches)."""
+    if scores is None:
+        return [{} for _ in range(n)]
+    if not isinstance(scores, Mapping):
+        raise InputError(f"scores must be a mapping {{method name: per-token scores}}, got {type(scores).__name__}")
+    if n == 1:
+        return [dict(scores)]
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for name, value in scores.items():
+        per = list(value) if not isinstance(value, np.ndarray) or value.ndim >= 2 else None
+        if per is None or len(per) != n:
+            raise InputError(f"scores of {name!r} must hold one score array per record ({n} records)")
+        for i, s in enumerate(per):
+            out[i][name] = s
+    return out
+
+
+def _header(record: AttentionRecord, model_name: str | None, output: str | None) -> Fragment:
+    meta = record.meta
+    facts = [f"model: {model_name}" if model_name else None]
+    facts.append(f"type: {meta['model_type']}" if meta.get("model_type") else None)
+    facts.append(f"adapter: {meta['adapter']}" if meta.get("adapter") else None)
+    facts.append("attention: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in record.attentions.items()))
+    text = record.text if record.text else " ".join(record.tokens)
+    parts = [
+        f'<p class="attn-meta">{escape(" · ".join(f for f in facts if f))}</p>',
+        f'<h3>Input</h3><div class="attn-output" data-role="text">{escape(text)}</div>',
+    ]
+    if record.target_tokens is not None:
+        target = record.target_text if record.target_text else " ".join(record.target_tokens)
+        parts.append(f'<h3>Target</h3><div class="attn-output" data-role="target">{escape(target)}</div>')
+    if output:
+        parts.append(f'<h3>Model output</h3><div class="attn-output" data-role="output">{escape(output)}</div>')
+    return Fragment("".join(parts), height=200)
+
+
+def report(
+    records: AttentionRecord | Sequence[AttentionRecord],
+    scores: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    output_summary: str | Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    renderer: str = "auto",
+    threshold: float = DEFAULT_THRESHOLD,
+) -> Report:
+    """One standalone page per call: for each record its text and output, scores per method, views, head summary.
+
+    ``scores`` maps a method name to per-token scores (for several records: one array per record).
+    ``output_summary`` describes the model output (one string per record for several); by default it is
+    read from ``record.outputs["logits"]``.
+    """
+    recs = (
+        [records] if isinstance(records, AttentionRecord) else list(records) if isinstance(records, Sequence) else None
+    )
+    if not recs:
+        raise InputError("report needs an AttentionRecord or a non-empty list of them")
+    recs = [check_record(r) for r in recs]
+    per_scores = _per_record_scores(scores, len(recs))
+    if output_summary is None or isinstance(output_summary, str):
+        outputs = [output_summary] * len(recs)
+    else:
+        outputs = list(output_summary)
+        if len(outputs) != len(recs):
+            raise InputError(f"{len(outputs)} output summaries for {len(recs)} records")
+    page_title = title or (f"Attention report: {model_name}" if model_name else "Attention report")
+    fragments = [Fragment(f"<h1>{escape(page_title)}</h1>", height=50)]
+    for i, (rec, rec_scores, out) in enumerate(zip(recs, per_scores, outputs)):
+        if len(recs) > 1:
+            fragments.append(Fragment(f"<h2>Example {i + 1}</h2>", height=40))
+        fragments.append(_header(rec, model_name, out if out is not None else describe_output(rec)))
+        if rec_scores:
+            fragments.append(Fragment("<h2>Token scores by method</h2>", height=40))
+            fragments.extend(side_by_side(rec, rec_scores).fragments_for_page())
+        fragments.append(Fragment("<h2>Attention</h2>", height=40))
+        fragments.extend(head_view(rec, renderer=renderer, threshold=threshold).fragments)
+        fragments.extend(model_view(rec, renderer=renderer, threshold=threshold).fragments)
+        if (
+            any(k in rec.queries and k in rec.keys for k in rec.kinds)
+            and rec.attentions[rec.default_kind].shape[-1] <= NEURON_MAX_TOKENS
+        ):
+            fragments.extend(neuron_view(rec, threshold=threshold).fragments)
+        fragments.append(Fragment("<h2>Per-head summary</h2>", height=40))
+        fragments.extend(head_summary(rec, kind).fragment() for kind in rec.kinds)
+    return Report(fragments, page_title)

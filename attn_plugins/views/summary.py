@@ -1,0 +1,91 @@
+"""Per-head summary statistics: entropy and where each head's attention mass goes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..record import AttentionRecord
+from .page import Fragment, escape
+
+STATISTICS = {
+    "entropy": "mean row entropy / log(keys): 0 = one key, 1 = uniform",
+    "special": "share of mass on special tokens",
+    "self": "share of mass on the query's own position",
+    "previous": "share of mass on the previous position",
+}
+
+
+@dataclass
+class HeadSummary:
+    """Statistics of one attention kind, each an array ``[layers, heads]`` (NaN where undefined)."""
+
+    kind: str
+    layers: list[int]
+    heads: list[int]
+    values: dict[str, np.ndarray]
+
+    def fragment(self) -> Fragment:
+        """HTML grids (layers by heads), one per statistic, cells shaded by value."""
+        grids = "".join(self._grid(name) for name in self.values)
+        body = (
+            f'<div class="attn-view" data-view="head_summary"><h3>Per-head summary: {escape(self.kind)} attention</h3>'
+            f'<div style="display:flex;flex-wrap:wrap;gap:18px">{grids}</div></div>'
+        )
+        return Fragment(body, height=60 + 22 * len(self.layers))
+
+    def _grid(self, name: str) -> str:
+        v = self.values[name]
+        shade = np.nan_to_num(np.clip(v, 0.0, 1.0), nan=0.0) * 0.75
+        cells = np.where(np.isnan(v), "n/a", np.char.mod("%.2f", np.nan_to_num(v)))
+        head_row = "".join(f"<th>h{h}</th>" for h in self.heads)
+        rows = "".join(
+            f"<tr><th>L{layer}</th>"
+            + "".join(
+                f'<td style="background:rgba(8,81,156,{a:.3f});color:{"#fff" if a > 0.4 else "#222"}">{c}</td>'
+                for a, c in zip(shade[i].tolist(), cells[i].tolist())
+            )
+            + "</tr>"
+            for i, layer in enumerate(self.layers)
+        )
+        return (
+            f'<div><div class="attn-legend" title="{escape(STATISTICS[name])}"><b>{escape(name)}</b>: '
+            f'{escape(STATISTICS[name])}</div><table class="attn-table" data-stat="{escape(name)}">'
+            f"<tr><th></th>{head_row}</tr>{rows}</table></div>"
+        )
+
+
+def head_summary(record: AttentionRecord, kind: str | None = None) -> HeadSummary:
+    """Entropy and the share of mass on special tokens, on the query itself and on the previous token, per head."""
+    if not isinstance(record, AttentionRecord):
+        raise InputError(f"head_summary takes an AttentionRecord, got {type(record).__name__}")
+    kind = kind or record.default_kind
+    if kind not in record.attentions:
+        raise InputError(f"the record has no {kind!r} attention; it holds {', '.join(record.kinds)}")
+    a = record.attentions[kind].detach().to(torch.float64)
+    n_layers, n_heads, n_q, n_k = a.shape
+    values: dict[str, np.ndarray] = {}
+    plogp = torch.where(a > 0, a * torch.log(a.clamp_min(1e-300)), torch.zeros_like(a))
+    entropy = -plogp.sum(-1).mean(-1)
+    values["entropy"] = (entropy / np.log(n_k) if n_k > 1 else torch.zeros_like(entropy)).numpy()
+    # Keys are the decoder side only for decoder self-attention; cross attention attends to the source.
+    special_mask = record.target_special_tokens_mask if kind == "decoder" else record.special_tokens_mask
+    if special_mask is not None and len(special_mask) == n_k:
+        keys_special = torch.tensor([bool(m) for m in special_mask], dtype=torch.float64)
+        values["special"] = (a @ keys_special).mean(-1).numpy()
+    else:
+        values["special"] = np.full((n_layers, n_heads), np.nan)
+    if kind != "cross":
+        # Queries may be a suffix of the keys (generation), so query i sits at key position i + offset.
+        offset = n_k - n_q
+        values["self"] = torch.diagonal(a, offset=offset, dim1=2, dim2=3).mean(-1).numpy()
+        prev = torch.diagonal(a, offset=offset - 1, dim1=2, dim2=3)
+        # The first position has no previous token; average over the queries that do.
+        values["previous"] = prev.mean(-1).numpy() if prev.shape[-1] > 0 else np.full((n_layers, n_heads), np.nan)
+    else:
+        values["self"] = np.full((n_layers, n_heads), np.nan)
+        values["previous"] = np.full((n_layers, n_heads), np.nan)
+    return HeadSummary(kind, record.layer_ids(kind), record.head_ids(kind), values)
