@@ -25,19 +25,27 @@ class Report(View):
 
 
 def describe_output(record: AttentionRecord) -> str | None:
-    """A one-line description of the model output stored in ``record.outputs`` (e.g. the predicted class)."""
+    """A one-line description of the model output in ``record.outputs["logits"]`` (class or next token)."""
     logits = record.outputs.get("logits")
     if logits is None:
         return None
-    x = logits.detach().float().reshape(-1) if logits.dim() <= 1 or logits.shape[0] == 1 else None
-    if x is None or x.numel() < 2:
-        return f"logits of shape {tuple(logits.shape)}"
+    x = logits.detach().float()
+    if x.dim() == 2 and x.shape[0] > 1:
+        # Language-model logits [positions, vocabulary]: the last row predicts the next token.
+        probs = torch.softmax(x[-1], -1)
+        top = int(probs.argmax())
+        return f"next token id {top} (p = {probs[top]:.3f}) from logits of shape {tuple(x.shape)}"
+    x = x.reshape(-1)
+    if x.numel() < 2:
+        return f"output {x.tolist()}"
     probs = torch.softmax(x, -1)
     top = int(probs.argmax())
-    labels = record.meta.get("id2label") or {}
-    name = labels.get(str(top), labels.get(top, f"label {top}")) if isinstance(labels, dict) else f"label {top}"
+    labels = record.meta.get("id2label")
+    labels = labels if isinstance(labels, dict) else {}
+    name = labels.get(str(top), labels.get(top, f"label {top}"))
     shown = ", ".join(f"{p:.3f}" for p in probs[:10].tolist())
-    return f"predicted {name} (p = {probs[top]:.3f}); class probabilities [{shown}{', ...' if x.numel() > 10 else ''}]"
+    more = ", ..." if x.numel() > 10 else ""
+    return f"predicted {name} (p = {probs[top]:.3f}); class probabilities [{shown}{more}]"
 
 
 def _per_record_scores(scores: Mapping[str, Any] | None, n: int) -> list[dict[str, Any]]:
@@ -113,7 +121,6 @@ def report(
             fragments.append(Fragment(f"<h2>Example {i + 1}</h2>", height=40))
         fragments.append(_header(rec, model_name, out if out is not None else describe_output(rec)))
         if rec_scores:
-            fragments.append(Fragment("<h2>Token scores by method</h2>", height=40))
             fragments.extend(side_by_side(rec, rec_scores).fragments_for_page())
         fragments.append(Fragment("<h2>Attention</h2>", height=40))
         fragments.extend(head_view(rec, renderer=renderer, threshold=threshold).fragments)
