@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from attn_adapters.eager import EagerAdapter, all_configs, is_hf_model, kept_outputs
 
 from attn_plugins import hookimpl
 from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, target_scalar
 from attn_plugins.capture import move_inputs, split_batch
 from attn_plugins.errors import InputError, MissingCaptureError, UnsupportedModelError
 from attn_plugins.record import AttentionRecord
-from attn_adapters.eager import EagerAdapter, all_configs, is_hf_model, kept_outputs
 
 _COUNTER = itertools.count()
 _CROSS_NAME = re.compile(r"encoder_attn|crossattention|cross_attn|EncDecAttention", re.IGNORECASE)
@@ -59,6 +59,7 @@ class Call:
     probs: torch.Tensor  # [B, H, Q, K], float32; part of the graph when gradients are asked for
     causal: bool
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    sinks: bool = False  # probabilities leave mass on learned sinks, so rows sum to less than 1
 
 
 def repeat_kv(states: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -271,7 +272,8 @@ class CaptureContext:
             output, _ = backend_fn(
                 module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
             )
-        self._record(module, site, probs, query, key, value, bool(getattr(module, "is_causal", is_causal)))
+        causal = bool(getattr(module, "is_causal", is_causal))
+        self._record(module, site, probs, query, key, value, causal, sinks is not None)
         return output, probs.to(query.dtype)
 
     def _record(
@@ -283,6 +285,7 @@ class CaptureContext:
         key: torch.Tensor,
         value: torch.Tensor,
         causal: bool,
+        sinks: bool,
     ) -> None:
         self.calls += 1
         index = self._counts.get(site.name, 0)
@@ -300,7 +303,7 @@ class CaptureContext:
             extras["queries"] = query.detach()
             extras["keys"] = repeat_kv(key, n_rep).detach()
         kept = probs if self.options.gradients else probs.detach()
-        self.steps[-1].append(Call(site, index, kept, causal and not site.cross, extras))
+        self.steps[-1].append(Call(site, index, kept, causal and not site.cross, extras, sinks))
 
     def _value_norms(self, module: torch.nn.Module, site: Site, v: torch.Tensor) -> torch.Tensor:
         """‖f(x_j)‖ per head (Kobayashi et al. 2020): the value vector through that head's output-projection slice."""
@@ -417,11 +420,25 @@ class HuggingFaceAdapter(Adapter):
                 kind: stack_calls([Call(c.site, c.index, grads[id(c)], c.causal) for c in calls], "probs", options)
                 for kind, calls in by_kind.items()
             }
+        sink_mass = {}
+        for kind, calls in by_kind.items():
+            if any(c.sinks for c in calls):
+                # Records hold rows that sum to 1: the mass the sinks took is kept apart (extras), so the
+                # model's own weights are attentions * (1 - sink_mass).
+                total = attentions[kind].sum(-1, keepdim=True)
+                sink_mass[kind] = (1 - total.squeeze(-1)).clamp_min(0)
+                attentions[kind] = attentions[kind] / total.clamp_min(torch.finfo(total.dtype).tiny)
         outs, seq = kept_outputs(output, "target" if "decoder" in attentions else "source")
         meta = model_meta(model, self.name, backend, causal.get("self", False))
         records = split_batch(
             batch, attentions, options=options, meta=meta, extras=extras, outputs=outs, sequence_outputs=seq
         )
+        for kind, mass in sink_mass.items():
+            mask = batch.target_mask if kind == "decoder" else batch.source_mask
+            for b, record in enumerate(records):
+                rows = mass[b] if mask is None or mask.numel() == 0 else mass[b][:, :, mask[b].bool()]
+                record.extras[f"sink_mass.{kind}"] = rows.detach().to("cpu", options.dtype)
+                record.meta["attention_sinks"] = True
         return output, records
 
     @staticmethod

@@ -342,3 +342,69 @@ def tiny_inputs(model: torch.nn.Module, batch: int = 2, length: int = 10, seed: 
         dec[:, 0] = start
         inputs["decoder_input_ids"] = dec
     return inputs
+
+
+def _reference_attentions(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Eager ``output_attentions=True`` of a fresh eager copy of ``model``: {kind: [B, L, H, Q, K]}."""
+    family = ZOO[model.config.model_type][0]
+    reference = tiny_model(model.config.model_type, attn_implementation="eager", peaked=None)
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        out = reference(**inputs, output_attentions=True, return_dict=True)
+    if family in ("seq2seq", "speech"):
+        raw = {"encoder": out.encoder_attentions, "decoder": out.decoder_attentions, "cross": out.cross_attentions}
+    else:
+        raw = {"self": out.attentions}
+    return {kind: torch.stack(list(t), dim=1) for kind, t in raw.items()}
+
+
+def verify_capture(model_type: str, adapter: str = "huggingface") -> dict[str, Any]:
+    """Capture a tiny ``model_type`` model and compare it with eager attention and an uncaptured forward.
+
+    Returns the figures of ``docs/architectures.md``: adapter and backend used, kinds, the largest
+    absolute difference of the captured weights from eager ``output_attentions=True`` (over real tokens
+    of a padded batch), and of the model output from a forward without capture.
+    """
+    from attn_plugins.adapter import CaptureOptions
+    from attn_plugins.capture import encode_inputs, select_adapter
+
+    model = tiny_model(model_type)
+    inputs = tiny_inputs(model)
+    with torch.no_grad():
+        plain = model(**inputs, return_dict=True)
+    chosen = select_adapter(model, adapter)
+    with torch.no_grad():
+        output, records = chosen.run(model, encode_inputs(model, inputs), CaptureOptions())
+    reference = _reference_attentions(model, inputs)
+    src_mask = inputs.get("attention_mask")
+    att_diff = 0.0
+    for b, record in enumerate(records):
+        record.validate()
+        keep_src = None if src_mask is None else src_mask[b].bool()
+        for kind, ref in reference.items():
+            r = ref[b]
+            if keep_src is not None and kind in ("self", "encoder"):
+                r = r[:, :, keep_src][:, :, :, keep_src]
+            if keep_src is not None and kind == "cross":
+                r = r[:, :, :, keep_src]
+            captured = record.attentions[kind]
+            if f"sink_mass.{kind}" in record.extras:  # rows were renormalized; undo it to compare with eager
+                captured = captured * (1 - record.extras[f"sink_mass.{kind}"]).unsqueeze(-1)
+            att_diff = max(att_diff, (captured - r).abs().max().item())
+    key = "logits" if getattr(plain, "logits", None) is not None else "last_hidden_state"
+    a, b_ = getattr(plain, key), getattr(output, key)
+    if src_mask is not None and a.dim() == 3 and a.shape[1] == src_mask.shape[1]:
+        # Outputs at padding positions are undefined (backends differ there); compare real tokens only.
+        a, b_ = a[src_mask.bool()], b_[src_mask.bool()]
+    meta = records[0].meta
+    return {
+        "model_type": model_type,
+        "model_class": type(model).__name__,
+        "adapter": meta["adapter"],
+        "backend": meta["attention_backend"],
+        "kinds": records[0].kinds,
+        "layers": records[0].num_layers,
+        "fallback": meta.get("fallback"),
+        "max_attention_diff": att_diff,
+        "max_output_diff": (a - b_).abs().max().item(),
+    }
