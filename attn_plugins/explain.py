@@ -1,0 +1,192 @@
+"""Explainers that speak shap: attention-method scores returned as a ``shap.Explanation``.
+
+The explanation has the structure of shap's own text explanations: one row per text, values over the
+text's tokens (special tokens included, as shap keeps them), the token strings as data, and for
+multi-output targets (QA start/end, generated tokens) a second axis with the output names — shap's
+text-to-text form for generation, so ``shap.plots.text`` shows its input/output view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import shap
+
+from .capture import capture
+from .errors import InputError
+from .methods import get_method
+from .methods.alti import capture_alti
+from .methods.base import Method
+from .record import AttentionRecord
+from .targets import Target, resolve, unwrap
+
+
+def _as_list(texts: Any) -> list[Any]:
+    """One example (a string or a QA pair) becomes a batch of one."""
+    if isinstance(texts, str) or (
+        isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    ):
+        return [texts]
+    out = list(texts)
+    if not out:
+        raise InputError("the batch of texts is empty")
+    return out
+
+
+def ragged(rows: list[np.ndarray]) -> np.ndarray:
+    """Stack equal-shaped rows into one array, else an object array of rows (shap's form for ragged text)."""
+    if len({r.shape for r in rows}) == 1:
+        return np.stack(rows)
+    out = np.empty(len(rows), dtype=object)
+    for i, r in enumerate(rows):  # element-wise so NumPy does not try to broadcast the rows
+        out[i] = r
+    return out
+
+
+class AttentionExplainer:
+    """``AttentionExplainer(model, tokenizer, method="rollout")(texts)`` -> ``shap.Explanation``.
+
+    ``task`` is detected from the model's head unless given; ``target`` picks a class, ``token`` the
+    explained token of a token classifier, ``reference`` the text a sentence embedding is compared to,
+    ``max_new_tokens`` the length of generations. Other keyword options go to the method.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        method: str | Method = "rollout",
+        *,
+        task: str | None = None,
+        target: int | None = None,
+        token: int | None = None,
+        reference: str | None = None,
+        max_new_tokens: int = 8,
+        **method_options: Any,
+    ):
+        self.model, self.tokenizer, self.pooling = unwrap(model, tokenizer)
+        self.method = get_method(method)
+        self.method_name = getattr(self.method, "name", str(method))
+        self.task = task
+        self.target = target
+        self.token = token
+        self.reference = reference
+        self.max_new_tokens = max_new_tokens
+        self.method_options = method_options
+        self.forward_passes = 0  # model forwards spent on captures (for cost reports)
+
+    # ------------------------------------------------------------------ per example
+    def resolve(self, example: Any) -> Target:
+        """The explained outputs of one example."""
+        return resolve(
+            self.model,
+            self.tokenizer,
+            example,
+            task=self.task,
+            target=self.target,
+            token=self.token,
+            reference=self.reference,
+            max_new_tokens=self.max_new_tokens,
+            pooling=self.pooling,
+        )
+
+    def _capture(self, spec: Target, gradient_target: Any = None) -> AttentionRecord:
+        requires = tuple(getattr(self.method, "requires", ()))
+        options: dict[str, Any] = {}
+        if "gradients" in requires:
+            options.update(gradients=True, gradient_target=gradient_target)
+        if "value_norms" in requires:
+            options["value_norms"] = True
+        self.forward_passes += 1
+        if "extras:alti" in requires:
+            if spec.inputs is not None:
+                raise InputError("alti captures from a plain text; it cannot explain pairs or generations")
+            self.forward_passes += 1  # capture_alti runs a second, hooked forward
+            return capture_alti(self.model, self.tokenizer, spec.text, **options)
+        if spec.inputs is not None:
+            record = capture(self.model, self.tokenizer, inputs=spec.inputs, **options)
+        else:
+            record = capture(self.model, self.tokenizer, spec.text, **options)
+        record.meta.update({k: v for k, v in spec.meta.items() if k == "prompt_length"})
+        return record
+
+    def scores(self, spec: Target) -> tuple[np.ndarray, AttentionRecord]:
+        """Method scores [keys] (one output) or [keys, outputs] and the (last) record they came from."""
+        needs_grad = "gradients" in tuple(getattr(self.method, "requires", ()))
+        columns = []
+        if needs_grad:
+            # A gradient is specific to its output: one capture per explained output.
+            for position, grad_target in zip(spec.positions, spec.gradient_targets):
+                record = self._capture(spec, grad_target)
+                columns.append(self._row(record, position, spec))
+        else:
+            record = self._capture(spec)
+            m = self._rows(record, spec)
+            columns = list(m)
+        values = np.stack(columns, -1)
+        return (values[:, 0] if spec.output_names is None else values), record
+
+    def _row(self, record: AttentionRecord, position: Any, spec: Target) -> np.ndarray:
+        out = np.asarray(self.method(record, position=position, kind=spec.kind, **self.method_options))
+        return out[spec.keys]
+
+    def _rows(self, record: AttentionRecord, spec: Target) -> list[np.ndarray]:
+        if all(isinstance(p, (int, np.integer)) for p in spec.positions) and len(spec.positions) > 1:
+            # One call for all rows: flow solves max-flow problems per row asked for, not for all.
+            out = np.asarray(self.method(record, position=list(spec.positions), kind=spec.kind, **self.method_options))
+            return [row[spec.keys] for row in out]
+        return [self._row(record, p, spec) for p in spec.positions]
+
+    def data(self, spec: Target, record: AttentionRecord) -> np.ndarray:
+        """Token strings as shap's Text masker cuts them (with trailing spaces), else the record's tokens."""
+        n = len(record.tokens[spec.keys])
+        if spec.text is not None and getattr(self.tokenizer, "is_fast", False):
+            segments, _ = shap.maskers.Text(self.tokenizer).token_segments(spec.text)
+            if len(segments) == n:
+                return np.array(segments, dtype=object)
+        return np.array(record.tokens[spec.keys], dtype=object)
+
+    # ------------------------------------------------------------------ batch
+    def __call__(self, texts: Any) -> shap.Explanation:
+        """Explain a text, a (question, context) pair, or a batch of them."""
+        examples = _as_list(texts)
+        values, data, bases, names, labels, tasks = [], [], [], [], [], set()
+        for example in examples:
+            spec = self.resolve(example)
+            v, record = self.scores(spec)
+            values.append(v)
+            data.append(self.data(spec, record))
+            # Attention scores are not a decomposition of the output, so nothing is claimed as a base value.
+            bases.append(np.zeros(()) if spec.output_names is None else np.zeros(len(spec.output_names)))
+            names.append(None if spec.output_names is None else np.array(spec.output_names))
+            labels.append(spec.label)
+            tasks.add(spec.task)
+        if all(n is None for n in names):
+            # One output: name it when every text explains the same one (shap's plots take a string here).
+            output_names = labels[0] if len(set(labels)) == 1 and labels[0] is not None else None
+        elif tasks & {"generation", "seq2seq"}:
+            output_names = names  # shap's text-to-text form: each example names its own generated tokens
+        else:
+            output_names = list(names[0])  # fixed outputs (QA start and end) named once, as shap does
+        return shap.Explanation(
+            values=ragged(values),
+            base_values=ragged(bases) if bases[0].ndim else np.array([float(b) for b in bases]),
+            data=ragged(data) if len({len(d) for d in data}) > 1 else np.stack(data),
+            output_names=output_names,
+        )
+
+    def __repr__(self) -> str:
+        return f"AttentionExplainer(method={self.method_name!r}, task={self.task!r})"
+
+
+def explain(
+    model: Any,
+    tokenizer: Any,
+    texts: str | Sequence[Any],
+    method: str | Method = "rollout",
+    **options: Any,
+) -> shap.Explanation:
+    """Explain ``texts`` with an attention ``method`` as a ``shap.Explanation`` (see :class:`AttentionExplainer`)."""
+    return AttentionExplainer(model, tokenizer, method=method, **options)(texts)

@@ -1,0 +1,335 @@
+"""What an explanation explains, by task: the scalar outputs, the query rows that produce them, and the model
+function shap calls on masked texts.
+
+Tasks: ``classification`` (predicted or given class), ``token_classification`` (one token's class),
+``question_answering`` (start and end of the predicted span), ``similarity`` (cosine similarity of the
+mean-pooled sentence embedding to a reference text), ``generation`` (each token a causal LM generates) and
+``seq2seq`` (each token an encoder-decoder generates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InputError, UnsupportedModelError
+
+TASKS = ("classification", "token_classification", "question_answering", "similarity", "generation", "seq2seq")
+
+ModelFn = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass
+class Target:
+    """One example's explained outputs: how to capture it, which rows to read, what shap should call."""
+
+    task: str
+    kind: str  # the attention kind whose rows are read
+    positions: list[Any]  # one query position per output ("first", "mean", an index)
+    gradient_targets: list[Callable[[Any], torch.Tensor]]  # one scalar per output, for gradient captures
+    output_names: list[str] | None  # None for a single output
+    text: str | None = None  # capture from text ...
+    inputs: dict[str, torch.Tensor] | None = None  # ... or from token ids (pairs, generation)
+    keys: slice = field(default_factory=lambda: slice(None))  # explained key tokens (generation: the prompt)
+    fn: ModelFn | None = None  # masked texts -> [N] or [N, outputs]; None when shap cannot mask this task
+    label: str | None = None  # a human name for a single output (the class label)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- models
+def unwrap(model: Any, tokenizer: Any) -> tuple[Any, Any, str]:
+    """(transformers model, tokenizer, pooling) for a plain model or a sentence-transformers model."""
+    if any(c.__name__ == "SentenceTransformer" for c in type(model).__mro__):
+        first = model[0]
+        hf = getattr(first, "auto_model", None)
+        if hf is None:
+            raise UnsupportedModelError("the sentence-transformers model's first module has no transformers model")
+        pooling = "mean"
+        for module in list(model)[1:]:
+            if getattr(module, "pooling_mode_cls_token", False):
+                pooling = "cls"
+            elif getattr(module, "pooling_mode_mean_tokens", False):
+                pooling = "mean"
+        return hf, tokenizer if tokenizer is not None else model.tokenizer, pooling
+    if tokenizer is None:
+        raise InputError("explaining texts needs the model's tokenizer")
+    return model, tokenizer, "mean"
+
+
+def detect_task(model: Any, reference: str | None = None) -> str:
+    """The task a model's head performs, from its class; base models explain similarity to ``reference``."""
+    name = type(model).__name__
+    config = getattr(model, "config", None)
+    if name.endswith("ForSequenceClassification"):
+        return "classification"
+    if name.endswith("ForTokenClassification"):
+        return "token_classification"
+    if name.endswith("ForQuestionAnswering"):
+        return "question_answering"
+    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "generate") and "Generation" in name:
+        return "seq2seq"
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "generation"
+    if reference is not None:
+        return "similarity"
+    raise UnsupportedModelError(
+        f"{name} has no task head to explain (classification, token classification, question answering or a "
+        "language-model head); for a sentence-embedding model pass reference='a text' to explain similarity"
+    )
+
+
+def _device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def _encode(tokenizer: Any, texts: Sequence[str], model: Any) -> dict[str, torch.Tensor]:
+    enc = tokenizer(list(texts), padding=True, return_tensors="pt")
+    keep = ("input_ids", "attention_mask", "token_type_ids")
+    return {k: v.to(_device(model)) for k, v in enc.items() if k in keep}
+
+
+def _check_class(index: int, n: int) -> int:
+    if not isinstance(index, (int, np.integer)) or not 0 <= int(index) < n:
+        raise InputError(f"class index {index!r} out of range for {n} classes")
+    return int(index)
+
+
+def _label(model: Any, index: int) -> str:
+    labels = getattr(getattr(model, "config", None), "id2label", None) or {}
+    return str(labels.get(index, labels.get(str(index), f"class {index}")))
+
+
+def pooled(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Sentence embeddings [N, D] from token states [N, T, D]: masked mean, or the first token."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+
+
+# ---------------------------------------------------------------------------- resolution
+def resolve(
+    model: Any,
+    tokenizer: Any,
+    example: Any,
+    task: str | None = None,
+    target: int | None = None,
+    token: int | None = None,
+    reference: str | None = None,
+    max_new_tokens: int = 8,
+    pooling: str = "mean",
+) -> Target:
+    """The :class:`Target` of one example (a text, or a (question, context) pair for QA)."""
+    task = task or detect_task(model, reference)
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
+    if task == "question_answering":
+        return _qa(model, tokenizer, example)
+    text = _text(example)
+    if task == "classification":
+        return _classification(model, tokenizer, text, target)
+    if task == "token_classification":
+        return _token_classification(model, tokenizer, text, target, token)
+    if task == "similarity":
+        return _similarity(model, tokenizer, text, reference, pooling)
+    if task == "generation":
+        return _generation(model, tokenizer, text, max_new_tokens)
+    return _seq2seq(model, tokenizer, text, max_new_tokens)
+
+
+def _text(example: Any) -> str:
+    if not isinstance(example, str):
+        raise InputError(f"expected a text, got {type(example).__name__}")
+    if not example.strip():
+        raise InputError("the text is empty: there is nothing to explain")
+    return example
+
+
+def _forward(model: Any, inputs: dict[str, torch.Tensor]) -> Any:
+    with torch.no_grad():
+        return model(**inputs)
+
+
+def _classification(model: Any, tokenizer: Any, text: str, target: int | None) -> Target:
+    logits = _forward(model, _encode(tokenizer, [text], model)).logits[0]
+    cls = int(logits.argmax()) if target is None else _check_class(target, logits.shape[-1])
+    causal = bool(getattr(model.config, "is_decoder", False)) or type(model).__name__.startswith(
+        ("GPT", "Llama", "Mistral", "Qwen", "Gemma", "Phi", "OPT", "Bloom", "Falcon")
+    )
+
+    def fn(texts: Sequence[str]) -> np.ndarray:
+        out = _forward(model, _encode(tokenizer, texts, model)).logits
+        if out.dim() == 3:  # defensive: some heads return per-token logits
+            out = out[:, -1]
+        return out[:, cls].float().cpu().numpy()
+
+    return Target(
+        task="classification",
+        kind="self",
+        # BERT-like classifiers pool the first token; decoder classifiers read the last one.
+        positions=["last" if causal else "first"],
+        gradient_targets=[lambda out: out.logits[0, cls]],
+        output_names=None,
+        text=text,
+        fn=fn,
+        label=_label(model, cls),
+        meta={"class": cls},
+    )
+
+
+def _token_classification(model: Any, tokenizer: Any, text: str, target: int | None, token: int | None) -> Target:
+    enc = _encode(tokenizer, [text], model)
+    n = enc["input_ids"].shape[1]
+    if token is None:
+        raise InputError("token classification explains one token: pass token=<index of the token>")
+    if not -n <= int(token) < n:
+        raise InputError(f"token {token} out of range for {n} tokens")
+    t = int(token) % n
+    logits = _forward(model, enc).logits[0, t]
+    cls = int(logits.argmax()) if target is None else _check_class(target, logits.shape[-1])
+
+    def fn(texts: Sequence[str]) -> np.ndarray:
+        out = _forward(model, _encode(tokenizer, texts, model)).logits
+        # The masker replaces tokens one for one, so the explained token keeps its index.
+        return out[:, min(t, out.shape[1] - 1), cls].float().cpu().numpy()
+
+    return Target(
+        task="token_classification",
+        kind="self",
+        positions=[t],
+        gradient_targets=[lambda out: out.logits[0, t, cls]],
+        output_names=None,
+        text=text,
+        fn=fn,
+        label=_label(model, cls),
+        meta={"class": cls, "token": t},
+    )
+
+
+def _qa(model: Any, tokenizer: Any, example: Any) -> Target:
+    if not (isinstance(example, (tuple, list)) and len(example) == 2 and all(isinstance(x, str) for x in example)):
+        raise InputError("question answering explains (question, context) pairs of strings")
+    question, context = example
+    if not question.strip() or not context.strip():
+        raise InputError("the question and the context must both be non-empty")
+    enc = tokenizer(question, context, return_tensors="pt")
+    inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    out = _forward(model, inputs)
+    start = int(out.start_logits[0].argmax())
+    # The end is the best position at or after the start, as QA pipelines decode spans.
+    end_logits = out.end_logits[0].clone()
+    end_logits[:start] = float("-inf")
+    end = int(end_logits.argmax())
+    return Target(
+        task="question_answering",
+        kind="self",
+        positions=[start, end],
+        gradient_targets=[lambda o: o.start_logits[0, start], lambda o: o.end_logits[0, end]],
+        output_names=["start", "end"],
+        inputs=inputs,
+        meta={"start": start, "end": end},
+    )
+
+
+def _similarity(model: Any, tokenizer: Any, text: str, reference: str | None, pooling: str) -> Target:
+    if reference is None or not str(reference).strip():
+        raise InputError("similarity needs a non-empty reference text: pass reference='...'")
+    if pooling not in ("mean", "cls"):
+        raise InputError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
+
+    def embed(texts: Sequence[str]) -> torch.Tensor:
+        enc = _encode(tokenizer, texts, model)
+        return pooled(_forward(model, enc).last_hidden_state, enc["attention_mask"], pooling)
+
+    ref = embed([reference])[0]
+
+    def fn(texts: Sequence[str]) -> np.ndarray:
+        return torch.nn.functional.cosine_similarity(embed(texts), ref[None], dim=-1).float().cpu().numpy()
+
+    def grad_target(out: Any) -> torch.Tensor:
+        hidden = out.last_hidden_state
+        mask = torch.ones(hidden.shape[:2], device=hidden.device)
+        return torch.nn.functional.cosine_similarity(pooled(hidden, mask, pooling)[0], ref, dim=0)
+
+    return Target(
+        task="similarity",
+        kind="self",
+        positions=["mean" if pooling == "mean" else "first"],  # the rows the pooling reads
+        gradient_targets=[grad_target],
+        output_names=None,
+        text=text,
+        fn=fn,
+        label=f"similarity to {reference!r}",
+        meta={"reference": reference},
+    )
+
+
+def _generate(model: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int, tokenizer: Any) -> torch.Tensor:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        return model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)[0].cpu()
+
+
+def _token_names(tokenizer: Any, ids: torch.Tensor) -> list[str]:
+    return [tokenizer.decode([int(i)]) for i in ids]
+
+
+def _generation(model: Any, tokenizer: Any, text: str, max_new_tokens: int) -> Target:
+    enc = tokenizer(text, return_tensors="pt")
+    prompt = enc["input_ids"].shape[1]
+    full = _generate(
+        model, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, max_new_tokens, tokenizer
+    )
+    new = full[prompt:]
+    if new.numel() == 0:
+        raise InputError("the model generated no tokens to explain")
+    # Row p predicts token p + 1: the rows of the last prompt token and of each generated token but the last.
+    rows = list(range(prompt - 1, prompt - 1 + new.numel()))
+
+    def grad_target(row: int, tid: int) -> Callable[[Any], torch.Tensor]:
+        return lambda out: out.logits[0, row, tid]
+
+    return Target(
+        task="generation",
+        kind="self",
+        positions=rows,
+        gradient_targets=[grad_target(r, int(t)) for r, t in zip(rows, new)],
+        output_names=_token_names(tokenizer, new),
+        inputs={"input_ids": full[None], "attention_mask": torch.ones(1, full.numel(), dtype=torch.long)},
+        keys=slice(0, prompt),
+        meta={"prompt_length": prompt, "generated_ids": new.tolist()},
+        text=text,
+    )
+
+
+def _seq2seq(model: Any, tokenizer: Any, text: str, max_new_tokens: int) -> Target:
+    enc = tokenizer(text, return_tensors="pt")
+    inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    gen = _generate(model, inputs, max_new_tokens, tokenizer)
+    if gen.numel() < 2:
+        raise InputError("the model generated no tokens to explain")
+    new = gen[1:]  # the first decoder token is the start token
+    rows = list(range(new.numel()))  # decoder row t predicts token t + 1
+
+    def grad_target(row: int, tid: int) -> Callable[[Any], torch.Tensor]:
+        return lambda out: out.logits[0, row, tid]
+
+    return Target(
+        task="seq2seq",
+        kind="cross",
+        positions=rows,
+        gradient_targets=[grad_target(r, int(t)) for r, t in zip(rows, new)],
+        output_names=_token_names(tokenizer, new),
+        inputs={**inputs, "decoder_input_ids": gen[None, :-1]},
+        meta={"generated_ids": new.tolist()},
+        text=text,
+    )
