@@ -1,0 +1,435 @@
+"""Streaming reducers: summarize attention one layer at a time, inside the capture, never holding all layers.
+
+A full capture keeps ``layers x heads x N²`` weights per example, which at a few thousand tokens no
+longer fits. A reducer instead receives each layer's probabilities ``[batch, heads, queries, keys]``
+together with the key mask as the model computes them (:meth:`Reducer.update`), folds them into a small
+running state, and lets them go; the peak extra memory is one layer. :func:`stream` runs a model with
+reducers attached through the Hugging Face adapter's capture context, so the probabilities are the same
+recomputed ones a full capture records.
+
+Each reducer's per-example result equals the same reduction applied to a full record of that example
+(padding removed):
+
+* :class:`HeadReduce` - mean or max over heads, per layer ``[L, Q, K]`` or averaged over layers ``[Q, K]``;
+* :class:`RolloutReducer` - attention rollout ``[Q, K]``, as the ``rollout`` method computes it;
+* :class:`HeadEntropy` - mean row entropy per head ``[L, H]``, as :func:`attn_plugins.diagnostics.head_entropy`;
+* :class:`TopK` - the k largest weights of every row and their key positions ``[L, H, Q, k]``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InputError, UnsupportedModelError
+
+SQUARE_KINDS = ("self", "encoder", "decoder")
+
+
+@dataclass
+class TopKResult:
+    """The k largest weights of each row (``values``) and their key positions (``indices``), ``[L, H, Q, k]``."""
+
+    values: np.ndarray
+    indices: np.ndarray
+
+
+class Reducer(ABC):
+    """Base class: folds one layer's probabilities at a time into per-example results.
+
+    Subclasses implement :meth:`_fold` (state update for one layer of one kind) and :meth:`_finish`
+    (one example's result from the state). ``kinds`` limits the attention kinds the reducer consumes;
+    updates of other kinds are ignored so one reducer list can serve encoder-decoder models.
+    """
+
+    name: str = "reducer"
+
+    def __init__(self, kinds: Sequence[str] | None = None) -> None:
+        self.kinds = tuple(kinds) if kinds is not None else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every state, ready for a new batch."""
+        self._state: dict[str, Any] = {}
+        self._masks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._next_layer: dict[str, int] = {}
+
+    def accepts(self, kind: str) -> bool:
+        """Whether this reducer consumes attention of ``kind``."""
+        return self.kinds is None or kind in self.kinds
+
+    def update(
+        self,
+        kind: str,
+        layer: int,
+        probs: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        query_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> None:
+        """Fold layer ``layer`` of ``kind``: ``probs`` [B, H, Q, K], ``mask`` [B, K] (1 = real key).
+
+        ``query_mask`` [B, Q] defaults to ``mask`` when queries and keys are the same tokens; layers of
+        a kind must arrive in order 0, 1, 2, ... (rollout is a product from the first layer up).
+        """
+        if not self.accepts(kind):
+            return
+        if probs.dim() != 4:
+            raise InputError(
+                f"reducer {self.name!r}: probs must be [batch, heads, queries, keys], got {tuple(probs.shape)}"
+            )
+        b, _, q, k = probs.shape
+        expected = self._next_layer.get(kind, 0)
+        if layer != expected:
+            raise InputError(f"reducer {self.name!r}: {kind!r} layer {layer} arrived, expected layer {expected}")
+        self._next_layer[kind] = expected + 1
+        key_mask = _as_mask(mask, b, k, "mask", probs.device)
+        if query_mask is None:
+            if q != k and mask is not None:
+                raise InputError(f"reducer {self.name!r}: {q} queries and {k} keys need a query_mask")
+            query_mask = key_mask if q == k else None
+        q_mask = _as_mask(query_mask, b, q, "query_mask", probs.device)
+        if kind in self._masks:
+            old_q, old_k = self._masks[kind]
+            if old_q.shape != q_mask.shape or old_k.shape != key_mask.shape:
+                raise InputError(f"reducer {self.name!r}: {kind!r} layers of one batch must share their shape")
+        self._masks[kind] = (q_mask, key_mask)
+        # Padding rows and columns may hold anything (uniform rows, NaN under additive masks): zero them
+        # so they can never leak into real rows through a product or a sum.
+        valid = q_mask[:, None, :, None] & key_mask[:, None, None, :]
+        clean = torch.where(valid, probs.detach().float(), torch.zeros((), dtype=torch.float32, device=probs.device))
+        self._fold(kind, layer, clean, q_mask, key_mask, causal)
+
+    def results(self) -> list[dict[str, Any]]:
+        """Per example, ``{kind: result}`` with padding removed (results are NumPy arrays on the CPU)."""
+        if not self._masks:
+            return []
+        n = next(iter(self._masks.values()))[0].shape[0]
+        out: list[dict[str, Any]] = [{} for _ in range(n)]
+        for kind, (q_mask, k_mask) in self._masks.items():
+            for b in range(n):  # one cut per example, not per token
+                q_keep = torch.nonzero(q_mask[b], as_tuple=False).flatten()
+                k_keep = torch.nonzero(k_mask[b], as_tuple=False).flatten()
+                out[b][kind] = self._finish(kind, b, q_keep, k_keep)
+        return out
+
+    # ------------------------------------------------------------------ subclass contract
+    @abstractmethod
+    def _fold(
+        self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
+    ) -> None:
+        """Fold one layer (padding already zeroed) into the state."""
+
+    @abstractmethod
+    def _finish(self, kind: str, b: int, q_keep: torch.Tensor, k_keep: torch.Tensor) -> Any:
+        """Example ``b``'s result, cut to its real query rows ``q_keep`` and key columns ``k_keep``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _as_mask(mask: torch.Tensor | None, b: int, n: int, what: str, device: torch.device) -> torch.Tensor:
+    if mask is None:
+        return torch.ones(b, n, dtype=torch.bool, device=device)
+    mask = torch.as_tensor(mask, device=device)
+    if tuple(mask.shape) != (b, n):
+        raise InputError(f"{what} must be [batch, {n}] = [{b}, {n}], got {tuple(mask.shape)}")
+    return mask.bool()
+
+
+def _head_reduce(probs: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "mean":
+        return probs.mean(1)
+    if how == "max":
+        return probs.amax(1)
+    raise InputError(f"head reduction must be 'mean' or 'max', not {how!r}")
+
+
+class HeadReduce(Reducer):
+    """Mean or max over heads of each layer: ``[L, Q, K]`` per example, or ``[Q, K]`` averaged over layers.
+
+    ``layers`` (non-negative, as the total is unknown while streaming) keeps only those layers;
+    ``layer_reduce="mean"`` keeps a running mean instead of one map per layer, so the state is one map.
+    """
+
+    def __init__(
+        self,
+        how: str = "mean",
+        layers: Sequence[int] | None = None,
+        layer_reduce: str | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> None:
+        _head_reduce(torch.zeros(1, 1, 1, 1), how)  # validate early
+        if layer_reduce not in (None, "mean"):
+            raise InputError(f"layer_reduce must be None or 'mean', not {layer_reduce!r}")
+        if layers is not None and any(int(i) < 0 for i in layers):
+            raise InputError("streaming reducers take non-negative layer indices (the layer count is not known yet)")
+        self.how = how
+        self.layers = sorted({int(i) for i in layers}) if layers is not None else None
+        self.layer_reduce = layer_reduce
+        self.name = f"head_{how}" + ("_layer_mean" if layer_reduce else "")
+        super().__init__(kinds)
+
+    def _fold(
+        self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
+    ) -> None:
+        if self.layers is not None and layer not in self.layers:
+            return
+        reduced = _head_reduce(probs, self.how).double()  # [B, Q, K]
+        if self.layer_reduce == "mean":
+            total, count = self._state.get(kind, (None, 0))
+            self._state[kind] = (reduced if total is None else total + reduced, count + 1)
+        else:
+            self._state.setdefault(kind, []).append(reduced)
+
+    def _finish(self, kind: str, b: int, q_keep: torch.Tensor, k_keep: torch.Tensor) -> np.ndarray:
+        state = self._state.get(kind)
+        if state is None:
+            raise InputError(f"reducer {self.name!r}: none of the layers {self.layers} was seen for {kind!r}")
+        if self.layer_reduce == "mean":
+            total, count = state
+            m = (total[b] / count)[q_keep][:, k_keep]
+        else:
+            m = torch.stack([s[b] for s in state])[:, q_keep][:, :, k_keep]
+        return m.cpu().numpy()
+
+
+class RolloutReducer(Reducer):
+    """Attention rollout accumulated layer by layer: R <- norm(0.5·Ā + 0.5·I) · R, ``[Q, K]`` per example.
+
+    Equals the ``rollout`` method (heads combined by ``head_reduce``, ``residual`` share of identity) on
+    a full record; defined on square kinds only (``self``, ``encoder``, ``decoder``).
+    """
+
+    name = "rollout"
+
+    def __init__(self, residual: float = 0.5, head_reduce: str = "mean", kinds: Sequence[str] | None = None) -> None:
+        if not 0.0 <= residual <= 1.0:
+            raise InputError(f"residual must be within [0, 1], got {residual}")
+        _head_reduce(torch.zeros(1, 1, 1, 1), head_reduce)
+        kinds = tuple(kinds) if kinds is not None else SQUARE_KINDS
+        bad = [k for k in kinds if k not in SQUARE_KINDS]
+        if bad:
+            raise InputError(f"rollout multiplies square maps; it cannot stream {bad[0]!r} attention")
+        self.residual = residual
+        self.head_reduce = head_reduce
+        super().__init__(kinds)
+
+    def _fold(
+        self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
+    ) -> None:
+        if probs.shape[-1] != probs.shape[-2]:
+            raise InputError(f"rollout needs as many queries as keys; {kind!r} is {tuple(probs.shape[-2:])}")
+        # float64 like the rollout method: long products of row-stochastic maps lose digits in float32.
+        a = _head_reduce(probs, self.head_reduce).double()
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        mixed = (1.0 - self.residual) * a + self.residual * eye
+        mixed = mixed / mixed.sum(-1, keepdim=True).clamp_min(torch.finfo(mixed.dtype).tiny)
+        r = self._state.get(kind)
+        self._state[kind] = mixed if r is None else torch.bmm(mixed, r)
+
+    def _finish(self, kind: str, b: int, q_keep: torch.Tensor, k_keep: torch.Tensor) -> np.ndarray:
+        return self._state[kind][b][q_keep][:, k_keep].cpu().numpy()
+
+
+class HeadEntropy(Reducer):
+    """Mean entropy of each head's rows, ``[L, H]`` per example, like ``diagnostics.head_entropy``.
+
+    ``normalized`` divides each row's entropy by the log of the number of keys it may see (1 = uniform)
+    and leaves out rows that see a single key.
+    """
+
+    name = "head_entropy"
+
+    def __init__(self, normalized: bool = True, kinds: Sequence[str] | None = None) -> None:
+        self.normalized = normalized
+        super().__init__(kinds)
+
+    def _fold(
+        self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
+    ) -> None:
+        p = probs.double()
+        # Rows are renormalized first, as scipy.stats.entropy does.
+        p = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+        h = torch.special.entr(p).sum(-1)  # [B, H, Q]; entr(0) = 0
+        if causal and probs.shape[-1] == probs.shape[-2]:
+            visible = torch.cumsum(k_mask.long(), dim=1)  # a causal row sees the real keys up to itself
+        else:
+            visible = k_mask.long().sum(1, keepdim=True).expand(-1, probs.shape[-2])
+        rows = q_mask.clone()
+        if self.normalized:
+            rows &= visible > 1
+            h = h / torch.log(visible.clamp_min(2).double())[:, None, :]
+        if not bool(rows.any(1).all()):
+            raise InputError("every attention row of an example sees a single key: entropy is not informative")
+        w = rows.double()[:, None, :]
+        self._state.setdefault(kind, []).append((h * w).sum(-1) / w.sum(-1))  # [B, H]
+
+    def _finish(self, kind: str, b: int, q_keep: torch.Tensor, k_keep: torch.Tensor) -> np.ndarray:
+        return torch.stack([s[b] for s in self._state[kind]]).cpu().numpy()
+
+
+class TopK(Reducer):
+    """The ``k`` largest weights of every row and their key positions (padding removed), per layer and head.
+
+    Key positions count real tokens only, so they index the record's tokens even under left padding.
+    Rows with fewer than ``k`` real keys keep as many as there are.
+    """
+
+    name = "top_k"
+
+    def __init__(self, k: int = 5, kinds: Sequence[str] | None = None) -> None:
+        if not isinstance(k, (int, np.integer)) or int(k) < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        self.k = int(k)
+        self.name = f"top_{self.k}"
+        super().__init__(kinds)
+
+    def _fold(
+        self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
+    ) -> None:
+        k = min(self.k, probs.shape[-1])
+        # Padding keys sort below every real weight (weights are >= 0).
+        scored = probs.masked_fill(~k_mask[:, None, None, :], -1.0)
+        values, idx = torch.topk(scored, k, dim=-1)
+        position = torch.cumsum(k_mask.long(), dim=1) - 1  # padded position -> position among real keys
+        real = torch.gather(position[:, None, None, :].expand_as(probs), -1, idx)
+        self._state.setdefault(kind, []).append((values, real))
+
+    def _finish(self, kind: str, b: int, q_keep: torch.Tensor, k_keep: torch.Tensor) -> TopKResult:
+        k = min(self.k, int(k_keep.numel()))
+        values = torch.stack([v[b] for v, _ in self._state[kind]])[:, :, q_keep, :k]
+        indices = torch.stack([i[b] for _, i in self._state[kind]])[:, :, q_keep, :k]
+        return TopKResult(values.cpu().numpy(), indices.cpu().numpy())
+
+
+# ---------------------------------------------------------------------------- running a model with reducers
+@dataclass
+class StreamResult:
+    """One example of a streaming run: its tokens and ``{reducer name: {kind: result}}``."""
+
+    tokens: list[str]
+    results: dict[str, dict[str, Any]]
+    target_tokens: list[str] | None = None
+    word_ids: list[int | None] | None = None
+    special_tokens_mask: list[bool] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def stream(
+    model: Any,
+    tokenizer: Any = None,
+    text: str | Sequence[str] | None = None,
+    reducers: Reducer | Sequence[Reducer] = (),
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    target: str | Sequence[str] | None = None,
+    truncation: bool = False,
+    max_length: int | None = None,
+) -> list[StreamResult]:
+    """Run ``model`` once with ``reducers`` fed each layer's attention as it is computed; one result per example.
+
+    Only one layer's weights are alive at a time. The model must route attention through transformers'
+    AttentionInterface (the ``huggingface`` adapter); for other models use :func:`attn_plugins.capture`.
+    """
+    from attn_adapters.eager import is_hf_model
+    from attn_adapters.huggingface import model_device, on_interface
+
+    from .capture import encode, encode_inputs, move_inputs
+
+    reducers = [reducers] if isinstance(reducers, Reducer) else list(reducers)
+    if not reducers:
+        raise InputError("stream needs at least one reducer")
+    names = [r.name for r in reducers]
+    if len(set(names)) != len(names):
+        raise InputError(f"reducer names must be unique, got {names}")
+    if (text is None) == (inputs is None):
+        raise InputError("pass either text (with a tokenizer) or inputs=, not both or neither")
+    if not is_hf_model(model) or not on_interface(model):
+        raise UnsupportedModelError(
+            f"streaming reads attention through transformers' AttentionInterface, which "
+            f"{type(model).__name__} does not use; capture it whole with ap.capture instead"
+        )
+    if text is not None:
+        if tokenizer is None:
+            raise InputError("streaming from text needs a tokenizer; or pass inputs= with token ids")
+        batch = encode(model, tokenizer, text, target=target, truncation=truncation, max_length=max_length)
+    else:
+        batch = encode_inputs(model, inputs, tokenizer=tokenizer)
+    for r in reducers:
+        r.reset()
+    device = model_device(model)
+    masks = {"source": batch.source_mask.to(device), "target": None}
+    if batch.target_mask is not None:
+        masks["target"] = batch.target_mask.to(device)
+    ctx = _streaming_context(model, reducers, masks)
+    with ctx.active(), torch.no_grad():
+        model(**move_inputs(batch.inputs, device), return_dict=True)
+    if ctx.calls == 0:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} accepted the capture function but never called it; capture it with ap.capture"
+        )
+    per_reducer = {r.name: r.results() for r in reducers}
+    out = []
+    for b in range(batch.size):
+        src = batch.source[b]
+        tgt = batch.target[b] if batch.target else None
+        out.append(
+            StreamResult(
+                tokens=src.tokens,
+                results={name: res[b] for name, res in per_reducer.items()},
+                target_tokens=tgt.tokens if tgt else None,
+                word_ids=src.word_ids,
+                special_tokens_mask=src.special_tokens_mask,
+                meta={"model_type": getattr(model.config, "model_type", None), "layers": dict(ctx.layers)},
+            )
+        )
+    return out
+
+
+def _streaming_context(model: Any, reducers: list[Reducer], masks: dict[str, torch.Tensor | None]) -> Any:
+    """A capture context of the Hugging Face adapter that hands each call to the reducers instead of keeping it."""
+    from attn_adapters.huggingface import CaptureContext
+
+    from .adapter import CaptureOptions
+
+    class StreamingContext(CaptureContext):
+        """Reuses the adapter's attention function (backend output + recomputed probabilities) unchanged."""
+
+        def __init__(self) -> None:
+            super().__init__(model, CaptureOptions())
+            self.layers: dict[str, int] = {}
+            self._last: dict[str, tuple] = {}
+
+        def attention(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            """Run the adapter's function, then pass the probabilities it recorded to the reducers and drop them."""
+            result = super().attention(module, *args, **kwargs)
+            call = self.steps[-1].pop()  # nothing stays in the context: peak memory is this one layer
+            kind = call.site.kind
+            # Layers are numbered by module position; streaming needs the model to call them in that order.
+            key = (call.site.order, call.site.name, call.index)
+            if kind in self._last and key <= self._last[kind]:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__} calls its {kind} attention modules out of layer order "
+                    f"({call.site.name} after {self._last[kind][1]}); capture it with ap.capture instead"
+                )
+            self._last[kind] = key
+            layer = self.layers.get(kind, 0)
+            self.layers[kind] = layer + 1
+            key_side, query_side = {
+                "self": ("source", "source"),
+                "encoder": ("source", "source"),
+                "decoder": ("target", "target"),
+                "cross": ("source", "target"),
+            }[kind]
+            for r in reducers:
+                r.update(kind, layer, call.probs, masks[key_side], query_mask=masks[query_side], causal=call.causal)
+            return result
+
+    return StreamingContext()
