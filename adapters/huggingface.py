@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -396,15 +396,26 @@ class HuggingFaceAdapter(Adapter):
         _, records = self.run(model, batch, options)
         return records
 
-    def run(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> tuple[Any, list[AttentionRecord]]:
-        """Like :meth:`capture`, but also return the model output (for checks against an uncaptured forward)."""
+    def run(
+        self,
+        model: Any,
+        batch: EncodedBatch,
+        options: CaptureOptions,
+        call: Callable[[dict[str, torch.Tensor]], Any] | None = None,
+        keep: Callable[[Any], tuple[dict[str, torch.Tensor], dict[str, str]]] | None = None,
+    ) -> tuple[Any, list[AttentionRecord]]:
+        """Like :meth:`capture`, but also return the model output (for checks against an uncaptured forward).
+
+        ``call(inputs)`` runs the forward (default ``model(**inputs)``; a wrapper such as a
+        sentence-transformers model passes its own), ``keep(output)`` picks the outputs kept in records.
+        """
         if not on_interface(model):
             return self._eager(model, batch, options, "the model does not use AttentionInterface")
         inputs = move_inputs(batch.inputs, model_device(model))
         ctx = CaptureContext(model, options)
         backend = model.config._attn_implementation or "eager"
         with ctx.active(), torch.set_grad_enabled(options.gradients):
-            output = model(**inputs, return_dict=True)
+            output = call(inputs) if call is not None else model(**inputs, return_dict=True)
             grads = self._gradients(ctx, output, options) if options.gradients else None
         if ctx.calls == 0:
             # The model accepted the name but computes attention itself: read it the eager way.
@@ -428,7 +439,10 @@ class HuggingFaceAdapter(Adapter):
                 total = attentions[kind].sum(-1, keepdim=True)
                 sink_mass[kind] = (1 - total.squeeze(-1)).clamp_min(0)
                 attentions[kind] = attentions[kind] / total.clamp_min(torch.finfo(total.dtype).tiny)
-        outs, seq = kept_outputs(output, "target" if "decoder" in attentions else "source")
+        if keep is not None:
+            outs, seq = keep(output)
+        else:
+            outs, seq = kept_outputs(output, "target" if "decoder" in attentions else "source")
         meta = model_meta(model, self.name, backend, causal.get("self", False))
         records = split_batch(
             batch, attentions, options=options, meta=meta, extras=extras, outputs=outs, sequence_outputs=seq

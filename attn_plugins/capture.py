@@ -45,8 +45,12 @@ def capture(
     """
     if (text is None) == (inputs is None):
         raise InputError("pass either text (with a tokenizer) or inputs=, not both or neither")
+    if tokenizer is None:
+        # Wrappers such as sentence-transformers models carry their own tokenizer.
+        tokenizer = getattr(model, "tokenizer", None)
     if text is not None and tokenizer is None:
         raise InputError("capturing from text needs a tokenizer; or pass inputs= with token ids")
+    check_model_device(model)
     options = CaptureOptions(
         layers=list(layers) if layers is not None else None,
         heads=list(heads) if heads is not None else None,
@@ -71,7 +75,30 @@ def capture(
             stacklevel=2,
         )
     records = chosen.capture(model, batch, options)
+    param = _first_parameter(model)
+    for record in records:
+        if param is not None:
+            record.meta.setdefault("model_dtype", str(param.dtype).replace("torch.", ""))
+            record.meta.setdefault("model_device", str(param.device))
     return records[0] if single else records
+
+
+def _first_parameter(model: Any) -> torch.Tensor | None:
+    params = getattr(model, "parameters", None)
+    return next(params(), None) if callable(params) else None
+
+
+def check_model_device(model: Any) -> None:
+    """Refuse models whose weights are not materialized (meta device); any real device is fine.
+
+    Inputs are moved to the model's device by the adapters and records always come back on the CPU.
+    """
+    param = _first_parameter(model)
+    if param is not None and param.device.type == "meta":
+        raise InputError(
+            f"{type(model).__name__} has its weights on the 'meta' device (not loaded); load the weights "
+            "(e.g. from_pretrained without device_map='meta') before capturing"
+        )
 
 
 def select_adapter(model: Any, name: str | None = None) -> Adapter:
@@ -103,6 +130,9 @@ def model_max_length(model: Any, tokenizer: Any = None) -> int | None:
     tok_limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(tok_limit, int) and 0 < tok_limit < _NO_LIMIT:
         limits.append(tok_limit)
+    st_limit = getattr(model, "max_seq_length", None)  # sentence-transformers models
+    if isinstance(st_limit, int) and st_limit > 0:
+        limits.append(st_limit)
     config = getattr(model, "config", None)
     if config is not None:
         for cfg in (config, getattr(config, "text_config", None), getattr(config, "encoder", None)):
@@ -295,6 +325,12 @@ def encode_inputs(model: Any, inputs: Mapping[str, Any], tokenizer: Any = None) 
                 special_ids = set(tokenizer.all_special_ids)
                 special = [i in special_ids for i in row]
             source.append(TokenInfo(tokens, special_tokens_mask=special))
+    elif "attention_mask" in model_inputs:
+        # Embeddings with a padding mask: real positions are named by their index.
+        mask = model_inputs["attention_mask"].long()
+        if mask.dim() == 1:
+            mask = mask.unsqueeze(0)
+        source = [TokenInfo([str(i) for i in range(int(row.sum()))]) for row in mask]
     else:
         # Non-text inputs (images, audio): positions are named by their index.
         mask = None
