@@ -87,7 +87,6 @@ class Heatmap(FigureView):
             for (r, c), value in np.ndenumerate(self.matrix):
                 ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=6)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        fig.tight_layout()
         return fig
 
 

@@ -103,7 +103,6 @@ class TextHighlight(FigureView):
         ax.set_yticks(np.arange(len(names)), [mpl_label(x) for x in names], fontsize=8)
         ax.set_title(mpl_label(self.title), fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label="score / max |score|")
-        fig.tight_layout()
         return fig
 
 
