@@ -178,6 +178,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHMARKS = ("planted", "align", "capture", "memory", "cost")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run one of the packaged benchmarks and print its JSON."""
+    import importlib
+
+    module = importlib.import_module(f"attn_plugins.bench.{args.name}")
+    result = module.run(quick=args.quick, seed=args.seed)
+    print(json.dumps(result, indent=None if args.json else 2, default=float))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``attn-plugins``."""
     from . import __version__
@@ -213,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncate", action="store_true", help="cut text longer than the model's limit")
     p.add_argument("--qk", action="store_true", help="also capture query/key vectors (neuron view)")
     p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("bench", help="run a packaged benchmark and print JSON")
+    p.add_argument("name", choices=BENCHMARKS, help="which benchmark")
+    p.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
+    p.add_argument("--quick", action="store_true", help="a small, fast configuration (smoke test)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="run the packaged MiniLM on a sentence and write an HTML page")
     p.add_argument("text", nargs="?", default="The quick brown fox jumps over the lazy dog.")

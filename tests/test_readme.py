@@ -26,7 +26,7 @@ def test_python_example_runs_verbatim(tmp_path, monkeypatch):
         # every `print(x)  # value` line must print what its comment says (up to a ':' explanation)
         printed = out.getvalue().splitlines()
         expected = [
-            m.group(1).split(":")[0].strip() for m in re.finditer(r"^print\(.*\)\s*#\s*(.*)$", block, flags=re.M)
+            m.group(1).split(": ")[0].strip() for m in re.finditer(r"^print\(.*\)\s*#\s*(.*)$", block, flags=re.M)
         ]
         assert len(printed) == len(expected)
         for got, want in zip(printed, expected):
