@@ -287,12 +287,18 @@ def zoo_types() -> list[str]:
 
 
 def tiny_model(
-    model_type: str, seed: int = 0, attn_implementation: str | None = None, peaked: float | None = 4.0
+    model_type: str,
+    seed: int = 0,
+    attn_implementation: str | None = None,
+    peaked: float | None = 4.0,
+    **config_overrides: Any,
 ) -> torch.nn.Module:
     """A tiny random-init model of ``model_type`` (see :data:`ZOO`), in eval mode, with peaked attention.
 
     The head is the natural one for the family: a bare encoder, a causal LM, a seq2seq LM. The default
-    attention backend is the one transformers picks (sdpa where supported) unless one is given.
+    attention backend is the one transformers picks (sdpa where supported) unless one is given;
+    ``config_overrides`` change the config (e.g. ``vocab_size=len(tiny_vocab("gpt"))`` to pair the model
+    with :func:`tiny_tokenizer`).
     """
     from transformers import (
         AutoConfig,
@@ -305,7 +311,7 @@ def tiny_model(
     if model_type not in ZOO:
         raise KeyError(f"no tiny config for {model_type!r}; known: {', '.join(ZOO)}")
     family, overrides = ZOO[model_type]
-    config = AutoConfig.for_model(model_type, **overrides)
+    config = AutoConfig.for_model(model_type, **{**overrides, **config_overrides})
     torch.manual_seed(seed)
     auto = {"decoder": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM, "speech": AutoModelForSpeechSeq2Seq}
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}

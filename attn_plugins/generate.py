@@ -1,0 +1,173 @@
+"""ap.capture_generate: attention of every step of a KV-cached generation, assembled into one record."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from .adapter import CaptureOptions
+from .capture import check_model_device, library_versions, move_inputs
+from .errors import InputError, MissingCaptureError, UnsupportedModelError
+from .record import SCHEMA_VERSION, AttentionRecord
+
+
+def capture_generate(
+    model: Any,
+    tokenizer: Any,
+    prompt: str,
+    *,
+    max_new_tokens: int = 20,
+    layers: list[int] | None = None,
+    heads: list[int] | None = None,
+    dtype: torch.dtype = torch.float32,
+    **generate_kwargs: Any,
+) -> AttentionRecord:
+    """Generate from ``prompt`` with the KV cache on and return one record covering prompt and new tokens.
+
+    Decoder-only models give ``self`` attention over prompt + generated tokens (one row per token, each
+    row from the step that processed it). Encoder-decoder models give ``encoder`` attention over the
+    source, and ``decoder`` and ``cross`` attention whose rows are the decoder start token and every
+    generated token, so each generated token can be traced to the source. Extra keyword arguments go to
+    ``model.generate`` (greedy decoding unless told otherwise).
+    """
+    from attn_adapters.eager import is_hf_model
+    from attn_adapters.huggingface import CaptureContext, model_device, on_interface
+
+    if not is_hf_model(model) or not hasattr(model, "generate"):
+        raise UnsupportedModelError(
+            f"capture_generate needs a transformers model that can generate, not {type(model).__name__}"
+        )
+    if not on_interface(model):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} computes attention outside transformers' AttentionInterface; "
+            "capture_generate reads generation steps through the interface (use ap.capture on the final sequence)"
+        )
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("the prompt is empty: there is nothing to generate from")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    for bad in ("values", "value_norms", "qk", "gradients"):
+        if generate_kwargs.pop(bad, False):
+            raise MissingCaptureError(f"capture_generate cannot capture {bad}; use ap.capture on the generated text")
+    check_model_device(model)
+    if model.training:
+        warnings.warn("the model is in training mode: dropout changes the attention weights", UserWarning, stacklevel=2)
+    options = CaptureOptions(layers=layers, heads=heads, dtype=dtype)
+    enc_dec = bool(getattr(model.config, "is_encoder_decoder", False))
+    enc = tokenizer(prompt, return_tensors="pt")
+    inputs = move_inputs({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, model_device(model))
+    generate_kwargs.setdefault("do_sample", False)
+    pad = getattr(tokenizer, "pad_token_id", None) or getattr(tokenizer, "eos_token_id", None)
+    if pad is not None:
+        generate_kwargs.setdefault("pad_token_id", pad)
+
+    ctx = CaptureContext(model, options)
+    handle = model.register_forward_pre_hook(lambda *_: ctx.begin_step())
+    try:
+        with ctx.active(), torch.no_grad():
+            out = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, use_cache=True, return_dict_in_generate=True, **generate_kwargs
+            )
+            # The last generated token was never fed back; one more cached step gives its attention row.
+            sequence = out.sequences[0]
+            extra = {"past_key_values": out.past_key_values, "use_cache": True}
+            if enc_dec:
+                ctx.begin_step()
+                encoder_outputs = model.get_encoder()(**inputs, return_dict=True)
+                model(
+                    encoder_outputs=encoder_outputs,
+                    attention_mask=inputs["attention_mask"],
+                    decoder_input_ids=sequence[-1:].unsqueeze(0),
+                    **extra,
+                )
+            else:
+                model(
+                    input_ids=sequence[-1:].unsqueeze(0), attention_mask=torch.ones_like(sequence).unsqueeze(0), **extra
+                )
+    finally:
+        handle.remove()
+    attentions = _assemble(ctx, options)
+    source_ids = inputs["input_ids"][0].tolist()
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    if enc_dec:
+        target_ids = sequence.tolist()
+        tokens, target_tokens = tokenizer.convert_ids_to_tokens(source_ids), tokenizer.convert_ids_to_tokens(target_ids)
+        new_ids = target_ids[1:]
+        target_special = [i == 0 or t in special for i, t in enumerate(target_ids)]
+    else:
+        all_ids = sequence.tolist()
+        tokens, target_tokens, target_special = tokenizer.convert_ids_to_tokens(all_ids), None, None
+        new_ids = all_ids[len(source_ids) :]
+    expected = len(target_tokens) if enc_dec else len(tokens)
+    rows = attentions["decoder" if enc_dec else "self"].shape[2]
+    if rows != expected:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: generation steps gave {rows} attention rows for {expected} tokens"
+        )
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "model_type": getattr(model.config, "model_type", type(model).__name__),
+        "model_class": type(model).__name__,
+        "adapter": "huggingface",
+        "attention_backend": model.config._attn_implementation,
+        "causal": not enc_dec,
+        "exact": False,
+        "recomputed": True,
+        "generation": {"prompt_tokens": len(source_ids), "new_tokens": len(new_ids), "kv_cache": True},
+        "num_key_value_heads": getattr(model.config, "num_key_value_heads", None),
+        "dtype": str(dtype).replace("torch.", ""),
+        "truncated": False,
+        "versions": library_versions(),
+    }
+    if layers is not None:
+        meta["layers"] = {kind: list(layers) for kind in attentions}
+    if heads is not None:
+        meta["heads"] = {kind: list(heads) for kind in attentions}
+    text_special = [t in special for t in (source_ids if enc_dec else sequence.tolist())]
+    return AttentionRecord(
+        tokens=tokens,
+        attentions=attentions,
+        target_tokens=target_tokens,
+        special_tokens_mask=text_special,
+        target_special_tokens_mask=target_special,
+        text=prompt,
+        outputs={"generated_ids": torch.tensor(new_ids, dtype=torch.long)},
+        meta=meta,
+    )
+
+
+def _assemble(ctx: Any, options: CaptureOptions) -> dict[str, torch.Tensor]:
+    """Place every step's rows into one [L, H, T, T] (or [L, H, T, S] for cross) tensor per kind.
+
+    A step's queries are the next tokens in order; its keys are the last K positions up to and
+    including its last query (sliding-window caches keep only a window, so K can stop growing).
+    """
+    blocks: dict[str, list[tuple[int, list[torch.Tensor]]]] = {}
+    ends: dict[str, int] = {}
+    for step in ctx.steps:
+        by_kind, _ = ctx.stacked(step, options)
+        for kind, calls in by_kind.items():
+            if kind == "encoder" and "encoder" in blocks:
+                continue  # the encoder runs once for generation (and once more for the closing step)
+            probs = [c.probs[0] if options.heads is None else c.probs[0, list(options.heads)] for c in calls]
+            queries = probs[0].shape[1]
+            end = ends.get(kind, 0) + queries
+            ends[kind] = end
+            blocks.setdefault(kind, []).append((end, probs))
+    out = {}
+    for kind, parts in blocks.items():
+        total = ends[kind]
+        layers, heads = len(parts[0][1]), parts[0][1][0].shape[0]
+        width = parts[0][1][0].shape[-1] if kind == "cross" else total
+        full = parts[0][1][0].new_zeros(layers, heads, total, width)
+        for end, probs in parts:
+            for layer, p in enumerate(probs):
+                q, k = p.shape[1], p.shape[2]
+                if kind == "cross":
+                    full[layer, :, end - q : end] = p
+                else:
+                    full[layer, :, end - q : end, end - k : end] = p
+        out[kind] = full
+    return {kind: t.to("cpu", options.dtype).contiguous() for kind, t in out.items()}
