@@ -43,8 +43,8 @@ class FigureView(View, ABC):
         return text[text.index("<svg") :]
 
     def fragments_for_page(self) -> list[Fragment]:
-        """The figure as one page fragment (inline SVG)."""
-        body = f'<div class="attn-view" data-view="{escape(type(self).__name__)}"><h3>{escape(self.title)}</h3>{self.svg()}</div>'
+        """The figure as one page fragment (inline SVG; the figure carries its own title)."""
+        body = f'<div class="attn-view" data-view="{escape(type(self).__name__)}">{self.svg()}</div>'
         return [Fragment(body, height=600)]
 
     @property
