@@ -185,7 +185,7 @@ class CaptureContext:
         self.options = options
         self.keep_graph = keep_graph or options.gradients
         self.name = f"attn_plugins_capture_{next(_COUNTER)}"
-        self.sites = find_sites(model)
+        self.sites: dict[int, Site] = {}
         self.steps: list[list[Call]] = [[]]
         self.calls = 0
         self._counts: dict[str, int] = {}
@@ -198,6 +198,8 @@ class CaptureContext:
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+        # Sites (and the backend each module runs with) are read now: an enclosing capture may have switched them.
+        self.sites = find_sites(self.model)
         configs = all_configs(self.model)
         previous = [(c, c._attn_implementation_internal) for c in configs]
         top = self.model.config._attn_implementation or "eager"
