@@ -41,6 +41,19 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or not _HUB_ID.match(name)
 
 
+PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2 (packaged)"
+
+
+def display_name(name: str) -> str:
+    """A short model name for pages: the packaged MiniLM by name, a path by its last part."""
+    try:
+        if name == default_model_path():
+            return PACKAGED_MODEL_NAME
+    except CliError:
+        pass
+    return Path(name).name or name
+
+
 def load_model(name: str | None, task: str | None = None) -> tuple[Any, Any, str]:
     """Load a transformers model and tokenizer from a local path or hub id, in eval mode."""
     import transformers
@@ -162,18 +175,162 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Capture the packaged MiniLM's attention on a sentence and write an HTML page to open."""
-    from .capture import capture
-    from .views import demo_page
+DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti")
 
-    model, tokenizer, name = load_model(args.model)
-    record = capture(model, tokenizer, args.text)
-    page = demo_page(record, model_name=Path(name).name)
+
+def _method_list(value: str | None, default: Sequence[str] = DEFAULT_METHODS) -> list[str]:
+    from .manager import get_registry
+
+    names = [m.strip() for m in value.split(",") if m.strip()] if value else list(default)
+    known = set(get_registry().names("method"))
+    unknown = [m for m in names if m not in known]
+    if unknown:
+        raise CliError(f"unknown method(s) {', '.join(unknown)}; registered methods: {', '.join(sorted(known))}")
+    return names
+
+
+def explain_report(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    methods: Sequence[str],
+    *,
+    model_name: str,
+    task: str | None = None,
+    target: int | None = None,
+    reference: str | None = None,
+    truncation: bool = False,
+) -> tuple[Any, list[Any]]:
+    """Capture each text, score it with every method through the explainer, and build the HTML report."""
+    import numpy as np
+
+    from .capture import capture
+    from .explain import AttentionExplainer
+    from .views import report
+
+    records = [capture(model, tokenizer, t, qk=True, truncation=truncation) for t in texts]
+    scores: dict[str, list[np.ndarray]] = {}
+    outputs: list[str | None] = []
+    for text in texts:
+        spec = AttentionExplainer(model, tokenizer, task=task, target=target, reference=reference).resolve(text)
+        # Similarity has no logits for the report to describe: state the explained value itself.
+        outputs.append(f"{spec.label}: {float(spec.fn([text])[0]):.3f}" if spec.task == "similarity" else None)
+    for method in _progress(methods, "methods"):
+        explainer = AttentionExplainer(model, tokenizer, method=method, task=task, target=target, reference=reference)
+        explanation = explainer(list(texts))
+        rows = []
+        for i, record in enumerate(records):
+            values = np.asarray(explanation.values[i], dtype=float)
+            if values.ndim == 2:  # several explained outputs (QA start and end): show their mean
+                values = values.mean(-1)
+            if values.shape[0] != len(record.tokens):
+                raise CliError(f"method {method} gave {values.shape[0]} scores for {len(record.tokens)} tokens")
+            rows.append(values)
+        scores[method] = rows
+    if len(records) == 1:
+        page = report(
+            records[0], {m: v[0] for m, v in scores.items()}, model_name=model_name, output_summary=outputs[0]
+        )
+        return page, records
+    return report(records, scores, model_name=model_name, output_summary=outputs), records
+
+
+def _progress(items: Sequence[Any], what: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=what, disable=len(items) < 2, leave=False, file=sys.stderr)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Explain texts with attention methods: one standalone HTML report, or a corpus run with --input."""
+    if args.input is not None:
+        return _explain_corpus(args)
+    texts = _texts(args)
+    methods = _method_list(args.methods)
+    model, tokenizer, name = load_model(args.model, task=args.task_model)
+    page, records = explain_report(
+        model,
+        tokenizer,
+        texts,
+        methods,
+        model_name=display_name(name),
+        task=args.task,
+        target=args.target,
+        reference=args.reference,
+        truncation=args.truncate,
+    )
     page.save(args.output)
+    print(f"wrote {args.output}: {len(records)} text(s), methods {', '.join(methods)}")
+    return 0
+
+
+def _explain_corpus(args: argparse.Namespace) -> int:
+    from .dataset import run_corpus
+
+    if args.out is None:
+        raise CliError("--input needs --out DIRECTORY for the results")
+    methods = _method_list(args.methods, default=("rollout",))
+    if len(methods) != 1:
+        raise CliError("a corpus run takes one method")
+    model, tokenizer, _ = load_model(args.model, task=args.task_model)
+    summary = run_corpus(
+        model, tokenizer, args.input, args.out, method=methods[0], batch_size=args.batch_size, engine=args.engine
+    )
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    """Write the HTML report of a saved record, scoring it with the methods its captures allow."""
+    from .errors import MissingCaptureError
+    from .methods import attribute
+    from .storage import load
+    from .views import report
+
+    record = load(args.record)
+    methods = _method_list(args.methods, default=("raw", "rollout", "norm", "grad_attention", "gae"))
+    scores, skipped = {}, []
+    for method in methods:
+        try:
+            scores[method] = attribute(record, method, position=args.position)
+        except MissingCaptureError as exc:
+            if args.methods:  # asked for by name: say why it cannot run
+                raise
+            skipped.append(f"{method}: {exc}")
+    name = record.meta.get("model_name")
+    page = report(record, scores or None, model_name=display_name(name) if name else None)
+    page.save(args.output)
+    print(f"wrote {args.output}: methods {', '.join(scores) or 'none'}")
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    return 0
+
+
+def _position(value: str) -> str | int:
+    if value in ("first", "last", "mean"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"position must be first, last, mean or an integer, not {value!r}") from None
+
+
+DEMO_TEXT = "The quick brown fox jumps over the lazy dog."
+DEMO_REFERENCE = "A fast fox leaps over a sleepy hound."
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Explain a sentence with the packaged MiniLM (similarity to a reference) and write the HTML report."""
+    methods = _method_list(args.methods)
+    model, tokenizer, name = load_model(args.model)
+    page, records = explain_report(
+        model, tokenizer, [args.text], methods, model_name=display_name(name), reference=args.reference
+    )
+    page.save(args.output)
+    record = records[0]
     print(
-        f"wrote {args.output}: attention of {record.num_layers} layers x {record.num_heads} heads over "
-        f"{len(record.tokens)} tokens; open it in a browser (works offline)"
+        f"wrote {args.output}: {record.num_layers} layers x {record.num_heads} heads over {len(record.tokens)} "
+        f"tokens, methods {', '.join(methods)}; open it in a browser (works offline)"
     )
     return 0
 
@@ -234,9 +391,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("demo", help="run the packaged MiniLM on a sentence and write an HTML page")
-    p.add_argument("text", nargs="?", default="The quick brown fox jumps over the lazy dog.")
+    p = sub.add_parser("explain", help="explain texts with attention methods: a standalone HTML report")
+    p.add_argument("text", nargs="*", help="one or more texts (or --input texts.jsonl)")
+    p.add_argument("-o", "--output", default="attn-report.html", help="HTML report to write")
+    model_arg(p)
+    p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--task", help="classification, token_classification, question_answering, similarity, ...")
+    p.add_argument(
+        "--task-model", choices=sorted(_TASK_CLASSES), help="which model class to load (default: from its config)"
+    )
+    p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
+    p.add_argument("--reference", help="reference text: explain the similarity of sentence embeddings to it")
+    p.add_argument("--truncate", action="store_true", help="cut text longer than the model's limit")
+    p.add_argument("--input", help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run')
+    p.add_argument("--out", help="results directory of a corpus run (resumable)")
+    p.add_argument("--batch-size", type=int, default=8, help="texts per batch in a corpus run")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="where a corpus run executes")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("view", help="write the HTML report of a saved .attn record")
+    p.add_argument("record", help="a record file written by `capture` or ap.save")
+    p.add_argument("-o", "--output", default="attn-view.html", help="HTML file to write")
+    p.add_argument("--methods", help="comma-separated methods (default: raw,rollout where the record allows)")
+    p.add_argument("--position", type=_position, default="first", help="query position: first, last, mean or an index")
+    p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("demo", help="explain a sentence with the packaged MiniLM and write the HTML report")
+    p.add_argument("text", nargs="?", default=DEMO_TEXT)
+    p.add_argument("--reference", default=DEMO_REFERENCE, help="the sentence whose similarity is explained")
     p.add_argument("-o", "--output", default="attn-demo.html", help="HTML file to write")
+    p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
     model_arg(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,56 @@ def test_text_too_long_is_refused_unless_truncated(tiny_model_dir, tmp_path, cap
 def test_module_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "attn_plugins", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("attn-plugins ")
+
+
+def test_demo_writes_an_offline_report_on_the_packaged_minilm(tmp_path, capsys):
+    out = tmp_path / "demo.html"
+    assert main(["demo", "-o", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "all-MiniLM-L6-v2 (packaged)" in page
+    assert "similarity to" in page  # the explained output is stated
+    for method in ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti"):
+        assert f">{method}<" in page, method
+    # nothing is fetched from the network: no external script, stylesheet or image
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_explain_report_for_a_classifier(tiny_model_dir, tmp_path):
+    out = tmp_path / "report.html"
+    code = main(
+        [
+            "explain",
+            "the movie was great",
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--methods",
+            "raw,rollout,gae",
+        ]
+    )
+    assert code == 0
+    page = out.read_text(encoding="utf-8")
+    assert "predicted" in page and ">gae<" in page
+
+
+def test_explain_several_texts_and_unknown_method(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "two.html"
+    args = ["explain", "good movie", "a very bad film", "-o", str(out), "--model", str(tiny_model_dir)]
+    assert main([*args, "--methods", "rollout"]) == 0
+    assert out.read_text(encoding="utf-8").count("Example ") >= 2
+    assert main([*args, "--methods", "rollout,nope"]) == 2
+    assert "unknown method(s) nope" in capsys.readouterr().err
+
+
+def test_view_a_saved_record_uses_the_methods_it_allows(tiny_model_dir, tmp_path, capsys):
+    rec_path, page_path = tmp_path / "x.attn", tmp_path / "x.html"
+    assert main(["capture", "the plot was fun", "-o", str(rec_path), "--model", str(tiny_model_dir)]) == 0
+    assert main(["view", str(rec_path), "-o", str(page_path), "--position", "mean"]) == 0
+    captured = capsys.readouterr()
+    assert "methods raw, rollout" in captured.out
+    assert "skipped norm" in captured.err  # the record has no value norms; the reason is printed
+    assert ">rollout<" in page_path.read_text(encoding="utf-8")
+    assert main(["view", str(rec_path), "-o", str(page_path), "--methods", "norm"]) == 2
+    assert "value_norms" in capsys.readouterr().err
