@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from attn_adapters.eager import EagerAdapter, all_configs, is_hf_model, kept_outputs
 
+from attn_adapters.eager import EagerAdapter, all_configs, is_hf_model, kept_outputs
 from attn_plugins import hookimpl
 from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, target_scalar
 from attn_plugins.capture import move_inputs, split_batch

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from attn_adapters.huggingface import HuggingFaceAdapter
 
+from attn_adapters.huggingface import HuggingFaceAdapter
 from attn_plugins import hookimpl
 from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch
 from attn_plugins.errors import UnsupportedModelError

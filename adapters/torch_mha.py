@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from attn_adapters.eager import is_hf_model, looks_causal
 from torch import nn
 
+from attn_adapters.eager import is_hf_model, looks_causal
 from attn_plugins import hookimpl
 from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, target_scalar
 from attn_plugins.capture import move_inputs, split_batch
