@@ -167,7 +167,9 @@ class AttentionExplainer:
             # One output: name it when every text explains the same one (shap's plots take a string here).
             output_names = labels[0] if len(set(labels)) == 1 and labels[0] is not None else None
         elif tasks & {"generation", "seq2seq"}:
-            output_names = names  # shap's text-to-text form: each example names its own generated tokens
+            # shap's text-to-text form: each example names its own generated tokens; a 2-D array when they
+            # have equal counts, because shap slices output names along the (then regular) output axis.
+            output_names = np.stack(names) if len({len(n) for n in names}) == 1 else names
         else:
             output_names = list(names[0])  # fixed outputs (QA start and end) named once, as shap does
         return shap.Explanation(
@@ -175,6 +177,8 @@ class AttentionExplainer:
             base_values=ragged(bases) if bases[0].ndim else np.array([float(b) for b in bases]),
             data=ragged(data) if len({len(d) for d in data}) > 1 else np.stack(data),
             output_names=output_names,
+            # shap names text features by their stripped token strings; its ragged mean(0) groups by them.
+            feature_names=[[str(t).strip() for t in d] for d in data],
         )
 
     def __repr__(self) -> str:

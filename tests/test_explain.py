@@ -1,0 +1,174 @@
+"""AttentionExplainer / ap.explain: shap.Explanation of shap's own structure, for every task."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import shap
+import torch
+from explain_models import bart_seq2seq, bert_head, gpt2_lm, minilm
+
+import attn_plugins as ap
+from attn_plugins.errors import InputError, UnsupportedModelError
+from attn_plugins.targets import resolve
+from attn_plugins.testing import tiny_bert, tiny_tokenizer
+
+TEXTS = ["the movie was good", "a bad film and a very boring plot"]
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return tiny_bert(num_labels=3), tiny_tokenizer("bert")
+
+
+def renders(expl) -> None:
+    """The explanation renders in shap's text and bar plots, unchanged."""
+    html = shap.plots.text(expl, display=False)
+    assert "<div" in html and len(html) > 1000
+
+
+def test_classification_has_shaps_own_structure(classifier):
+    model, tok = classifier
+    expl = ap.explain(model, tok, TEXTS, method="rollout")
+    # shap's own Partition explanation of the same target function (the predicted class's logit).
+    spec = resolve(model, tok, TEXTS[0])
+    own = shap.Explainer(spec.fn, shap.maskers.Text(tok), algorithm="partition")(TEXTS, max_evals=40)
+    assert expl.shape == own.shape == (2, None)
+    for ours, theirs in zip(expl, own):
+        assert ours.values.shape == theirs.values.shape
+        assert list(ours.data) == list(theirs.data)  # the same token strings, special tokens as ''
+        assert np.shape(ours.base_values) == np.shape(theirs.base_values) == ()
+    # values are the method's scores for the classifier's pooled first token
+    for i, text in enumerate(TEXTS):
+        rec = ap.capture(model, tok, text)
+        np.testing.assert_allclose(expl.values[i], ap.attribute(rec, "rollout", position="first"), atol=1e-9)
+    renders(expl)
+    renders(expl[0])
+    shap.plots.bar(expl[0], show=False)
+    shap.plots.bar(expl.mean(0), show=False)  # ragged batch, grouped by token like shap's own
+    plt.close("all")
+
+
+def test_explainer_object_is_reusable_and_names_the_class(classifier):
+    model, tok = classifier
+    explainer = ap.AttentionExplainer(model, tok, method="raw", target=1, layers=0)
+    one = explainer("a good film")
+    assert one.shape == (1, 5)
+    assert one.output_names == "LABEL_1"
+    rec = ap.capture(model, tok, "a good film")
+    np.testing.assert_allclose(one.values[0], ap.attribute(rec, "raw", position="first", layers=0), atol=1e-9)
+    same_length = explainer(["a good film", "a bad film"])
+    assert same_length.shape == (2, 5)  # equal lengths give a regular array, as shap does
+    renders(same_length)
+
+
+def test_gradient_method_uses_the_explained_class(classifier):
+    model, tok = classifier
+    expl = ap.explain(model, tok, TEXTS[:1], method="gae", target=2)
+    rec = ap.capture(model, tok, TEXTS[0], gradients=True, gradient_target=2)
+    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "gae", position="first"), atol=1e-9)
+    other = ap.explain(model, tok, TEXTS[:1], method="gae", target=0)
+    assert not np.allclose(expl.values[0], other.values[0])  # the gradient depends on the class
+
+
+def test_bad_inputs_give_clear_errors(classifier):
+    model, tok = classifier
+    with pytest.raises(InputError, match="class index 7 out of range for 3"):
+        ap.explain(model, tok, "a good film", method="raw", target=7)
+    with pytest.raises(InputError, match="empty"):
+        ap.explain(model, tok, "   ", method="raw")
+    with pytest.raises(InputError, match="empty"):
+        ap.explain(model, tok, [], method="raw")
+    with pytest.raises(UnsupportedModelError, match="no task head"):
+        ap.explain(tiny_bert(), tok, "a good film", method="raw")
+    with pytest.raises(InputError, match="out of range"):
+        ap.explain(model, tok, "a good film", method="raw", task="token_classification", token=40)
+    with pytest.raises(InputError, match="unknown task"):
+        ap.explain(model, tok, "a good film", task="translation")
+
+
+def test_token_classification_reads_the_explained_token():
+    model, tok = bert_head("token"), tiny_tokenizer("bert")
+    expl = ap.explain(model, tok, ["the movie was good"], method="raw", token=2)
+    rec = ap.capture(model, tok, "the movie was good")
+    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "raw", position=2), atol=1e-9)
+    spec = resolve(model, tok, "the movie was good", token=2)
+    with torch.no_grad():
+        logits = model(**tok(["the movie was good"], return_tensors="pt")).logits
+    np.testing.assert_allclose(spec.fn(["the movie was good"]), logits[:, 2].max(-1).values.numpy(), rtol=1e-6)
+    renders(expl)
+
+
+def test_question_answering_explains_start_and_end():
+    model, tok = bert_head("qa"), tiny_tokenizer("bert")
+    pair = ("what is the capital", "paris is the capital of france")
+    expl = ap.explain(model, tok, [pair], method="rollout")
+    spec = resolve(model, tok, pair)
+    start, end = spec.positions
+    assert 0 <= start <= end
+    assert expl.output_names == ["start", "end"]
+    assert expl.values[0].shape == (len(spec.inputs["input_ids"][0]), 2)
+    rec = ap.capture(model, tok, inputs=spec.inputs)
+    np.testing.assert_allclose(expl.values[0][:, 0], ap.attribute(rec, "rollout", position=start), atol=1e-9)
+    np.testing.assert_allclose(expl.values[0][:, 1], ap.attribute(rec, "rollout", position=end), atol=1e-9)
+    renders(expl[0])
+    with pytest.raises(InputError, match="pairs"):
+        ap.explain(model, tok, ["just a text"], method="rollout")
+
+
+def test_sentence_similarity_on_the_packaged_minilm():
+    model, tok = minilm()
+    expl = ap.explain(model, tok, ["a good film", "the plot was boring"], method="rollout", reference="a great movie")
+    assert expl.output_names == "similarity to 'a great movie'"
+    rec = ap.capture(model, tok, "a good film")
+    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "rollout", position="mean"), atol=1e-9)
+    spec = resolve(model, tok, "a good film", reference="a great movie")
+    sim = spec.fn(["a great movie", "a good film"])
+    assert sim[0] == pytest.approx(1.0, abs=1e-5) and -1 <= sim[1] < 1
+    renders(expl)
+    with pytest.raises(InputError, match="reference"):
+        ap.explain(model, tok, "a good film", task="similarity", reference="")
+
+
+def test_causal_generation_in_shaps_text_to_text_form():
+    model, tok = gpt2_lm()
+    expl = ap.explain(model, tok, ["the movie was good", "a bad film"], method="rollout", max_new_tokens=3)
+    spec = resolve(model, tok, "the movie was good", max_new_tokens=3)
+    prompt = spec.meta["prompt_length"]
+    n_new = len(spec.meta["generated_ids"])
+    assert expl.values[0].shape == (prompt, n_new)  # input tokens × output tokens
+    assert list(expl[0].output_names) == spec.output_names
+    assert list(expl[0].data) == ["the ", "movie ", "was ", "good"]
+    rec = ap.capture(model, tok, inputs=spec.inputs)
+    rec.meta["prompt_length"] = prompt
+    np.testing.assert_allclose(
+        expl.values[0], ap.attribute(rec, "rollout", position="generated")[:, :prompt].T, atol=1e-9
+    )
+    html = shap.plots.text(expl[0], display=False)
+    assert "outputs" in html  # shap's interactive input/output view
+    # gradient methods: one capture per generated token, each with its own target
+    g = ap.explain(model, tok, ["the movie was good"], method="grad_attention", max_new_tokens=2)
+    assert g.values[0].shape == (prompt, 2)
+    assert not np.allclose(g.values[0][:, 0], g.values[0][:, 1])
+
+
+def test_seq2seq_generation_explains_source_tokens_by_cross_attention():
+    model, tok = bart_seq2seq()
+    expl = ap.explain(model, tok, ["the movie was good", "a bad film"], method="gae", max_new_tokens=3)
+    spec = resolve(model, tok, "a bad film", max_new_tokens=3)
+    assert spec.kind == "cross"
+    n_src = spec.inputs["input_ids"].shape[1]
+    assert expl.values[1].shape == (n_src, len(spec.output_names))
+    assert list(expl[1].data) == ["a ", "bad ", "film", ""]
+    # each column is GAE's encoder-decoder relevance row for the decoder step that produced the token
+    col = spec.positions[-1]
+    rec = ap.capture(model, tok, inputs=spec.inputs, gradients=True, gradient_target=spec.gradient_targets[-1])
+    np.testing.assert_allclose(expl.values[1][:, -1], ap.attribute(rec, "gae", position=col), atol=1e-9)
+    assert "outputs" in shap.plots.text(expl[1], display=False)
+    raw = ap.explain(model, tok, ["a bad film"], method="raw", max_new_tokens=3)
+    np.testing.assert_allclose(raw.values[0].sum(0), 1.0, atol=1e-5)  # cross-attention rows sum to 1
