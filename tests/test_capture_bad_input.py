@@ -1,0 +1,121 @@
+"""Bad input to ap.capture: each case gives a clear, predictable result."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import attn_plugins as ap
+from attn_plugins.capture import move_inputs
+from attn_plugins.errors import AttnPluginsError, InputError, UnsupportedModelError
+from attn_plugins.testing import peaked_, tiny_bert, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return peaked_(tiny_bert(num_labels=2))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer("bert")
+
+
+def test_unknown_architecture_names_the_class_and_the_plugin_docs():
+    class MyScorer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 2)
+
+        def forward(self, input_ids):
+            return self.lin(input_ids.float())
+
+    with pytest.raises(UnsupportedModelError) as err:
+        ap.capture(MyScorer(), inputs={"input_ids": torch.ones(1, 4, dtype=torch.long)})
+    message = str(err.value)
+    assert "MyScorer" in message and "docs/plugins.md" in message
+    assert isinstance(err.value, AttnPluginsError)
+
+
+def test_too_long_text_raises_unless_truncation(bert, tok):
+    text = " ".join(["movie"] * 100)  # 102 tokens with [CLS]/[SEP]; the model takes 64 positions
+    with pytest.raises(InputError, match="at most 64"):
+        ap.capture(bert, tok, text)
+    rec = ap.capture(bert, tok, text, truncation=True)
+    assert rec.meta["truncated"] is True and len(rec.tokens) == 64
+    assert ap.capture(bert, tok, "short movie").meta["truncated"] is False
+    rec.validate()
+
+
+@pytest.mark.parametrize("text", ["", "   ", ["fine text", ""], []])
+def test_empty_text_raises(bert, tok, text):
+    with pytest.raises(InputError, match="empty"):
+        ap.capture(bert, tok, text)
+
+
+def test_empty_input_ids_raise(bert):
+    with pytest.raises(InputError, match="empty"):
+        ap.capture(bert, inputs={"input_ids": torch.zeros(1, 0, dtype=torch.long)})
+
+
+def test_training_mode_warns_and_still_captures(tok):
+    model = peaked_(tiny_bert(num_labels=2)).train()
+    with pytest.warns(UserWarning, match="training mode"):
+        rec = ap.capture(model, tok, "the movie")
+    rec.validate()
+    assert model.training  # the caller's mode is left alone
+
+
+def test_half_precision_on_cpu_captures_in_float32(bert, tok):
+    half = peaked_(tiny_bert(num_labels=2)).half()
+    assert next(half.parameters()).dtype == torch.float16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec = ap.capture(half, tok, "the movie was great")
+        ref = ap.capture(bert, tok, "the movie was great")
+    assert rec.meta["model_dtype"] == "float16" and rec.meta["adapter"] == "huggingface"
+    # Probabilities are recomputed in float32 from half-precision queries and keys.
+    assert rec.attentions["self"].dtype == torch.float32
+    rec.validate()
+    # The model itself runs in half precision (its hidden states are rounded), so the weights are near,
+    # not equal to, the float32 model's; eager half precision rounds the scores too (by up to ~3e-2 here).
+    eager_half = ap.capture(half, tok, "the movie was great", adapter="eager")
+    assert (rec.attentions["self"] - ref.attentions["self"]).abs().max() < 0.1
+    assert (rec.attentions["self"] - eager_half.attentions["self"]).abs().max() < 0.1
+    assert next(half.parameters()).dtype == torch.float16  # the model is not converted
+
+
+def test_model_on_meta_device_is_refused(tok):
+    with torch.device("meta"):
+        model = tiny_bert()
+    with pytest.raises(InputError, match="meta"):
+        ap.capture(model, tok, "the movie")
+
+
+def test_inputs_follow_the_model_device_and_records_come_back_on_cpu(bert, tok):
+    moved = move_inputs({"input_ids": torch.ones(1, 3, dtype=torch.long), "n": 3}, "meta")
+    assert moved["input_ids"].device.type == "meta" and moved["n"] == 3
+    rec = ap.capture(bert, tok, "the movie")
+    assert rec.attentions["self"].device.type == "cpu"
+    assert rec.meta["model_device"] == "cpu"
+
+
+def test_layer_and_head_out_of_range(bert, tok):
+    with pytest.raises(InputError, match="layer 5"):
+        ap.capture(bert, tok, "the movie", layers=[5])
+    with pytest.raises(InputError, match="head 9"):
+        ap.capture(bert, tok, "the movie", heads=[9])
+
+
+def test_text_and_inputs_together_or_text_without_tokenizer(bert, tok):
+    with pytest.raises(InputError):
+        ap.capture(bert, tok, "text", inputs={"input_ids": torch.ones(1, 2, dtype=torch.long)})
+    with pytest.raises(InputError, match="tokenizer"):
+        ap.capture(bert, None, "text")
+
+
+def test_unknown_adapter_name(bert, tok):
+    with pytest.raises(ap.PluginError, match="huggingface"):
+        ap.capture(bert, tok, "the movie", adapter="no_such_adapter")
