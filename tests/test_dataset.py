@@ -173,3 +173,27 @@ def test_word_scores_group_pieces_and_skip_specials() -> None:
     offsets = [(0, 0), (0, 2), (2, 8), (8, 12), (13, 17), (0, 0)]
     words, _ = ds.word_scores(np.c_[scores, scores], tokens, [None, 0, 0, 0, 1, None], offsets, text, None)
     assert words == ["Unbelievable", "film"]
+
+
+def test_ray_engine_equals_local(setup, tmp_path: Path) -> None:
+    import ray  # the `ray` extra is part of the `test` extra
+
+    model, tok = setup
+    src = _write(tmp_path / "texts.jsonl", TEXTS)
+    ds.run_corpus(model, tok, src, tmp_path / "local", batch_size=3, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        summary = ds.run_corpus(
+            model, tok, src, tmp_path / "ray", batch_size=3, engine="ray", num_workers=2, progress=False
+        )
+    finally:
+        ray.shutdown()
+    assert summary["engine"] == "ray" and summary["explained"] == len(TEXTS)
+    local, remote = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    assert set(local) == set(remote)
+    for key, row in local.items():
+        assert remote[key]["tokens"] == row["tokens"] and remote[key]["words"] == row["words"]
+        np.testing.assert_allclose(remote[key]["scores"], row["scores"], atol=1e-6)
+        a = ap.load(tmp_path / "local" / row["record"]).attentions["self"]
+        b = ap.load(tmp_path / "ray" / remote[key]["record"]).attentions["self"]
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
