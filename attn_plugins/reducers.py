@@ -100,10 +100,12 @@ class Reducer(ABC):
             if old_q.shape != q_mask.shape or old_k.shape != key_mask.shape:
                 raise InputError(f"reducer {self.name!r}: {kind!r} layers of one batch must share their shape")
         self._masks[kind] = (q_mask, key_mask)
-        # Padding rows and columns may hold anything (uniform rows, NaN under additive masks): zero them
-        # so they can never leak into real rows through a product or a sum.
-        valid = q_mask[:, None, :, None] & key_mask[:, None, None, :]
-        clean = torch.where(valid, probs.detach().float(), torch.zeros((), dtype=torch.float32, device=probs.device))
+        clean = probs.detach().float()
+        if not (bool(q_mask.all()) and bool(key_mask.all())):
+            # Padding rows and columns may hold anything (uniform rows, NaN under additive masks): zero them
+            # so they never leak into real rows through a product or a sum. Without padding, no copy is made.
+            valid = q_mask[:, None, :, None] & key_mask[:, None, None, :]
+            clean = torch.where(valid, clean, torch.zeros((), dtype=clean.dtype, device=clean.device))
         self._fold(kind, layer, clean, q_mask, key_mask, causal)
 
     def results(self) -> list[dict[str, Any]]:
@@ -254,10 +256,9 @@ class HeadEntropy(Reducer):
     def _fold(
         self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
     ) -> None:
-        p = probs.double()
-        # Rows are renormalized first, as scipy.stats.entropy does.
-        p = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
-        h = torch.special.entr(p).sum(-1)  # [B, H, Q]; entr(0) = 0
+        # Float32 entries summed in float64: one float32 copy of the layer, not a float64 one (rows already
+        # sum to 1 within 1e-6, so scipy's renormalization changes nothing at this tolerance).
+        h = torch.special.entr(probs).sum(-1, dtype=torch.float64)  # [B, H, Q]; entr(0) = 0
         if causal and probs.shape[-1] == probs.shape[-2]:
             visible = torch.cumsum(k_mask.long(), dim=1)  # a causal row sees the real keys up to itself
         else:
@@ -296,7 +297,7 @@ class TopK(Reducer):
     ) -> None:
         k = min(self.k, probs.shape[-1])
         # Padding keys sort below every real weight (weights are >= 0).
-        scored = probs.masked_fill(~k_mask[:, None, None, :], -1.0)
+        scored = probs if bool(k_mask.all()) else probs.masked_fill(~k_mask[:, None, None, :], -1.0)
         values, idx = torch.topk(scored, k, dim=-1)
         position = torch.cumsum(k_mask.long(), dim=1) - 1  # padded position -> position among real keys
         real = torch.gather(position[:, None, None, :].expand_as(probs), -1, idx)
