@@ -413,3 +413,17 @@ def test_views_are_registered_through_the_entry_point() -> None:
     assert get_component("view", "heatmap") is ap.views.heatmap
     view = get_component("view", "text")(softmax_record(), scores=np.ones(6))
     assert view.html.startswith("<!DOCTYPE html>")
+
+
+def test_vendored_libraries_ship_with_their_licenses_and_are_inlined() -> None:
+    from importlib import resources
+
+    vendor = resources.files("attn_plugins.views").joinpath("vendor")
+    names = {p.name for p in vendor.iterdir()}
+    for lib in ("d3", "jquery", "requirejs"):
+        assert f"LICENSE-{lib}.txt" in names
+    page = ap.views.head_view(softmax_record()).html
+    for js in ("d3-5.7.0.min.js", "jquery-3.7.1.min.js", "require-2.3.6.js"):
+        assert vendor.joinpath(js).read_text(encoding="utf-8")[:200] in page
+    # Pages without bertviz front ends carry no vendored code at all.
+    assert "d3js.org" not in ap.views.model_view(softmax_record(), renderer="canvas").html

@@ -137,6 +137,7 @@ def _bertviz_data(secs: list[Section], threshold: float) -> list[dict]:
 def _canvas_fragment(secs: list[Section], mode: str, threshold: float, title: str) -> Fragment:
     root, pid = new_id("attn-canvas"), new_id("attn-params")
     params = {
+        "threshold": threshold,
         "sections": [
             {
                 "name": s.name,
@@ -147,7 +148,7 @@ def _canvas_fragment(secs: list[Section], mode: str, threshold: float, title: st
                 "attn": encode_weights(s.attn, threshold),
             }
             for s in secs
-        ]
+        ],
     }
     draw = "canvasHead" if mode == "head" else "canvasModel"
     body = (

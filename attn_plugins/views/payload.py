@@ -11,7 +11,8 @@ import torch
 
 from ..errors import InputError
 
-# At 8-bit colour depth a weight below 1/255 draws exactly like 0, so it is dropped (and compresses away).
+# Weights below one 8-bit step (1/255) are dropped: the quantization could only store them as 0 or 1 step,
+# bertviz's linear opacity draws them as nothing, and zeros compress away. Pass threshold=0 to keep them.
 DEFAULT_THRESHOLD = 1.0 / 255.0
 PAYLOAD_KEY = "__attn_payload__"
 

@@ -79,6 +79,12 @@
     container.replaceChildren(canvas, info);
   }
 
+  function legend(params) {
+    return el("div", { class: "attn-legend" },
+      "one pixel per weight, rows are queries, columns keys; square-root colour scale, white = 0" +
+      (params.threshold > 0 ? "; weights below " + params.threshold.toFixed(4) + " omitted" : ""));
+  }
+
   function headNames(sec) { return ["mean of heads"].concat(sec.heads.map((h) => "head " + h)); }
 
   function canvasHead(rootId, params) {
@@ -88,6 +94,7 @@
     const area = el("div");
     root.appendChild(controls);
     root.appendChild(area);
+    root.appendChild(legend(params));
     function draw() {
       const sec = params.sections[state.sec];
       detail(area, sec, state.layer, state.head, sec.attn.scale);
@@ -121,6 +128,7 @@
     root.appendChild(controls);
     root.appendChild(grid);
     root.appendChild(area);
+    root.appendChild(legend(params));
     function draw() {
       const sec = params.sections[state.sec];
       const [L, H] = sec.attn.shape;
