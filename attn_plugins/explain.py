@@ -23,7 +23,7 @@ from .record import AttentionRecord
 from .targets import Target, resolve, unwrap
 
 
-def _as_list(texts: Any) -> list[Any]:
+def as_batch(texts: Any) -> list[Any]:
     """One example (a string or a QA pair) becomes a batch of one."""
     if isinstance(texts, str) or (
         isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
@@ -151,7 +151,7 @@ class AttentionExplainer:
     # ------------------------------------------------------------------ batch
     def __call__(self, texts: Any) -> shap.Explanation:
         """Explain a text, a (question, context) pair, or a batch of them."""
-        examples = _as_list(texts)
+        examples = as_batch(texts)
         values, data, bases, names, labels, tasks = [], [], [], [], [], set()
         for example in examples:
             spec = self.resolve(example)

@@ -1,0 +1,277 @@
+"""ap.compare: attention methods against shap's own Partition explainer on the same target function.
+
+For every text, shap's ``Partition`` explainer with a ``Text`` masker explains the target (the predicted or
+given class's logit, a token's class logit, or the cosine similarity to a reference sentence), and each
+method's scores are compared with it over the non-special tokens: Spearman's rho, Kendall's tau and top-k
+overlap, with the cost of each (wall time, forward passes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.stats
+import shap
+
+from .errors import InputError
+from .explain import AttentionExplainer, as_batch
+from .methods.base import Method
+from .targets import Target
+
+DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae")
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Share of the k highest-scored positions of ``a`` that are also among the k highest of ``b``."""
+    k = min(k, len(a))
+    top_a = set(np.argsort(-a, kind="stable")[:k].tolist())
+    top_b = set(np.argsort(-b, kind="stable")[:k].tolist())
+    return len(top_a & top_b) / k
+
+
+def agreement(scores: np.ndarray, reference: np.ndarray, k: int) -> dict[str, float]:
+    """Spearman, Kendall tau and top-k overlap of two score vectors (NaN when either is constant)."""
+    scores, reference = np.asarray(scores, float), np.asarray(reference, float)
+    if len(scores) < 2 or np.ptp(scores) == 0 or np.ptp(reference) == 0:
+        rho = tau = float("nan")  # a rank correlation is undefined for a constant ranking
+    else:
+        rho = float(scipy.stats.spearmanr(scores, reference).statistic)
+        tau = float(scipy.stats.kendalltau(scores, reference).statistic)
+    return {"spearman": rho, "kendall": tau, "top_k": top_k_overlap(scores, reference, k)}
+
+
+class _Counted:
+    """A model function that counts its calls (forward passes) and evaluated inputs."""
+
+    def __init__(self, fn: Any):
+        self.fn, self.calls, self.rows = fn, 0, 0
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        self.rows += len(texts)
+        return self.fn(texts)
+
+
+@dataclass
+class CompareResult:
+    """Per-method agreement with the reference and cost; ``table()`` for people, ``to_json()`` for tools."""
+
+    reference: str
+    task: str
+    target: str | None
+    texts: list[str]
+    top_k: int
+    max_evals: int
+    methods: list[dict[str, Any]] = field(default_factory=list)
+    reference_cost: dict[str, float] = field(default_factory=dict)
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (NaN as None) for JSON."""
+
+        def clean(x: Any) -> Any:
+            if isinstance(x, float) and np.isnan(x):
+                return None
+            if isinstance(x, dict):
+                return {k: clean(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return [clean(v) for v in x]
+            if isinstance(x, np.ndarray):
+                return clean(x.tolist())
+            return x
+
+        return clean(
+            {
+                "reference": self.reference,
+                "task": self.task,
+                "target": self.target,
+                "n_texts": len(self.texts),
+                "top_k": self.top_k,
+                "max_evals": self.max_evals,
+                "reference_cost": self.reference_cost,
+                "methods": self.methods,
+                "details": self.details,
+            }
+        )
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The result as a JSON string."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def table(self) -> str:
+        """A fixed-width text table: one row per method, the reference's cost last."""
+        head = f"{'method':<16}{'spearman':>10}{'kendall':>10}{f'top-{self.top_k}':>8}{'time/text (s)':>15}{'passes/text':>13}"
+        lines = [
+            f"agreement with {self.reference} ({self.task}{', ' + self.target if self.target else ''}; "
+            f"{len(self.texts)} texts, max_evals={self.max_evals})",
+            head,
+            "-" * len(head),
+        ]
+
+        def fmt(x: float) -> str:
+            return "n/a" if x is None or np.isnan(x) else f"{x:+.3f}"
+
+        for row in self.methods:
+            if row.get("error"):
+                lines.append(f"{row['method']:<16}  error: {row['error']}")
+                continue
+            lines.append(
+                f"{row['method']:<16}{fmt(row['spearman']):>10}{fmt(row['kendall']):>10}"
+                f"{row['top_k']:>8.2f}{row['seconds_per_text']:>15.4f}{row['forward_passes_per_text']:>13.1f}"
+            )
+        cost = self.reference_cost
+        lines.append(
+            f"{self.reference:<16}{'':>10}{'':>10}{'':>8}{cost['seconds_per_text']:>15.4f}"
+            f"{cost['forward_passes_per_text']:>13.1f}   ({cost['evaluations_per_text']:.0f} masked inputs/text)"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _special_mask(explainer: AttentionExplainer, spec: Target, n: int) -> np.ndarray:
+    """True at special tokens, which shap's Text masker never masks (their shap values are 0)."""
+    ids = explainer.tokenizer(spec.text)["input_ids"]
+    mask = explainer.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+    if len(mask) != n:
+        raise InputError("the tokenizer's special-token mask does not match the explained tokens")
+    return np.asarray(mask, dtype=bool)
+
+
+def compare(
+    model: Any,
+    tokenizer: Any,
+    texts: str | Sequence[str],
+    methods: Sequence[str | Method] | None = None,
+    reference: str = "shap",
+    target: int | str | None = None,
+    max_evals: int | None = None,
+    top_k: int | None = None,
+    *,
+    task: str | None = None,
+    token: int | None = None,
+    method_options: dict[str, dict[str, Any]] | None = None,
+) -> CompareResult:
+    """Compare attention ``methods`` with shap's Partition explainer on the same target.
+
+    ``target`` is a class index, a reference sentence (similarity of sentence embeddings), or None for
+    the predicted class. ``max_evals`` is shap's budget per text (default 500), ``top_k`` the overlap
+    size (default 3).
+    """
+    if reference != "shap":
+        raise InputError(f"reference must be 'shap' (shap's Partition explainer with a Text masker), not {reference!r}")
+    examples = as_batch(texts)
+    if not all(isinstance(t, str) for t in examples):
+        raise InputError("compare explains plain texts (shap's Text masker cannot mask QA pairs)")
+    chosen = list(methods) if methods is not None else list(DEFAULT_METHODS)
+    if not chosen:
+        raise InputError("methods: the list is empty")
+    # Registered names or Method objects (a third-party method not installed as a plugin works too).
+    names = [m if isinstance(m, str) else getattr(m, "name", type(m).__name__) for m in chosen]
+    if len(set(names)) != len(names):
+        raise InputError(f"methods: duplicate names in {names}")
+    max_evals = 500 if max_evals is None else int(max_evals)
+    if max_evals < 2:
+        raise InputError(f"max_evals must be at least 2, got {max_evals}")
+    k = 3 if top_k is None else int(top_k)
+    if k < 1:
+        raise InputError(f"top_k must be a positive integer, got {top_k}")
+    sentence = target if isinstance(target, str) else None
+    common = {"task": task, "token": token, "reference": sentence, "target": None if sentence else target}
+    options = method_options or {}
+    explainers = {
+        name: AttentionExplainer(model, tokenizer, method=m, **common, **options.get(name, {}))
+        for name, m in zip(names, chosen)
+    }
+    probe = next(iter(explainers.values()))
+
+    ref_seconds, ref_calls, ref_rows = 0.0, 0, 0
+    per_method: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    cost: dict[str, list[float]] = {n: [] for n in names}
+    errors: dict[str, str] = {}
+    details = []
+    task_name = None
+    for text in examples:
+        spec = probe.resolve(text)
+        task_name = spec.task
+        if spec.fn is None:
+            raise InputError(
+                f"compare cannot run shap on the {spec.task!r} task; it supports classification, "
+                "token classification and similarity"
+            )
+        fn = _Counted(spec.fn)
+        start = time.perf_counter()
+        shap_expl = shap.Explainer(fn, shap.maskers.Text(probe.tokenizer), algorithm="partition")(
+            [text], max_evals=max_evals, silent=True
+        )
+        ref_seconds += time.perf_counter() - start
+        ref_calls, ref_rows = ref_calls + fn.calls, ref_rows + fn.rows
+        ref_values = np.asarray(shap_expl.values[0], float)
+        keep = ~_special_mask(probe, spec, len(ref_values))
+        detail = {
+            "text": text,
+            "tokens": [str(t) for t in shap_expl.data[0]],
+            "shap": ref_values.tolist(),
+            "methods": {},
+        }
+        for name, explainer in explainers.items():
+            if name in errors:
+                continue
+            passes = explainer.forward_passes
+            start = time.perf_counter()
+            try:
+                scores, _ = explainer.scores(spec)
+            except Exception as exc:  # one method's missing capture must not hide the others' results
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            cost[name].append(time.perf_counter() - start)
+            per_method[name].append(
+                {**agreement(scores[keep], ref_values[keep], k), "passes": explainer.forward_passes - passes}
+            )
+            detail["methods"][name] = np.asarray(scores, float).tolist()
+        details.append(detail)
+
+    n = len(examples)
+    rows = []
+    for name in names:
+        if name in errors:
+            rows.append({"method": name, "error": errors[name]})
+            continue
+        stats = per_method[name]
+
+        def mean(key: str, stats: list[dict[str, float]] = stats) -> float:
+            vals = np.array([s[key] for s in stats], float)
+            return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+        rows.append(
+            {
+                "method": name,
+                "spearman": mean("spearman"),
+                "kendall": mean("kendall"),
+                "top_k": mean("top_k"),
+                "seconds_per_text": float(np.mean(cost[name])),
+                "forward_passes_per_text": mean("passes"),
+                "per_text": stats,
+            }
+        )
+    return CompareResult(
+        reference="shap",
+        task=task_name or "",
+        target=(f"similarity to {sentence!r}" if sentence else None if target is None else f"class {target}"),
+        texts=examples,
+        top_k=k,
+        max_evals=max_evals,
+        methods=rows,
+        reference_cost={
+            "seconds_per_text": ref_seconds / n,
+            "forward_passes_per_text": ref_calls / n,
+            "evaluations_per_text": ref_rows / n,
+        },
+        details=details,
+    )

@@ -1,0 +1,103 @@
+"""ap.compare: attention methods against shap's own Partition explainer on the same target."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.stats
+import shap
+from explain_models import gpt2_lm, minilm
+
+import attn_plugins as ap
+from attn_plugins.compare import agreement, top_k_overlap
+from attn_plugins.errors import InputError, PluginError
+from attn_plugins.methods.base import Method
+from attn_plugins.targets import resolve
+from attn_plugins.testing import tiny_bert, tiny_tokenizer
+
+TEXTS = ["the movie was good", "a bad film and a very boring plot"]
+
+
+def test_agreement_by_hand():
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    assert agreement(a, a[::-1], k=2) == {"spearman": -1.0, "kendall": -1.0, "top_k": 0.0}
+    # one swap among four: rho = 1 - 6·(1+1)/(4·15) = 0.8, tau = (5 - 1)/6
+    got = agreement(a, np.array([1.0, 2.0, 4.0, 3.0]), k=2)
+    assert got["spearman"] == pytest.approx(0.8)
+    assert got["kendall"] == pytest.approx(4 / 6)
+    assert got["top_k"] == 1.0
+    assert top_k_overlap(np.array([5.0, 1.0, 4.0]), np.array([0.0, 9.0, 8.0]), 2) == 0.5
+    assert np.isnan(agreement(np.ones(3), a[:3], k=1)["spearman"])  # constant ranking: undefined
+
+
+def test_compare_on_a_classifier_matches_shap_run_separately():
+    model, tok = tiny_bert(num_labels=3), tiny_tokenizer("bert")
+    result = ap.compare(model, tok, TEXTS, methods=["raw", "rollout", "gae"], max_evals=40, top_k=2)
+    # the reference is shap's own Partition explainer on the same target, run here independently
+    for text, detail in zip(TEXTS, result.details):
+        spec = resolve(model, tok, text)
+        own = shap.Explainer(spec.fn, shap.maskers.Text(tok), algorithm="partition")([text], max_evals=40, silent=True)
+        np.testing.assert_allclose(detail["shap"], own.values[0], atol=1e-6)
+        keep = slice(1, -1)  # [CLS] and [SEP] are never masked
+        for name in ("raw", "rollout", "gae"):
+            ours = np.array(detail["methods"][name])[keep]
+            rho = scipy.stats.spearmanr(ours, np.array(detail["shap"])[keep]).statistic
+            stats = next(r for r in result.methods if r["method"] == name)["per_text"][TEXTS.index(text)]
+            assert stats["spearman"] == pytest.approx(rho)
+    rows = {r["method"]: r for r in result.methods}
+    assert rows["raw"]["forward_passes_per_text"] == 1.0 and rows["gae"]["forward_passes_per_text"] == 1.0
+    for row in rows.values():
+        assert -1 <= row["spearman"] <= 1 and -1 <= row["kendall"] <= 1 and 0 <= row["top_k"] <= 1
+        assert row["seconds_per_text"] > 0
+    assert result.reference_cost["evaluations_per_text"] <= 40 + 2
+    table = result.table()
+    assert "rollout" in table and "spearman" in table and "top-2" in table
+    data = json.loads(result.to_json())
+    assert data["task"] == "classification" and [m["method"] for m in data["methods"]] == ["raw", "rollout", "gae"]
+
+
+def test_compare_on_the_packaged_minilm_similarity():
+    model, tok = minilm()
+    result = ap.compare(
+        model,
+        tok,
+        ["a good film with a great plot"],
+        methods=["rollout", "norm"],
+        target="a wonderful movie",
+        max_evals=60,
+    )
+    assert result.task == "similarity"
+    assert "similarity to 'a wonderful movie'" in result.table()
+    assert all("error" not in r for r in result.methods)
+
+
+def test_compare_reports_a_failing_method_and_rejects_bad_input():
+    model, tok = tiny_bert(num_labels=2), tiny_tokenizer("bert")
+
+    class NeedsValues(Method):
+        name = "needs_values"
+        requires = ("values",)
+
+        def matrix(self, record, kind=None):
+            return self.require(record, "values", self.resolve_kind(record, kind)).sum(-1).mean((0, 1)).numpy()
+
+    result = ap.compare(model, tok, TEXTS[:1], methods=[NeedsValues(), "raw"], max_evals=20)
+    rows = {r["method"]: r for r in result.methods}
+    assert "MissingCaptureError" in rows["needs_values"]["error"] and "values=True" in rows["needs_values"]["error"]
+    assert "error" not in rows["raw"]
+    assert "needs_values" in result.table() and "error:" in result.table()
+    with pytest.raises(InputError, match="reference must be 'shap'"):
+        ap.compare(model, tok, TEXTS, reference="lime")
+    with pytest.raises(PluginError, match="no method named 'nope'"):
+        ap.compare(model, tok, TEXTS, methods=["nope"])
+    with pytest.raises(InputError, match="max_evals"):
+        ap.compare(model, tok, TEXTS, max_evals=1)
+    with pytest.raises(InputError, match="plain texts"):
+        ap.compare(model, tok, [("a question", "a context")])
+    lm, lm_tok = gpt2_lm()
+    with pytest.raises(InputError, match="'generation' task"):
+        ap.compare(lm, lm_tok, ["the movie"], methods=["raw"])
+    with pytest.raises(InputError, match="class index 5"):
+        ap.compare(model, tok, TEXTS, methods=["raw"], target=5)
