@@ -78,12 +78,12 @@ class _Hooks:
             args = args[:4]
             kwargs["need_weights"], kwargs["average_attn_weights"] = True, False
             entry: dict[str, Any] = {"caller": caller}
+            q_in, k_in, v_in = (query, key, value)
+            if not module.batch_first and query.dim() == 3:
+                q_in, k_in, v_in = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+            if self.options.gradients:
+                entry["value_input"] = v_in
             if self.options.values or self.options.value_norms or self.options.qk:
-                q_in, k_in, v_in = (
-                    (query, key, value)
-                    if module.batch_first
-                    else (query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1))
-                )
                 q, k, v = _projections(module, q_in, k_in, v_in)
                 if self.options.values:
                     entry["values"] = v.detach()
@@ -105,6 +105,15 @@ class _Hooks:
                 weights = weights.unsqueeze(0)
             entry["probs"] = weights if self.options.gradients else weights.detach()
             caller = entry.pop("caller")
+            if self.options.gradients and weights.dim() == 4:
+                # The weights PyTorch returns are a view taken after the output was computed; recompute the
+                # output from them (same numbers) so gradients of the target flow through the weights.
+                v_in = entry.pop("value_input")
+                _, _, v = _projections(module, v_in, v_in, v_in)
+                mixed = torch.matmul(weights, v).transpose(1, 2).reshape(v.shape[0], v.shape[2], -1)
+                out = module.out_proj(mixed)
+                if not module.batch_first:
+                    out = out.transpose(0, 1)
             if not caller["need_weights"]:
                 return out, None
             return out, weights.mean(dim=1) if caller["average"] else weights
@@ -163,6 +172,10 @@ class TorchMHAAdapter(Adapter):
 
     def capture(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> list[AttentionRecord]:
         """Run the model once with hooks on its attention modules."""
+        return self.run(model, batch, options)[1]
+
+    def run(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> tuple[Any, list[AttentionRecord]]:
+        """Like :meth:`capture`, but also return the model output."""
         param = next(model.parameters(), None)
         inputs = move_inputs(batch.inputs, param.device if param is not None else "cpu")
         hooks = _Hooks(options)
@@ -202,7 +215,7 @@ class TorchMHAAdapter(Adapter):
             "exact": True,
             "num_key_value_heads": None,
         }
-        return split_batch(batch, attentions, options=options, meta=meta, extras=extras, outputs=outs)
+        return output, split_batch(batch, attentions, options=options, meta=meta, extras=extras, outputs=outs)
 
 
 @hookimpl
