@@ -33,16 +33,11 @@ def capture_generate(
     ``model.generate`` (greedy decoding unless told otherwise).
     """
     from attn_adapters.eager import is_hf_model
-    from attn_adapters.huggingface import CaptureContext, model_device, on_interface
+    from attn_adapters.huggingface import model_device, on_interface
 
     if not is_hf_model(model) or not hasattr(model, "generate"):
         raise UnsupportedModelError(
             f"capture_generate needs a transformers model that can generate, not {type(model).__name__}"
-        )
-    if not on_interface(model):
-        raise UnsupportedModelError(
-            f"{type(model).__name__} computes attention outside transformers' AttentionInterface; "
-            "capture_generate reads generation steps through the interface (use ap.capture on the final sequence)"
         )
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("the prompt is empty: there is nothing to generate from")
@@ -63,32 +58,14 @@ def capture_generate(
     if pad is not None:
         generate_kwargs.setdefault("pad_token_id", pad)
 
-    ctx = CaptureContext(model, options)
-    handle = model.register_forward_pre_hook(lambda *_: ctx.begin_step())
-    try:
-        with ctx.active(), torch.no_grad():
-            out = model.generate(
-                **inputs, max_new_tokens=max_new_tokens, use_cache=True, return_dict_in_generate=True, **generate_kwargs
-            )
-            # The last generated token was never fed back; one more cached step gives its attention row.
-            sequence = out.sequences[0]
-            extra = {"past_key_values": out.past_key_values, "use_cache": True}
-            if enc_dec:
-                ctx.begin_step()
-                encoder_outputs = model.get_encoder()(**inputs, return_dict=True)
-                model(
-                    encoder_outputs=encoder_outputs,
-                    attention_mask=inputs["attention_mask"],
-                    decoder_input_ids=sequence[-1:].unsqueeze(0),
-                    **extra,
-                )
-            else:
-                model(
-                    input_ids=sequence[-1:].unsqueeze(0), attention_mask=torch.ones_like(sequence).unsqueeze(0), **extra
-                )
-    finally:
-        handle.remove()
-    attentions = _assemble(ctx, options)
+    if on_interface(model):
+        steps, sequence = _steps_through_interface(model, inputs, options, enc_dec, max_new_tokens, generate_kwargs)
+        backend, adapter = model.config._attn_implementation, "huggingface"
+    else:
+        # Models that compute attention themselves: eager generation with output_attentions.
+        steps, sequence = _steps_eager(model, inputs, options, enc_dec, max_new_tokens, generate_kwargs)
+        backend, adapter = "eager", "eager"
+    attentions = _assemble(steps, options)
     source_ids = inputs["input_ids"][0].tolist()
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     if enc_dec:
@@ -110,11 +87,11 @@ def capture_generate(
         "schema_version": SCHEMA_VERSION,
         "model_type": getattr(model.config, "model_type", type(model).__name__),
         "model_class": type(model).__name__,
-        "adapter": "huggingface",
-        "attention_backend": model.config._attn_implementation,
+        "adapter": adapter,
+        "attention_backend": backend,
         "causal": not enc_dec,
-        "exact": False,
-        "recomputed": True,
+        "exact": adapter == "eager",
+        "recomputed": adapter != "eager",
         "generation": {"prompt_tokens": len(source_ids), "new_tokens": len(new_ids), "kv_cache": True},
         "num_key_value_heads": getattr(model.config, "num_key_value_heads", None),
         "dtype": str(dtype).replace("torch.", ""),
@@ -138,7 +115,83 @@ def capture_generate(
     )
 
 
-def _assemble(ctx: Any, options: CaptureOptions) -> dict[str, torch.Tensor]:
+Steps = list[dict[str, list[torch.Tensor]]]  # per forward pass: kind -> per-layer [heads, queries, keys]
+
+
+def _closing_step(model: Any, inputs: dict[str, torch.Tensor], out: Any, enc_dec: bool, **kwargs: Any) -> Any:
+    """The last generated token was never fed back; one more cached forward gives its attention row."""
+    sequence = out.sequences[0]
+    extra = {"past_key_values": out.past_key_values, "use_cache": True, **kwargs}
+    if enc_dec:
+        encoder_outputs = model.get_encoder()(**inputs, return_dict=True)
+        return model(
+            encoder_outputs=encoder_outputs,
+            attention_mask=inputs["attention_mask"],
+            decoder_input_ids=sequence[-1:].unsqueeze(0),
+            **extra,
+        )
+    mask = torch.ones_like(sequence).unsqueeze(0)
+    return model(input_ids=sequence[-1:].unsqueeze(0), attention_mask=mask, **extra)
+
+
+def _steps_through_interface(
+    model: Any, inputs: dict, options: CaptureOptions, enc_dec: bool, max_new_tokens: int, kwargs: dict
+) -> tuple[Steps, torch.Tensor]:
+    """Generate with the huggingface capture function installed; a forward pre-hook marks each step."""
+    from attn_adapters.huggingface import CaptureContext
+
+    ctx = CaptureContext(model, options)
+    handle = model.register_forward_pre_hook(lambda *_: ctx.begin_step())
+    try:
+        with ctx.active(), torch.no_grad():
+            out = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, use_cache=True, return_dict_in_generate=True, **kwargs
+            )
+            ctx.begin_step()
+            _closing_step(model, inputs, out, enc_dec)
+    finally:
+        handle.remove()
+    steps: Steps = []
+    for step in ctx.steps:
+        by_kind, _ = ctx.stacked(step, options)
+        steps.append({kind: [c.probs[0] for c in calls] for kind, calls in by_kind.items()})
+    return steps, out.sequences[0]
+
+
+def _steps_eager(
+    model: Any, inputs: dict, options: CaptureOptions, enc_dec: bool, max_new_tokens: int, kwargs: dict
+) -> tuple[Steps, torch.Tensor]:
+    """Generate in eager mode with ``output_attentions``; each generation step's tuple is one step."""
+    from attn_adapters.eager import attn_implementation
+
+    def pick(per_layer: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        chosen = options.layers if options.layers is not None else range(len(per_layer))
+        try:
+            return [per_layer[i][0] for i in chosen]
+        except IndexError:
+            raise InputError(f"layer out of range: the model has {len(per_layer)} layers") from None
+
+    with attn_implementation(model, "eager"), torch.no_grad():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            use_cache=True,
+            return_dict_in_generate=True,
+            output_attentions=True,
+            **kwargs,
+        )
+        last = _closing_step(model, inputs, out, enc_dec, output_attentions=True, return_dict=True)
+    if enc_dec:
+        steps: Steps = [{"encoder": pick(out.encoder_attentions)}]
+        pairs = list(zip(out.decoder_attentions, out.cross_attentions))
+        pairs.append((last.decoder_attentions, last.cross_attentions))
+        steps += [{"decoder": pick(d), "cross": pick(c)} for d, c in pairs]
+    else:
+        steps = [{"self": pick(a)} for a in (*out.attentions, last.attentions)]
+    return steps, out.sequences[0]
+
+
+def _assemble(steps: Steps, options: CaptureOptions) -> dict[str, torch.Tensor]:
     """Place every step's rows into one [L, H, T, T] (or [L, H, T, S] for cross) tensor per kind.
 
     A step's queries are the next tokens in order; its keys are the last K positions up to and
@@ -146,14 +199,12 @@ def _assemble(ctx: Any, options: CaptureOptions) -> dict[str, torch.Tensor]:
     """
     blocks: dict[str, list[tuple[int, list[torch.Tensor]]]] = {}
     ends: dict[str, int] = {}
-    for step in ctx.steps:
-        by_kind, _ = ctx.stacked(step, options)
-        for kind, calls in by_kind.items():
+    for step in steps:
+        for kind, per_layer in step.items():
             if kind == "encoder" and "encoder" in blocks:
                 continue  # the encoder runs once for generation (and once more for the closing step)
-            probs = [c.probs[0] if options.heads is None else c.probs[0, list(options.heads)] for c in calls]
-            queries = probs[0].shape[1]
-            end = ends.get(kind, 0) + queries
+            probs = [p if options.heads is None else p[list(options.heads)] for p in per_layer]
+            end = ends.get(kind, 0) + probs[0].shape[1]
             ends[kind] = end
             blocks.setdefault(kind, []).append((end, probs))
     out = {}

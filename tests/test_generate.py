@@ -26,8 +26,9 @@ def build(model_type: str, style: str, eager: bool = False):
     )
 
 
-# llama: GQA; mistral: sliding-window cache (keys stop growing); gemma2: soft-capping, mixed window layers.
-@pytest.mark.parametrize("model_type", ["llama", "gpt2", "mistral", "gemma2"])
+# llama: GQA; mistral: sliding-window cache (keys stop growing); gemma2: soft-capping, mixed window layers;
+# bloom and falcon compute attention themselves and are read through eager output_attentions.
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "mistral", "gemma2", "bloom", "falcon"])
 def test_decoder_only_rows_equal_teacher_forced_eager(model_type):
     tok = tiny_tokenizer("gpt")
     model = build(model_type, "gpt")
@@ -44,6 +45,7 @@ def test_decoder_only_rows_equal_teacher_forced_eager(model_type):
     assert rec.outputs["generated_ids"].tolist() == plain[0, len(prompt_ids) :].tolist()  # generation unchanged
     assert rec.tokens == tok.convert_ids_to_tokens(plain[0].tolist())
     assert rec.meta["generation"] == {"prompt_tokens": len(prompt_ids), "new_tokens": 6, "kv_cache": True}
+    assert rec.meta["adapter"] == ("eager" if model_type in ("bloom", "falcon") else "huggingface")
     ref_model = build(model_type, "gpt", eager=True)
     ref_model.load_state_dict(model.state_dict())
     with torch.no_grad():
@@ -96,8 +98,5 @@ def test_bad_input():
         ap.capture_generate(model, tok, "hello", max_new_tokens=0)
     with pytest.raises(ap.MissingCaptureError, match="values"):
         ap.capture_generate(model, tok, "hello", max_new_tokens=2, values=True)
-    bloom = build("bloom", "gpt")
-    with pytest.raises(ap.UnsupportedModelError, match="BloomForCausalLM"):
-        ap.capture_generate(bloom, tok, "hello", max_new_tokens=2)
     with pytest.raises(ap.UnsupportedModelError):
         ap.capture_generate(torch.nn.Linear(2, 2), tok, "hello", max_new_tokens=2)
