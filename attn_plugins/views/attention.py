@@ -11,7 +11,7 @@ from ..errors import InputError, MissingCaptureError
 from ..record import KINDS, AttentionRecord
 from .bertviz_js import bertviz_script
 from .page import Fragment, View, escape, json_block, new_id
-from .payload import DEFAULT_THRESHOLD, check_threshold, encode_floats, encode_weights
+from .payload import DEFAULT_THRESHOLD, check_threshold, encode_floats, encode_weights, reference
 
 # Above these many SVG lines per drawing the views switch to canvas: bertviz draws one <line> per weight
 # (the head view one layer at a time, the model view every layer and head at once) and hangs beyond this.
@@ -127,15 +127,21 @@ def _filter_select(secs: list[Section]) -> str:
     return f'Attention: <select id="filter">{options}</select>'
 
 
-def _bertviz_data(secs: list[Section], threshold: float) -> list[dict]:
+def _bertviz_data(secs: list[Section], threshold: float, blocks: dict[str, dict]) -> list[dict]:
     return [
-        {"name": s.name, "attn": encode_weights(s.attn, threshold), "left_text": s.left, "right_text": s.right}
+        {
+            "name": s.name,
+            "attn": reference(encode_weights(s.attn, threshold), blocks),
+            "left_text": s.left,
+            "right_text": s.right,
+        }
         for s in secs
     ]
 
 
 def _canvas_fragment(secs: list[Section], mode: str, threshold: float, title: str) -> Fragment:
     root, pid = new_id("attn-canvas"), new_id("attn-params")
+    blocks: dict[str, dict] = {}
     params = {
         "threshold": threshold,
         "sections": [
@@ -145,7 +151,7 @@ def _canvas_fragment(secs: list[Section], mode: str, threshold: float, title: st
                 "right_text": s.right,
                 "layers": s.layers,
                 "heads": s.heads,
-                "attn": encode_weights(s.attn, threshold),
+                "attn": reference(encode_weights(s.attn, threshold), blocks),
             }
             for s in secs
         ],
@@ -157,7 +163,7 @@ def _canvas_fragment(secs: list[Section], mode: str, threshold: float, title: st
     )
     script = f"attnViews.run({pid!r}, {root!r}, false, function (p) {{ attnViews.{draw}({root!r}, p); }});"
     height = 820 if mode == "head" else 110 * max(int(s.attn.shape[0]) for s in secs) + 820
-    return Fragment(body, [script], libraries=False, height=height)
+    return Fragment(body, [script], libraries=False, height=height, data=blocks)
 
 
 class HeadView(View):
@@ -199,8 +205,9 @@ def head_view(
         if heads is not None and any(not 0 <= h < n_heads for h in heads):
             raise InputError(f"heads {list(heads)} out of range for {n_heads} heads")
         root, pid = new_id("bertviz"), new_id("attn-params")
+        blocks: dict[str, dict] = {}
         params = {
-            "attention": _bertviz_data(group, threshold),
+            "attention": _bertviz_data(group, threshold, blocks),
             "default_filter": "0",
             "root_div_id": root,
             "layer": layer,
@@ -215,7 +222,13 @@ def head_view(
         )
         rows = max(max(len(s.left), len(s.right)) for s in group)
         fragments.append(
-            Fragment(body, [bertviz_script("head_view", pid, root)], libraries=True, height=int(rows * 22.5 + 110))
+            Fragment(
+                body,
+                [bertviz_script("head_view", pid, root)],
+                libraries=True,
+                height=int(rows * 22.5 + 110),
+                data=blocks,
+            )
         )
     return HeadView(fragments, "Head view")
 
@@ -243,8 +256,9 @@ def model_view(
     fragments = []
     for group in _groups(secs):
         root, pid = new_id("bertviz"), new_id("attn-params")
+        blocks: dict[str, dict] = {}
         params = {
-            "attention": _bertviz_data(group, threshold),
+            "attention": _bertviz_data(group, threshold, blocks),
             "default_filter": "0",
             "display_mode": display_mode,
             "root_div_id": root,
@@ -260,7 +274,13 @@ def model_view(
         )
         n_layers = int(group[0].attn.shape[0])
         fragments.append(
-            Fragment(body, [bertviz_script("model_view", pid, root)], libraries=True, height=n_layers * 100 + 140)
+            Fragment(
+                body,
+                [bertviz_script("model_view", pid, root)],
+                libraries=True,
+                height=n_layers * 100 + 140,
+                data=blocks,
+            )
         )
     return ModelView(fragments, "Model view")
 
@@ -302,12 +322,13 @@ def neuron_view(
         if head is not None and not 0 <= head < n_heads:
             raise InputError(f"head {head} out of range for {n_heads} heads")
         root, pid = new_id("bertviz"), new_id("attn-params")
+        blocks: dict[str, dict] = {}
         data = {
-            "attn": encode_weights(sec.attn, threshold),
+            "attn": reference(encode_weights(sec.attn, threshold), blocks),
             "left_text": sec.left,
             "right_text": sec.right,
-            "queries": encode_floats(record.queries[sec.kind]),
-            "keys": encode_floats(record.keys[sec.kind]),
+            "queries": reference(encode_floats(record.queries[sec.kind]), blocks),
+            "keys": reference(encode_floats(record.keys[sec.kind]), blocks),
         }
         params = {
             "attention": {"all": data},
@@ -328,6 +349,12 @@ def neuron_view(
         )
         rows = max(len(sec.left), len(sec.right))
         fragments.append(
-            Fragment(body, [bertviz_script("neuron_view", pid, root)], libraries=True, height=int(rows * 22 + 200))
+            Fragment(
+                body,
+                [bertviz_script("neuron_view", pid, root)],
+                libraries=True,
+                height=int(rows * 22 + 200),
+                data=blocks,
+            )
         )
     return NeuronView(fragments, "Neuron view")

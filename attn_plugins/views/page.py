@@ -82,6 +82,7 @@ class Fragment:
     scripts: list[str] = field(default_factory=list)
     libraries: bool = False  # needs d3, jQuery and require.js
     height: int = 400  # approximate pixels, for the Jupyter frame
+    data: dict[str, Any] = field(default_factory=dict)  # payload blocks by element id, shared across fragments
 
 
 def render_page(fragments: list[Fragment], title: str) -> str:
@@ -94,13 +95,16 @@ def render_page(fragments: list[Fragment], title: str) -> str:
         runtime = "<script>" + script_code(package_text("templates", "runtime.js")) + "</script>\n"
         runtime += "<script>" + script_code(package_text("templates", "canvas_views.js")) + "</script>\n"
     body = "\n".join(f.body for f in fragments)
+    # A payload used by several views (head and model view of one record) is written once.
+    blocks = {ident: block for f in fragments for ident, block in f.data.items()}
+    data = "\n".join(json_block(ident, block) for ident, block in blocks.items())
     scripts = "\n".join(f"<script>{script_code(s)}</script>" for f in fragments for s in f.scripts)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{escape(CSP)}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{escape(title)}</title>\n<style>{package_text('templates', 'page.css')}</style>\n"
-        f"{head_scripts}\n{runtime}</head>\n<body>\n{body}\n{scripts}\n</body>\n</html>\n"
+        f"{head_scripts}\n{runtime}</head>\n<body>\n{body}\n{data}\n{scripts}\n</body>\n</html>\n"
     )
 
 

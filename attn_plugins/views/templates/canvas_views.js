@@ -3,10 +3,10 @@
   "use strict";
   if (!window.attnViews || window.attnViews.canvasHead) return;
 
-  // White to dark blue on a square-root scale, so that the small weights of long inputs stay visible.
+  // White to dark blue, indexed by sqrt(weight) * 255 so that the small weights of long inputs stay visible.
   const LUT = new Uint8ClampedArray(256 * 4);
   for (let v = 0; v < 256; v++) {
-    const x = Math.sqrt(v / 255);
+    const x = v / 255;
     LUT[4 * v] = 255 - x * 247;
     LUT[4 * v + 1] = 255 - x * 207;
     LUT[4 * v + 2] = 255 - x * 148;
@@ -29,18 +29,18 @@
     return { wrap: wrap, select: s };
   }
 
-  // Weights of one layer and head (or the mean over heads when head < 0) as 0..255 values.
+  // Weights of one layer and head (or the mean over heads when head < 0), as floats in [0, 1].
   function matrix(sec, layer, head) {
     const [, H, Q, K] = sec.attn.shape;
-    const v = sec.attn.values;
+    const v = sec.attn.values, sq = sec.attn.squares;
     const size = Q * K;
-    if (head >= 0) return v.subarray((layer * H + head) * size, (layer * H + head + 1) * size);
     const out = new Float32Array(size);
-    for (let h = 0; h < H; h++) {
+    const first = head >= 0 ? head : 0, last = head >= 0 ? head : H - 1;
+    for (let h = first; h <= last; h++) {
       const base = (layer * H + h) * size;
-      for (let i = 0; i < size; i++) out[i] += v[base + i];
+      for (let i = 0; i < size; i++) out[i] += sq[v[base + i]];
     }
-    for (let i = 0; i < size; i++) out[i] /= H;
+    if (head < 0) for (let i = 0; i < size; i++) out[i] /= H;
     return out;
   }
 
@@ -53,7 +53,7 @@
     const img = ctx.createImageData(K, Q);
     const px = img.data;
     for (let i = 0; i < m.length; i++) {
-      const c = 4 * Math.round(m[i]);
+      const c = 4 * Math.min(255, Math.round(Math.sqrt(m[i]) * 255));
       px[4 * i] = LUT[c]; px[4 * i + 1] = LUT[c + 1]; px[4 * i + 2] = LUT[c + 2]; px[4 * i + 3] = 255;
     }
     ctx.putImageData(img, 0, 0);
@@ -61,7 +61,7 @@
   }
 
   // A large canvas with a hover read-out: "query token -> key token: weight".
-  function detail(container, sec, layer, head, scale) {
+  function detail(container, sec, layer, head) {
     const [, , Q, K] = sec.attn.shape;
     const side = Math.max(240, Math.min(720, 10 * Math.max(Q, K)));
     const canvas = el("canvas", { class: "attn-canvas-main" });
@@ -74,7 +74,7 @@
       const j = Math.min(K - 1, Math.floor((ev.clientX - r.left) / r.width * K));
       const i = Math.min(Q - 1, Math.floor((ev.clientY - r.top) / r.height * Q));
       info.textContent = "query " + i + " " + JSON.stringify(sec.left_text[i]) + " \u2192 key " + j + " " +
-        JSON.stringify(sec.right_text[j]) + ": " + (m[i * K + j] * scale).toFixed(3);
+        JSON.stringify(sec.right_text[j]) + ": " + m[i * K + j].toFixed(4);
     });
     container.replaceChildren(canvas, info);
   }
@@ -97,7 +97,7 @@
     root.appendChild(legend(params));
     function draw() {
       const sec = params.sections[state.sec];
-      detail(area, sec, state.layer, state.head, sec.attn.scale);
+      detail(area, sec, state.layer, state.head);
       root.dataset.rendered = "1";
     }
     function build() {
@@ -142,7 +142,7 @@
           const c = el("canvas", { "data-layer": String(l), "data-head": String(h) });
           c.title = "layer " + sec.layers[l] + ", head " + sec.heads[h];
           paint(c, sec, l, h);
-          c.addEventListener("click", () => detail(area, sec, l, h, sec.attn.scale));
+          c.addEventListener("click", () => detail(area, sec, l, h));
           grid.appendChild(c);
         }
       }
