@@ -111,8 +111,8 @@ def attention_probs(
     return torch.softmax(scores, dim=-1)
 
 
-def output_projection(model: torch.nn.Module, site: Site, module: torch.nn.Module) -> torch.Tensor | None:
-    """The attention output projection as a [hidden, heads * head_dim] matrix, or None if it cannot be found.
+def output_projection_module(model: torch.nn.Module, site: Site, module: torch.nn.Module) -> torch.nn.Module | None:
+    """The attention output projection module (``nn.Linear`` or GPT-2's ``Conv1D``), or None if not found.
 
     Llama-, GPT-2-, BART-, T5-style modules hold it themselves (``o_proj``, ``c_proj``, ``out_proj``, ``o``);
     BERT-style self-attention modules leave it to their parent's ``output.dense``.
@@ -126,11 +126,18 @@ def output_projection(model: torch.nn.Module, site: Site, module: torch.nn.Modul
             continue
         for attr in _OUT_PROJ:
             proj = getattr(holder, attr, None)
-            if isinstance(proj, torch.nn.Linear):
-                return proj.weight
-            if type(proj).__name__ == "Conv1D":  # GPT-2's Conv1D stores [in, out]
-                return proj.weight.t()
+            if isinstance(proj, torch.nn.Linear) or type(proj).__name__ == "Conv1D":
+                return proj
     return None
+
+
+def output_projection(model: torch.nn.Module, site: Site, module: torch.nn.Module) -> torch.Tensor | None:
+    """The attention output projection as a [hidden, heads * head_dim] matrix, or None if it cannot be found."""
+    proj = output_projection_module(model, site, module)
+    if proj is None:
+        return None
+    # GPT-2's Conv1D stores its weight as [in, out]; nn.Linear as [out, in].
+    return proj.weight if isinstance(proj, torch.nn.Linear) else proj.weight.t()
 
 
 def _qualified_names(model: torch.nn.Module) -> dict[int, str]:
@@ -160,7 +167,7 @@ def find_sites(model: torch.nn.Module) -> dict[int, Site]:
     for name, module in model.named_modules():
         if not name:
             continue
-        cross = bool(getattr(module, "is_cross_attention", False)) or bool(_CROSS_NAME.search(name.split(".")[-1]))
+        cross = bool(getattr(module, "is_cross_attention", False)) or bool(_CROSS_NAME.search(name))
         if encoder_prefix is not None:
             in_encoder = encoder_prefix == "" or name.startswith(encoder_prefix + ".")
             kind = "encoder" if in_encoder else ("cross" if cross else "decoder")

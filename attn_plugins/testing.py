@@ -373,6 +373,7 @@ def verify_capture(model_type: str, adapter: str = "huggingface") -> dict[str, A
     """
     from attn_plugins.adapter import CaptureOptions
     from attn_plugins.capture import encode_inputs, select_adapter
+    from attn_plugins.errors import AttnPluginsError
 
     model = tiny_model(model_type)
     inputs = tiny_inputs(model)
@@ -402,8 +403,16 @@ def verify_capture(model_type: str, adapter: str = "huggingface") -> dict[str, A
     if src_mask is not None and a.dim() == 3 and a.shape[1] == src_mask.shape[1]:
         # Outputs at padding positions are undefined (backends differ there); compare real tokens only.
         a, b_ = a[src_mask.bool()], b_[src_mask.bool()]
+    # Whether the per-head value norms (Kobayashi et al. 2020) can be captured: needs the output projection.
+    try:
+        with torch.no_grad():
+            chosen.capture(model, encode_inputs(model, tiny_inputs(model, batch=1)), CaptureOptions(value_norms=True))
+        value_norms = True
+    except AttnPluginsError:
+        value_norms = False
     meta = records[0].meta
     return {
+        "value_norms": value_norms,
         "model_type": model_type,
         "model_class": type(model).__name__,
         "adapter": meta["adapter"],

@@ -23,12 +23,33 @@ largest absolute difference of the captured weights from eager `output_attention
 tokens; *output diff* is the largest absolute difference of the model output (logits or last hidden
 state) from a forward without capture. The `huggingface` adapter keeps the model's own backend
 (*backend*); models that compute attention outside transformers' `AttentionInterface` are read through
-the `eager` adapter.
+the `eager` adapter. *Value norms* says whether `value_norms=True` works for the type (see below).
 
 Run: torch {torch}, transformers {transformers}, Python {python}, {machine}.
 
-| model type | model class | adapter | backend | kinds | layers | attention diff | output diff |
-|---|---|---|---|---|---|---|---|
+| model type | model class | adapter | backend | kinds | layers | attention diff | output diff | value norms |
+|---|---|---|---|---|---|---|---|---|
+"""
+
+NOTES = """
+## Optional captures
+
+- `values=True`: per-head value vectors `[layers, heads, keys, head_dim]`; with grouped-query attention
+  each key/value head is repeated for the query heads that read it.
+- `value_norms=True`: per-head norms `[layers, heads, keys]` of ‖f(x_j)‖ = ‖v_j W_O^h‖, the value vector
+  of token j passed through head h's slice of the attention output projection, without bias (Kobayashi
+  et al. 2020, "Attention is not only a weight"). The projection is found on the attention module
+  (`o_proj` for Llama-family, `c_proj` for GPT-2, `out_proj` for BART/Whisper, `o` for T5, `out_lin`
+  for DistilBERT) or on its parent's `output.dense` (BERT family). Needs the `huggingface` (or
+  `torch_mha`) adapter.
+- `qk=True`: per-head query and key vectors `[layers, heads, tokens, head_dim]` (bertviz neuron view).
+- `gradients=True`: d(target)/d(attention probabilities) `[layers, heads, queries, keys]`; the output is
+  then computed from the recomputed probabilities so the gradient flows through them.
+- Models with attention sinks (gpt-oss) keep rows that sum to 1; the mass the sinks took is in
+  `record.extras["sink_mass.<kind>"]`, so the model's own weights are `attentions * (1 - sink_mass)`.
+- `ap.capture_generate` reads every step of a KV-cached generation (interface models through the
+  capture function, others through eager `output_attentions`), checked in `tests/test_generate.py`
+  against a teacher-forced eager forward.
 """
 
 
@@ -52,7 +73,8 @@ def main() -> None:
     for r in rows:
         text += (
             f"| {r['model_type']} | {r['model_class']} | {r['adapter']} | {r['backend']} | "
-            f"{', '.join(r['kinds'])} | {r['layers']} | {r['max_attention_diff']:.1e} | {r['max_output_diff']:.1e} |\n"
+            f"{', '.join(r['kinds'])} | {r['layers']} | {r['max_attention_diff']:.1e} | {r['max_output_diff']:.1e} | "
+            f"{'yes' if r['value_norms'] else 'no'} |\n"
         )
     worst_att = max(r["max_attention_diff"] for r in rows)
     worst_out = max(r["max_output_diff"] for r in rows)
@@ -64,6 +86,7 @@ def main() -> None:
     if notes:
         text += "\nRead through the eager adapter: " + ", ".join(f"{r['model_type']} ({r['fallback']})" for r in notes)
         text += ".\n"
+    text += NOTES
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     if args.json:

@@ -319,3 +319,22 @@ def test_sink_mass_is_kept_apart():
     mass = rec.extras["sink_mass.self"]
     assert mass.shape == rec.attentions["self"].shape[:3] and (mass > 0).all()
     rec.validate()
+
+
+def test_bert2bert_cross_attention_told_from_the_module_path():
+    from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
+
+    torch.manual_seed(0)
+    size = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    enc = BertConfig(**size)
+    dec = BertConfig(**size, is_decoder=True, add_cross_attention=True)
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    config.decoder_start_token_id, config.pad_token_id = 1, 0
+    model = peaked_(EncoderDecoderModel(config)).eval()
+    inputs = {"input_ids": torch.randint(2, 64, (1, 7)), "decoder_input_ids": torch.randint(2, 64, (1, 5))}
+    rec = ap.capture(model, inputs=inputs)
+    # Cross-attention modules are named decoder.bert.encoder.layer.N.crossattention.self: the path tells.
+    assert rec.meta["adapter"] == "huggingface" and rec.kinds == ["encoder", "decoder", "cross"]
+    eager = ap.capture(model, inputs=inputs, adapter="eager")
+    for kind in rec.kinds:
+        assert (rec.attentions[kind] - eager.attentions[kind]).abs().max() <= 1e-5, kind

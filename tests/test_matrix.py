@@ -5,8 +5,9 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 
-from attn_plugins.testing import verify_capture, zoo_types
+from attn_plugins.testing import tiny_inputs, tiny_model, verify_capture, zoo_types
 
 # Models that compute attention themselves (not on transformers' AttentionInterface in 5.24).
 OFF_INTERFACE = {"deberta-v2", "mpnet", "falcon", "bloom"}
@@ -38,3 +39,48 @@ def test_captured_equals_eager(model_type):
         else ["self"]
     )
     assert row["kinds"] == expected_kinds
+
+
+@pytest.mark.parametrize("model_type", [t for t in zoo_types() if t not in OFF_INTERFACE])
+def test_values_and_value_norms_match_the_output_projection(model_type):
+    """The located output projection really receives sum_j a_ij v_j per head, for every interface type.
+
+    Its input is hooked during the captured forward and compared with the captured attention times the
+    captured values; the value norms are then checked as ‖W_h v_j‖ with that projection's weight.
+    """
+    from attn_adapters.huggingface import CaptureContext, output_projection, output_projection_module
+    from attn_plugins.adapter import CaptureOptions
+
+    model = tiny_model(model_type)
+    inputs = tiny_inputs(model, batch=1)
+    ctx = CaptureContext(model, CaptureOptions(values=True, value_norms=True))
+    seen: dict[int, list] = {}
+    handles = []
+    for module in model.modules():
+        for attr in ("o_proj", "out_proj", "o", "out_lin", "c_proj", "dense", "Wo", "proj"):
+            proj = getattr(module, attr, None)
+            if isinstance(proj, torch.nn.Module) and id(proj) not in seen:
+                seen[id(proj)] = []
+                handles.append(proj.register_forward_pre_hook(lambda m, a: seen[id(m)].append(a[0].detach())))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with ctx.active(), torch.no_grad():
+                model(**inputs)
+        finally:
+            for h in handles:
+                h.remove()
+    assert ctx.steps[0]
+    used: dict[int, int] = {}
+    for call in ctx.steps[0]:
+        module = model.get_submodule(call.site.name)
+        proj = output_projection_module(model, call.site, module)
+        k = used.get(id(proj), 0)
+        used[id(proj)] = k + 1
+        fed = seen[id(proj)][k]  # [B, Q, H * d]
+        mixed = torch.einsum("bhqk,bhkd->bqhd", call.probs, call.extras["values"]).reshape(fed.shape)
+        assert torch.allclose(mixed, fed, atol=1e-5), call.site.name
+        w = output_projection(model, call.site, module)
+        v = call.extras["values"]
+        expected = torch.einsum("bhkd,ohd->bhko", v, w.reshape(w.shape[0], v.shape[1], -1)).norm(dim=-1)
+        assert torch.allclose(call.extras["value_norms"], expected, atol=1e-5)
