@@ -22,7 +22,7 @@ import torch
 
 import attn_plugins as ap
 from attn_plugins.testing import peaked_, tiny_tokenizer, tiny_vocab
-from attn_plugins.views.payload import DEFAULT_THRESHOLD
+from attn_plugins.views.payload import DEFAULT_THRESHOLD, decode, encode_weights
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -182,14 +182,17 @@ def main() -> None:
     weights = int(att.numel())
     long: dict[str, Any] = {"tokens": args.tokens, "shape": list(att.shape), "weights": weights}
     pages = {}
-    for threshold in (0.0, DEFAULT_THRESHOLD, 0.01):
+    for threshold in sorted({DEFAULT_THRESHOLD, 0.0, 0.001, 1 / 255, 0.01}):
         dropped = att < threshold
+        shown = torch.from_numpy(decode(encode_weights(att, threshold)))
         head = ap.views.head_view(rec, threshold=threshold).html
         model = ap.views.model_view(rec, threshold=threshold).html
         both = ap.views.report(rec, model_name=args.model, threshold=threshold).html
         long[f"threshold_{threshold:.4f}"] = {
             "weights_dropped_share": round(float(dropped.float().mean()), 4),
             "mass_dropped_per_row_mean": round(float((att * dropped).sum(-1).mean()), 4),
+            # What the page shows against the captured weights: L1 distance of each row, averaged.
+            "row_l1_error_mean": round(float((shown - att).abs().sum(-1).mean()), 4),
             "head_view_bytes": len(head.encode()),
             "model_view_bytes": len(model.encode()),
             "report_bytes": len(both.encode()),
