@@ -187,10 +187,9 @@ class CaptureContext:
     holds one list of :class:`Call` per forward (several during generation, see :meth:`begin_step`).
     """
 
-    def __init__(self, model: torch.nn.Module, options: CaptureOptions, *, keep_graph: bool = False) -> None:
+    def __init__(self, model: torch.nn.Module, options: CaptureOptions) -> None:
         self.model = model
         self.options = options
-        self.keep_graph = keep_graph or options.gradients
         self.name = f"attn_plugins_capture_{next(_COUNTER)}"
         self.sites: dict[int, Site] = {}
         self.steps: list[list[Call]] = [[]]
@@ -255,20 +254,18 @@ class CaptureContext:
         softcap = kwargs.get("softcap")
         sinks = kwargs.get("s_aux")
         position_bias = kwargs.get("position_bias")
-        with torch.set_grad_enabled(self.keep_graph and torch.is_grad_enabled() or self.options.gradients):
-            probs = attention_probs(
-                query,
-                key,
-                attention_mask,
-                scaling=scaling,
-                softcap=softcap,
-                position_bias=position_bias,
-                sinks=sinks,
-                # Only sdpa-like backends turn "no mask" into a causal mask; eager functions do not.
-                causal_if_unmasked=backend_fn is not None and bool(is_causal),
-            )
-            if self.options.gradients:
-                probs.retain_grad()
+        # Grad mode is the caller's: ap.capture enables it only when gradients are asked for.
+        probs = attention_probs(
+            query,
+            key,
+            attention_mask,
+            scaling=scaling,
+            softcap=softcap,
+            position_bias=position_bias,
+            sinks=sinks,
+            # Only sdpa-like backends turn "no mask" into a causal mask; eager functions do not.
+            causal_if_unmasked=backend_fn is not None and bool(is_causal),
+        )
         # sdpa refuses soft-capping and ignores sinks; eager functions are model-specific and not reachable
         # from here; gradients must flow through the recomputed probabilities: in those cases the output is
         # computed from the probabilities, which is exactly what eager attention does.
