@@ -183,7 +183,7 @@ def test_view_arguments_are_checked() -> None:
         ap.views.head_view(rec, include_layers=[7])
     with pytest.raises(InputError, match="layer 1 is not among"):
         ap.views.head_view(rec, include_layers=[0], layer=1)
-    with pytest.raises(InputError, match="heads"):
+    with pytest.raises(InputError, match=r"no heads \[9\]"):
         ap.views.head_view(rec, heads=[9])
     with pytest.raises(InputError, match="renderer"):
         ap.views.model_view(rec, renderer="webgl")
@@ -222,8 +222,11 @@ def test_neuron_view_feeds_the_record_vectors_and_causality() -> None:
     assert np.array_equal(payload.decode(data["keys"]), rec.keys["self"].numpy())
     assert params["bidirectional"] is False and params["layer"] == 1 and params["head"] == 2
     assert page_params(ap.views.neuron_view(captured_encoder()).html)[0]["bidirectional"] is True
-    with pytest.raises(InputError, match="head 9"):
+    with pytest.raises(InputError, match=r"no heads \[9\]"):
         ap.views.neuron_view(rec, head=9)
+    sub = rec.select(heads=[1, 3])
+    assert page_params(ap.views.neuron_view(sub, head=3).html)[0]["head"] == 1
+    assert page_params(ap.views.head_view(sub, heads=[3]).html)[0]["heads"] == [1]
 
 
 def test_save_writes_html_and_refuses_other_formats(tmp_path) -> None:

@@ -189,7 +189,11 @@ def head_view(
     renderer: str = "auto",
     threshold: float = DEFAULT_THRESHOLD,
 ) -> HeadView:
-    """Attention between tokens for one layer, every head in its colour; encoder/decoder/cross for seq2seq."""
+    """Attention between tokens for one layer, every head in its colour; encoder/decoder/cross for seq2seq.
+
+    Layers and heads are named by their original numbers (``record.layer_ids(kind)``). Above
+    ``HEAD_SVG_LIMIT`` lines per layer (or with ``renderer="canvas"``) a canvas heatmap is drawn instead.
+    """
     record = check_record(record)
     threshold = check_threshold(threshold)
     secs = sections(record, kinds, include_layers, None, prettify_tokens)
@@ -201,9 +205,8 @@ def head_view(
         layer_ids = group[0].layers
         if layer is not None and layer not in layer_ids:
             raise InputError(f"layer {layer} is not among the drawn layers {layer_ids}")
-        n_heads = int(group[0].attn.shape[1])
-        if heads is not None and any(not 0 <= h < n_heads for h in heads):
-            raise InputError(f"heads {list(heads)} out of range for {n_heads} heads")
+        # bertviz selects heads by position; users name them by their original numbers.
+        head_pos = None if heads is None else _positions(heads, group[0].heads, "heads", group[0].kind)
         root, pid = new_id("bertviz"), new_id("attn-params")
         blocks: dict[str, dict] = {}
         params = {
@@ -211,7 +214,7 @@ def head_view(
             "default_filter": "0",
             "root_div_id": root,
             "layer": layer,
-            "heads": list(heads) if heads is not None else None,
+            "heads": head_pos,
             "include_layers": layer_ids,  # explicit, per kind: a decoder may have fewer layers
         }
         title = "Head view" + ("" if len(group) > 1 or group[0].kind == "self" else f" ({group[0].name})")
@@ -313,14 +316,12 @@ def neuron_view(
             raise MissingCaptureError(
                 f"the record has no query/key vectors for {sec.kind!r} attention (capture qk=True)"
             )
-        n_heads = int(sec.attn.shape[1])
         layer_pos = 0
         if layer is not None:
             if layer not in sec.layers:
                 raise InputError(f"layer {layer} is not among the {sec.kind!r} layers {sec.layers}")
             layer_pos = sec.layers.index(layer)
-        if head is not None and not 0 <= head < n_heads:
-            raise InputError(f"head {head} out of range for {n_heads} heads")
+        head_pos = None if head is None else _positions([head], sec.heads, "heads", sec.kind)[0]
         root, pid = new_id("bertviz"), new_id("attn-params")
         blocks: dict[str, dict] = {}
         data = {
@@ -337,7 +338,7 @@ def neuron_view(
             "bidirectional": not record.is_causal(sec.kind),
             "display_mode": display_mode,
             "layer": layer_pos,
-            "head": head,
+            "head": head_pos,
         }
         title = "Neuron view" + ("" if sec.kind == "self" else f" ({sec.name})")
         body = (
