@@ -335,6 +335,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Rank agreement of attention methods with shap's Partition explainer, as a table or JSON."""
+    from .compare import DEFAULT_METHODS as COMPARE_METHODS
+    from .compare import compare
+
+    texts = _texts(args)
+    methods = _method_list(args.methods, default=COMPARE_METHODS)
+    if args.target is not None and args.reference is not None:
+        raise CliError("give --target (a class) or --reference (a sentence), not both")
+    model, tokenizer, _ = load_model(args.model, task=args.task_model)
+    result = compare(
+        model,
+        tokenizer,
+        texts,
+        methods=methods,
+        target=args.reference if args.reference is not None else args.target,
+        max_evals=args.max_evals,
+        top_k=args.top_k,
+        task=args.task,
+    )
+    print(result.to_json() if args.json else result.table())
+    return 0
+
+
 BENCHMARKS = ("planted", "align", "capture", "memory", "cost")
 
 
@@ -408,6 +432,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="texts per batch in a corpus run")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="where a corpus run executes")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("compare", help="agreement of attention methods with shap's Partition explainer")
+    p.add_argument("text", nargs="+", help="one or more texts")
+    model_arg(p)
+    p.add_argument("--methods", help="comma-separated methods (default: every method that needs no extra capture)")
+    p.add_argument("--reference", help="explain the similarity of sentence embeddings to this sentence")
+    p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
+    p.add_argument("--task", help="classification, token_classification, similarity, ...")
+    p.add_argument(
+        "--task-model", choices=sorted(_TASK_CLASSES), help="which model class to load (default: from its config)"
+    )
+    p.add_argument("--max-evals", type=int, help="shap's budget of model evaluations per text (default 500)")
+    p.add_argument("--top-k", type=int, help="size of the top-k overlap (default 3)")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("view", help="write the HTML report of a saved .attn record")
     p.add_argument("record", help="a record file written by `capture` or ap.save")

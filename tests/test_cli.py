@@ -166,3 +166,15 @@ def test_view_a_saved_record_uses_the_methods_it_allows(tiny_model_dir, tmp_path
     assert ">rollout<" in page_path.read_text(encoding="utf-8")
     assert main(["view", str(rec_path), "-o", str(page_path), "--methods", "norm"]) == 2
     assert "value_norms" in capsys.readouterr().err
+
+
+def test_compare_prints_agreement_as_table_and_json(tiny_model_dir, capsys):
+    args = ["compare", "the movie was great fun", "--model", str(tiny_model_dir), "--methods", "raw,rollout"]
+    assert main([*args, "--max-evals", "40", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    text = json.dumps(result)
+    assert "rollout" in text and "spearman" in text
+    assert main([*args, "--max-evals", "40"]) == 0
+    table = capsys.readouterr().out
+    assert "spearman" in table and "rollout" in table.split("spearman", 1)[1]
+    assert main([*args, "--target", "0", "--reference", "x"]) == 2
