@@ -57,6 +57,8 @@ def test_positions_first_last_mean_index_and_errors():
         ap.attribute(r, "raw", kind="cross")
     with pytest.raises(InputError, match="registered name"):
         ap.attribute(r, 3.5)
+    with pytest.raises(InputError, match="no option 'layer'; its options are layers, heads, head_reduce"):
+        ap.attribute(r, "raw", layer=0)
 
 
 def test_generated_rows_of_a_causal_record():
@@ -142,6 +144,8 @@ def test_flow_matches_networkx_on_random_attention():
     np.testing.assert_allclose(ap.attribute(r, "flow", position="mean"), expected.mean(0), atol=1e-5)
     with pytest.raises(InputError, match="out of range"):
         ap.attribute(r, "flow", position=9)
+    with pytest.raises(InputError, match="no option 'residual'"):
+        ap.attribute(r, "flow", residual=0.3)
 
 
 # ---------------------------------------------------------------------------- gradients

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,8 +42,22 @@ class Method:
     ) -> np.ndarray:
         """Scores over key tokens for the query ``position`` ([keys], or [rows, keys] for several rows)."""
         kind = self.resolve_kind(record, kind)
+        self.check_options(self.matrix, opts)
         m = self.matrix(record, kind=kind, **opts)
         return select_rows(m, position, record, kind)
+
+    def check_options(self, fn: Any, opts: dict[str, Any]) -> None:
+        """InputError naming the method's options when ``opts`` holds one it does not take."""
+        params = inspect.signature(fn).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        known = [n for n in params if n not in ("self", "record", "kind", "position")]
+        unknown = sorted(set(opts) - set(known))
+        if unknown:
+            raise InputError(
+                f"method {self.name!r} has no option {', '.join(map(repr, unknown))}; "
+                f"its options are {', '.join(known) or 'none'}"
+            )
 
     # ------------------------------------------------------------------ helpers for subclasses
     def resolve_kind(self, record: AttentionRecord, kind: str | None) -> str:

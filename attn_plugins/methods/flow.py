@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -74,12 +75,12 @@ class Flow(Method):
         record: AttentionRecord,
         position: Position = "first",
         kind: str | None = None,
-        layers: Sequence[int] | None = None,
-        head_reduce: str = "mean",
+        **opts: Any,
     ) -> np.ndarray:
         """Flow for the chosen rows only: each row is its own set of max-flow problems."""
         kind = self.resolve_kind(record, kind)
-        maps = self._maps(record, kind, layers, head_reduce)
+        self.check_options(self.matrix, opts)
+        maps = self._maps(record, kind, opts.get("layers"), opts.get("head_reduce", "mean"))
         n = maps.shape[-1]
         if position == "mean":
             return flow_rows(maps, np.arange(n)).mean(0)
