@@ -440,3 +440,11 @@ def test_vendored_libraries_ship_with_their_licenses_and_are_inlined() -> None:
         assert vendor.joinpath(js).read_text(encoding="utf-8")[:200] in page
     # Pages without bertviz front ends carry no vendored code at all.
     assert "d3js.org" not in ap.views.model_view(softmax_record(), renderer="canvas").html
+
+
+def test_heatmap_of_a_long_input_labels_every_nth_token() -> None:
+    rec = softmax_record(n=200, layers=1, heads=1)
+    fig = ap.views.heatmap(rec).figure()
+    ax = fig.axes[0]
+    assert len(ax.get_xticks()) == 67 and len(ax.get_yticks()) == 67  # every 3rd of 200
+    assert ax.get_xticklabels()[1].get_text() == rec.tokens[3]

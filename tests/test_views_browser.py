@@ -292,3 +292,30 @@ def test_report_of_encoder_decoder_renders(open_view: Any) -> None:
     page = open_view(ap.views.report(captured_seq2seq(), model_name="tiny-bart"), ready)
     assert page.js("document.querySelectorAll('table.attn-table').length") == 12
     page.assert_clean()
+
+
+def test_jupyter_frame_renders_the_view_inside_a_sandboxed_iframe(open_view: Any) -> None:
+    rec = xss_record()
+    host = f"<!DOCTYPE html><html><body><p>notebook cell</p>{ap.views.head_view(rec)._repr_html_()}</body></html>"
+    page = open_view(host, "document.readyState === 'complete'")
+    frame = page.page.frames[1]
+    deadline = time.monotonic() + 30
+    while frame.evaluate("document.querySelectorAll('svg line').length") == 0:
+        assert time.monotonic() < deadline, page.console_errors
+        page.page.wait_for_timeout(50)
+    assert frame.evaluate("document.querySelectorAll('svg line').length") == 2 * len(rec.tokens) ** 2
+    assert frame.evaluate("document.querySelectorAll('img').length") == 0
+    page.assert_clean()
+
+
+def test_canvas_views_of_encoder_decoder_switch_between_kinds(open_view: Any) -> None:
+    rec = captured_seq2seq()
+    page = open_view(
+        ap.views.head_view(rec, renderer="canvas"), "document.querySelector('[data-rendered=\"1\"]') !== null"
+    )
+    size = "(() => { const c = document.querySelector('canvas'); return [c.height, c.width]; })()"
+    assert page.js(size) == [len(rec.tokens), len(rec.tokens)]
+    page.page.select_option(".attn-controls select >> nth=0", "2")  # Cross: decoder queries, encoder keys
+    assert page.js(size) == [len(rec.target_tokens), len(rec.tokens)]
+    assert page.js("document.querySelectorAll('.attn-controls select')[1].options.length") == 2  # its 2 layers
+    page.assert_clean()
