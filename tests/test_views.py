@@ -448,3 +448,9 @@ def test_heatmap_of_a_long_input_labels_every_nth_token() -> None:
     ax = fig.axes[0]
     assert len(ax.get_xticks()) == 67 and len(ax.get_yticks()) == 67  # every 3rd of 200
     assert ax.get_xticklabels()[1].get_text() == rec.tokens[3]
+
+
+def test_neuron_view_refuses_inputs_too_long_for_svg() -> None:
+    n = int(HEAD_SVG_LIMIT**0.5) + 1
+    with pytest.raises(InputError, match="neuron view .* SVG lines"):
+        ap.views.neuron_view(softmax_record(n=n, layers=1, heads=1))

@@ -322,6 +322,13 @@ def neuron_view(
                 raise InputError(f"layer {layer} is not among the {sec.kind!r} layers {sec.layers}")
             layer_pos = sec.layers.index(layer)
         head_pos = None if head is None else _positions([head], sec.heads, "heads", sec.kind)[0]
+        lines = int(sec.attn.shape[2] * sec.attn.shape[3])
+        if lines > HEAD_SVG_LIMIT:
+            # The neuron view has no canvas form: one SVG line per weight of a head would hang the page.
+            raise InputError(
+                f"the neuron view of {sec.kind!r} attention would draw {lines} SVG lines (limit {HEAD_SVG_LIMIT}); "
+                "use a shorter input, or head_view/heatmap, which switch to canvas"
+            )
         root, pid = new_id("bertviz"), new_id("attn-params")
         blocks: dict[str, dict] = {}
         data = {
