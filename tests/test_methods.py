@@ -69,6 +69,23 @@ def test_generated_rows_of_a_causal_record():
     np.testing.assert_allclose(out, att[0, 0, 2:4].numpy(), atol=1e-7)
 
 
+def test_generated_rows_of_capture_generate_records():
+    from explain_models import bart_seq2seq, gpt2_lm
+
+    model, tok = gpt2_lm()
+    r = ap.capture_generate(model, tok, "the movie was", max_new_tokens=3)
+    prompt = r.meta["generation"]["prompt_tokens"]
+    out = ap.attribute(r, "rollout", position="generated")
+    assert out.shape == (3, len(r.tokens))
+    np.testing.assert_allclose(out, get_method("rollout").matrix(r)[prompt - 1 : prompt + 2], atol=1e-12)
+    model, tok = bart_seq2seq()
+    r = ap.capture_generate(model, tok, "a bad film", max_new_tokens=3)
+    # decoder rows are the start token and each generated token; all but the last predicted a token
+    out = ap.attribute(r, "raw", position="generated")
+    assert out.shape == (len(r.target_tokens) - 1, len(r.tokens))
+    np.testing.assert_allclose(out, r.attentions["cross"][-1].double().mean(0)[:-1].numpy(), atol=1e-7)
+
+
 # ---------------------------------------------------------------------------- raw
 def test_raw_mean_and_max_over_heads_and_layer_choice():
     layer0 = [[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.25, 0.75]]]

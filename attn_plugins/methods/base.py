@@ -146,15 +146,16 @@ def generated_rows(record: AttentionRecord, kind: str, n_rows: int) -> np.ndarra
         if n_rows < 2:
             raise InputError("position='generated' needs at least two decoder tokens")
         return np.arange(n_rows - 1)
-    prompt = record.meta.get("prompt_length")
-    if prompt is None:
+    # ap.capture_generate writes meta['generation']['prompt_tokens']; explainers write meta['prompt_length'].
+    given = record.meta.get("prompt_length", (record.meta.get("generation") or {}).get("prompt_tokens"))
+    if given is None:
         raise InputError(
             "position='generated' on a single-stack record needs record.meta['prompt_length'] "
-            "(the number of prompt tokens before the generated ones)"
+            "(the number of prompt tokens before the generated ones), as ap.capture_generate records have"
         )
-    prompt = int(prompt) - (len(record.tokens) - n_rows)  # rows may be a suffix of the tokens
+    prompt = int(given) - (len(record.tokens) - n_rows)  # rows may be a suffix of the tokens
     if not 1 <= prompt < n_rows:
-        raise InputError(f"prompt_length {record.meta['prompt_length']} leaves no generated token to explain")
+        raise InputError(f"a prompt of {given} tokens leaves no generated token to explain")
     return np.arange(prompt - 1, n_rows - 1)
 
 
