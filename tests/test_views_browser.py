@@ -217,6 +217,15 @@ def test_canvas_head_view_for_long_input(open_view: Any) -> None:
     page.assert_clean()
 
 
+def test_canvas_head_view_starts_at_the_chosen_layer_and_head(open_view: Any) -> None:
+    rec = softmax_record(n=30, layers=3, heads=4)
+    view = ap.views.head_view(rec, renderer="canvas", layer=2, heads=[3])
+    page = open_view(view, "document.querySelector('[data-rendered=\"1\"]') !== null")
+    chosen = "Array.from(document.querySelectorAll('.attn-controls select')).map(s => s.selectedOptions[0].text)"
+    assert page.js(chosen) == ["2", "head 3"]
+    page.assert_clean()
+
+
 def test_canvas_model_view_thumbnails_and_detail(open_view: Any) -> None:
     rec = softmax_record(n=40, layers=3, heads=4)
     page = open_view(

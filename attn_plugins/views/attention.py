@@ -139,11 +139,15 @@ def _bertviz_data(secs: list[Section], threshold: float, blocks: dict[str, dict]
     ]
 
 
-def _canvas_fragment(secs: list[Section], mode: str, threshold: float, title: str) -> Fragment:
+def _canvas_fragment(
+    secs: list[Section], mode: str, threshold: float, title: str, layer: int = 0, head: int = -1
+) -> Fragment:
+    """A canvas view; ``layer`` and ``head`` are the positions first shown (head -1: the mean of heads)."""
     root, pid = new_id("attn-canvas"), new_id("attn-params")
     blocks: dict[str, dict] = {}
     params = {
         "threshold": threshold,
+        "start": {"layer": layer, "head": head},
         "sections": [
             {
                 "name": s.name,
@@ -199,7 +203,14 @@ def head_view(
     secs = sections(record, kinds, include_layers, None, prettify_tokens)
     lines = max(int(s.attn.shape[1] * s.attn.shape[2] * s.attn.shape[3]) for s in secs)
     if _renderer(renderer, lines, HEAD_SVG_LIMIT) == "canvas":
-        return HeadView([_canvas_fragment(secs, "head", threshold, "Head view")], "Head view")
+        first = secs[0]
+        layer_pos = 0 if layer is None else _positions([layer], first.layers, "layers", first.kind)[0]
+        # The canvas shows one head or the mean of all: a single chosen head is shown, several mean all.
+        head_pos = -1
+        if heads is not None:
+            chosen = _positions(heads, first.heads, "heads", first.kind)
+            head_pos = chosen[0] if len(chosen) == 1 else -1
+        return HeadView([_canvas_fragment(secs, "head", threshold, "Head view", layer_pos, head_pos)], "Head view")
     fragments = []
     for group in _groups(secs):
         layer_ids = group[0].layers

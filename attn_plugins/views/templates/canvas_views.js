@@ -89,7 +89,7 @@
 
   function canvasHead(rootId, params) {
     const root = document.getElementById(rootId);
-    const state = { sec: 0, layer: 0, head: -1 };
+    const state = { sec: 0, layer: params.start.layer, head: params.start.head };
     const controls = el("div", { class: "attn-controls" });
     const area = el("div");
     root.appendChild(controls);
