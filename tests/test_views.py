@@ -454,3 +454,11 @@ def test_neuron_view_refuses_inputs_too_long_for_svg() -> None:
     n = int(HEAD_SVG_LIMIT**0.5) + 1
     with pytest.raises(InputError, match="neuron view .* SVG lines"):
         ap.views.neuron_view(softmax_record(n=n, layers=1, heads=1))
+
+
+def test_layers_missing_from_one_kind_name_the_kind_and_the_way_out() -> None:
+    rec = captured_seq2seq()
+    with pytest.raises(InputError, match="'decoder' attention has no layers \\[2\\].*kinds="):
+        ap.views.head_view(rec, include_layers=[2])
+    page = ap.views.head_view(rec, include_layers=[2], kinds="encoder").html
+    assert [p["include_layers"] for p in page_params(page)] == [[2]]

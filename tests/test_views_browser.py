@@ -328,3 +328,12 @@ def test_canvas_views_of_encoder_decoder_switch_between_kinds(open_view: Any) ->
     assert page.js(size) == [len(rec.target_tokens), len(rec.tokens)]
     assert page.js("document.querySelectorAll('.attn-controls select')[1].options.length") == 2  # its 2 layers
     page.assert_clean()
+
+
+def test_a_corrupt_payload_shows_an_error_instead_of_a_blank_page(open_view: Any) -> None:
+    html = ap.views.head_view(softmax_record()).html
+    start = html.index('"data":"', html.index('id="attn-data-')) + len('"data":"')
+    broken = html[:start] + "AAAA" + html[html.index('"', start) :]
+    page = open_view(broken, "document.querySelector('.attn-error') !== null")
+    assert "could not be drawn" in page.js("document.querySelector('.attn-error').textContent")
+    assert page.console_errors  # the failure is reported, not swallowed

@@ -70,7 +70,8 @@ def _positions(wanted: Sequence[int] | None, available: list[int], what: str, ki
         raise InputError(f"include_{what} is empty")
     missing = [w for w in wanted if w not in available]
     if missing:
-        raise InputError(f"{kind!r} attention has no {what} {missing}; it holds {what} {available}")
+        hint = "" if kind == "self" else "; pass kinds= to draw only the kinds that have them"
+        raise InputError(f"{kind!r} attention has no {what} {missing}; it holds {what} {available}{hint}")
     return [available.index(w) for w in wanted]
 
 
