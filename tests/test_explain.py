@@ -78,6 +78,19 @@ def test_gradient_method_uses_the_explained_class(classifier):
     assert not np.allclose(expl.values[0], other.values[0])  # the gradient depends on the class
 
 
+def test_methods_needing_extra_captures_get_them(classifier):
+    from attn_plugins.methods.alti import capture_alti
+
+    model, tok = classifier
+    alti = ap.explain(model, tok, "a good film", method="alti")
+    np.testing.assert_allclose(
+        alti.values[0], ap.attribute(capture_alti(model, tok, "a good film"), "alti", position="first"), atol=1e-9
+    )
+    norm = ap.explain(model, tok, "a good film", method="norm", layers=None)
+    rec = ap.capture(model, tok, "a good film", value_norms=True)
+    np.testing.assert_allclose(norm.values[0], ap.attribute(rec, "norm", position="first", layers=None), atol=1e-9)
+
+
 def test_bad_inputs_give_clear_errors(classifier):
     model, tok = classifier
     with pytest.raises(InputError, match="class index 7 out of range for 3"):
