@@ -1,0 +1,63 @@
+"""The performance benchmarks run in quick mode and print well-formed JSON (no timing or memory asserts here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from attn_plugins.bench import capture as bench_capture
+from attn_plugins.bench import cost as bench_cost
+from attn_plugins.bench import memory as bench_memory
+
+
+def _printed(main, capsys: pytest.CaptureFixture) -> dict:
+    main(["--quick"])
+    return json.loads(capsys.readouterr().out)
+
+
+def test_capture_overhead_quick(capsys: pytest.CaptureFixture) -> None:
+    out = _printed(bench_capture.main, capsys)
+    assert out["benchmark"] == "capture_overhead" and out["quick"] is True
+    assert {r["model"] for r in out["rows"]} == {"all-MiniLM-L6-v2", "tiny-llama"}
+    for row in out["rows"]:
+        med = row["median_s"]
+        assert set(med) == {"plain", "capture", "eager"} and all(v > 0 for v in med.values())
+        assert row["capture_vs_plain"] == pytest.approx(med["capture"] / med["plain"], rel=1e-2)
+        assert row["backend"] == "sdpa"
+    assert set(out["goals"]) >= {"capture_le_1.15x_plain_at_128", "capture_faster_than_eager_at_512"}
+
+
+def test_memory_long_quick(capsys: pytest.CaptureFixture) -> None:
+    out = _printed(bench_memory.main, capsys)
+    (row,) = out["rows"]
+    assert row["tokens"] == 256
+    full, stream = row["details"]["full"], row["details"]["stream"]
+    # What each mode keeps is exact: all layers' weights for a full capture, an N x N rollout when streaming.
+    assert full["result_mb"] == pytest.approx(full["all_layers_weights_mb"], abs=0.1)
+    assert stream["result_mb"] == pytest.approx(256 * 256 * 8 / 2**20, abs=0.1)
+    assert row["full_over_stream"] == pytest.approx(
+        row["full_peak_extra_mb"] / max(row["stream_peak_extra_mb"], 0.1), rel=1e-2
+    )
+
+
+def test_memory_child_reports_a_bad_mode() -> None:
+    with pytest.raises(ValueError, match="mode must be one of"):
+        bench_memory.measure_one("half", 16)
+
+
+def test_attention_vs_shap_quick(capsys: pytest.CaptureFixture) -> None:
+    out = _printed(bench_cost.main, capsys)
+    assert out["texts"] == 2 and out["shap"]["max_evals"] == 64
+    assert [m["method"] for m in out["methods"]] == ["raw", "rollout"]
+    for m in out["methods"]:
+        assert "error" not in m, m
+        assert m["forward_passes_per_text"] == 1.0
+        assert m["speedup_vs_shap"] > 0
+        assert -1.0 <= m["spearman"] <= 1.0 and 0.0 <= m["top_3"] <= 1.0
+
+
+def test_cost_texts_are_distinct_and_seeded() -> None:
+    a, b = bench_cost.texts(100, seed=0), bench_cost.texts(100, seed=0)
+    assert a == b and len(set(a)) == 100
+    assert bench_cost.texts(5, seed=1) != a[:5]
