@@ -227,13 +227,18 @@ def test_canvas_head_view_starts_at_the_chosen_layer_and_head(open_view: Any) ->
 
 
 def test_canvas_model_view_thumbnails_and_detail(open_view: Any) -> None:
-    rec = softmax_record(n=40, layers=3, heads=4)
+    rec = softmax_record(n=200, layers=3, heads=4)
     page = open_view(
         ap.views.model_view(rec, renderer="canvas"), "document.querySelector('[data-rendered=\"1\"]') !== null"
     )
     assert page.js("document.querySelectorAll('.attn-grid canvas').length") == 12
+    # 200 tokens in a 96-pixel thumbnail: blocks of 3x3 weights, max-pooled into 67x67 pixels.
+    assert page.js(
+        "[document.querySelector('.attn-grid canvas').width, document.querySelector('.attn-grid canvas').height]"
+    ) == [67, 67]
     page.page.locator(".attn-grid canvas >> nth=5").click()
     assert page.js("document.querySelectorAll('canvas.attn-canvas-main').length") == 1
+    assert page.js("document.querySelector('canvas.attn-canvas-main').width") == 200
     page.assert_clean()
 
 

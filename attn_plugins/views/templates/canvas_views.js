@@ -13,6 +13,8 @@
     LUT[4 * v + 3] = 255;
   }
 
+  const THUMBNAIL = 96;  // CSS pixels of a model-view thumbnail, and the most pixels it is drawn with
+
   function el(tag, attrs, text) {
     const e = document.createElement(tag);
     for (const k of Object.keys(attrs || {})) e.setAttribute(k, attrs[k]);
@@ -44,19 +46,34 @@
     return out;
   }
 
-  function paint(canvas, sec, layer, head) {
+  // Draw one map; with maxSide, blocks of weights are max-pooled first so that thin patterns (the
+  // previous-token diagonal) survive in small thumbnails instead of falling between sampled pixels.
+  function paint(canvas, sec, layer, head, maxSide) {
     const [, , Q, K] = sec.attn.shape;
-    canvas.width = K;
-    canvas.height = Q;
     const m = matrix(sec, layer, head);
+    const f = maxSide ? Math.max(1, Math.ceil(Math.max(Q, K) / maxSide)) : 1;
+    const rows = Math.ceil(Q / f), cols = Math.ceil(K / f);
+    let img = m;
+    if (f > 1) {
+      img = new Float32Array(rows * cols);
+      for (let i = 0; i < Q; i++) {
+        const r = Math.floor(i / f) * cols;
+        for (let j = 0; j < K; j++) {
+          const c = r + Math.floor(j / f);
+          if (m[i * K + j] > img[c]) img[c] = m[i * K + j];
+        }
+      }
+    }
+    canvas.width = cols;
+    canvas.height = rows;
     const ctx = canvas.getContext("2d");
-    const img = ctx.createImageData(K, Q);
-    const px = img.data;
-    for (let i = 0; i < m.length; i++) {
-      const c = 4 * Math.min(255, Math.round(Math.sqrt(m[i]) * 255));
+    const data = ctx.createImageData(cols, rows);
+    const px = data.data;
+    for (let i = 0; i < img.length; i++) {
+      const c = 4 * Math.min(255, Math.round(Math.sqrt(img[i]) * 255));
       px[4 * i] = LUT[c]; px[4 * i + 1] = LUT[c + 1]; px[4 * i + 2] = LUT[c + 2]; px[4 * i + 3] = 255;
     }
-    ctx.putImageData(img, 0, 0);
+    ctx.putImageData(data, 0, 0);
     return m;
   }
 
@@ -81,7 +98,8 @@
 
   function legend(params) {
     return el("div", { class: "attn-legend" },
-      "one pixel per weight, rows are queries, columns keys; square-root colour scale, white = 0" +
+      "rows are queries, columns keys; square-root colour scale, white = 0; thumbnails show the maximum of each " +
+      "block of weights, enlarged maps one pixel per weight" +
       (params.threshold > 0 ? "; weights below " + params.threshold.toFixed(4) + " omitted" : ""));
   }
 
@@ -141,7 +159,7 @@
         for (let h = 0; h < H; h++) {
           const c = el("canvas", { "data-layer": String(l), "data-head": String(h) });
           c.title = "layer " + sec.layers[l] + ", head " + sec.heads[h];
-          paint(c, sec, l, h);
+          paint(c, sec, l, h, THUMBNAIL);
           c.addEventListener("click", () => detail(area, sec, l, h));
           grid.appendChild(c);
         }
