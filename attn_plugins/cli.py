@@ -288,6 +288,15 @@ def cmd_view(args: argparse.Namespace) -> int:
     from .views import report
 
     record = load(args.record)
+    if args.image is not None:
+        from .views import heatmap
+
+        # "last" is the record's last stored layer, in the original numbering heatmap() takes.
+        layer = record.layer_ids(args.kind)[-1] if args.layer == "last" else _layer_or_aggregate(args.layer)
+        written = heatmap(record, kind=args.kind, layer=layer, head=_layer_or_aggregate(args.head)).save(args.image)
+        print(f"wrote {written}")
+        if args.output is None:
+            return 0
     methods = _method_list(args.methods, default=("raw", "rollout", "norm", "grad_attention", "gae"))
     scores, skipped = {}, []
     for method in methods:
@@ -299,11 +308,20 @@ def cmd_view(args: argparse.Namespace) -> int:
             skipped.append(f"{method}: {exc}")
     name = record.meta.get("model_name")
     page = report(record, scores or None, model_name=display_name(name) if name else None)
-    page.save(args.output)
-    print(f"wrote {args.output}: methods {', '.join(scores) or 'none'}")
+    page.save(args.output or "attn-view.html")
+    print(f"wrote {args.output or 'attn-view.html'}: methods {', '.join(scores) or 'none'}")
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
     return 0
+
+
+def _layer_or_aggregate(value: str) -> str | int:
+    if value in ("mean", "max"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise CliError(f"expected an integer, 'mean' or 'max', got {value!r}") from None
 
 
 def _position(value: str) -> str | int:
@@ -450,8 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("view", help="write the HTML report of a saved .attn record")
     p.add_argument("record", help="a record file written by `capture` or ap.save")
-    p.add_argument("-o", "--output", default="attn-view.html", help="HTML file to write")
-    p.add_argument("--methods", help="comma-separated methods (default: raw,rollout where the record allows)")
+    p.add_argument("-o", "--output", help="HTML report to write (default attn-view.html unless --image alone)")
+    p.add_argument("--methods", help="comma-separated methods (default: those the record's captures allow)")
+    p.add_argument("--image", help="also export a static heatmap: .png, .svg, .pdf or .jpg")
+    p.add_argument("--layer", default="last", help="heatmap layer: last, an original layer number, mean or max")
+    p.add_argument("--head", default="mean", help="heatmap head: an index, mean or max")
+    p.add_argument("--kind", help="attention kind of the heatmap (self, encoder, decoder, cross)")
     p.add_argument("--position", type=_position, default="first", help="query position: first, last, mean or an index")
     p.set_defaults(func=cmd_view)
 

@@ -178,3 +178,16 @@ def test_compare_prints_agreement_as_table_and_json(tiny_model_dir, capsys):
     table = capsys.readouterr().out
     assert "spearman" in table and "rollout" in table.split("spearman", 1)[1]
     assert main([*args, "--target", "0", "--reference", "x"]) == 2
+
+
+def test_view_exports_a_static_heatmap(tiny_model_dir, tmp_path, capsys):
+    rec_path = tmp_path / "x.attn"
+    assert main(["capture", "the plot was fun", "-o", str(rec_path), "--model", str(tiny_model_dir)]) == 0
+    png, svg = tmp_path / "h.png", tmp_path / "h.svg"
+    assert main(["view", str(rec_path), "--image", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "attn-view.html").exists()
+    assert main(["view", str(rec_path), "--image", str(svg), "--layer", "0", "--head", "2"]) == 0
+    assert "<svg" in svg.read_text(encoding="utf-8")
+    assert main(["view", str(rec_path), "--image", str(png), "--layer", "7"]) == 2
+    assert "layer 7 is not in the record" in capsys.readouterr().err
