@@ -290,10 +290,13 @@ def tiny_model(
     model_type: str,
     seed: int = 0,
     attn_implementation: str | None = None,
-    peaked: float | None = 4.0,
+    peaked: float | None = 15.0,
     **config_overrides: Any,
 ) -> torch.nn.Module:
     """A tiny random-init model of ``model_type`` (see :data:`ZOO`), in eval mode, with peaked attention.
+
+    ``peaked`` scales the query/key projections (random init at std 0.02 gives nearly uniform attention,
+    which hides mask and scaling bugs); 15 makes the average row maximum about 0.4 to 0.9.
 
     The head is the natural one for the family: a bare encoder, a causal LM, a seq2seq LM. The default
     attention backend is the one transformers picks (sdpa where supported) unless one is given;
@@ -317,8 +320,22 @@ def tiny_model(
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = auto.get(family, AutoModel).from_config(config, **kwargs)
     if peaked:
-        peaked_(model, peaked)
+        # T5 does not divide its logits by sqrt(head_dim): a scale of 4 already gives rows near one-hot.
+        _peak_zoo(model, min(peaked, 4.0) if model_type == "t5" else peaked)
     return model.eval()
+
+
+def _peak_zoo(model: torch.nn.Module, scale: float) -> None:
+    """Like :func:`peaked_`, also for fused ``qkv_proj`` (Phi-3) and query/key norms (Qwen3, OLMo-2).
+
+    Norms after the projections undo any weight scaling, so their gains are scaled instead.
+    """
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            fused = param.dim() == 2 and "qkv_proj" in name
+            norm = param.dim() == 1 and any(k in name for k in ("q_norm", "k_norm"))
+            if fused or norm or (param.dim() == 2 and any(k in name for k in _QK_NAMES)):
+                param.mul_(scale)
 
 
 def tiny_inputs(model: torch.nn.Module, batch: int = 2, length: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -420,6 +437,8 @@ def verify_capture(model_type: str, adapter: str = "huggingface") -> dict[str, A
         "kinds": records[0].kinds,
         "layers": records[0].num_layers,
         "fallback": meta.get("fallback"),
+        # How far from uniform the tested attention is (mean of row maxima): near-uniform rows hide bugs.
+        "mean_row_max": float(records[0].attentions[records[0].default_kind].max(-1).values.mean()),
         "max_attention_diff": att_diff,
         "max_output_diff": (a - b_).abs().max().item(),
     }
