@@ -262,6 +262,8 @@ def test_heatmap_arguments_are_checked() -> None:
         ap.views.heatmap(rec, head=True)
     with pytest.raises(InputError, match="colormap"):
         ap.views.heatmap(rec, cmap="no-such-map")
+    with pytest.raises(InputError, match="scale"):
+        ap.views.heatmap(rec, scale="log")
     with pytest.raises(InputError, match="no 'cross'"):
         ap.views.heatmap(rec, kind="cross")
 
@@ -440,6 +442,14 @@ def test_vendored_libraries_ship_with_their_licenses_and_are_inlined() -> None:
         assert vendor.joinpath(js).read_text(encoding="utf-8")[:200] in page
     # Pages without bertviz front ends carry no vendored code at all.
     assert "d3js.org" not in ap.views.model_view(softmax_record(), renderer="canvas").html
+
+
+def test_heatmap_sqrt_scale_uses_a_power_norm() -> None:
+    from matplotlib.colors import PowerNorm
+
+    fig = ap.views.heatmap(softmax_record(), scale="sqrt").figure()
+    assert isinstance(fig.axes[0].images[0].norm, PowerNorm)
+    assert not isinstance(ap.views.heatmap(softmax_record()).figure().axes[0].images[0].norm, PowerNorm)
 
 
 def test_heatmap_of_a_long_input_labels_every_nth_token() -> None:

@@ -13,6 +13,7 @@ from .attention import check_record, prettify
 from .figure import FigureView, mpl_label
 
 AGGREGATES = ("mean", "max")
+SCALES = ("linear", "sqrt")
 # Beyond this many tokens an axis shows every n-th label so the labels stay legible.
 MAX_LABELS = 80
 
@@ -52,8 +53,10 @@ class Heatmap(FigureView):
         cmap: str = "Blues",
         annotate: bool = False,
         dpi: int = 150,
+        scale: str = "linear",
     ) -> None:
         super().__init__(title, dpi=dpi)
+        self.scale = scale
         self.matrix = matrix
         self.queries = queries
         self.keys = keys
@@ -68,14 +71,12 @@ class Heatmap(FigureView):
         cell = 0.32 if max(q, k) <= MAX_LABELS else 8.0 / max(q, k)
         fig = Figure(figsize=(max(4.0, 1.8 + k * cell), max(3.0, 1.4 + q * cell)))
         ax = fig.add_subplot()
-        image = ax.imshow(
-            self.matrix,
-            cmap=self.cmap,
-            vmin=0.0,
-            vmax=max(float(self.matrix.max()), 1e-9),
-            aspect="auto",
-            interpolation="nearest",
-        )
+        from matplotlib.colors import Normalize, PowerNorm
+
+        top = max(float(self.matrix.max()), 1e-9)
+        # sqrt brings out the many small weights of long inputs; linear keeps colour proportional to weight.
+        norm = PowerNorm(0.5, vmin=0.0, vmax=top) if self.scale == "sqrt" else Normalize(vmin=0.0, vmax=top)
+        image = ax.imshow(self.matrix, cmap=self.cmap, norm=norm, aspect="auto", interpolation="nearest")
         for labels, setter, rotation in ((self.keys, ax.set_xticks, 90), (self.queries, ax.set_yticks, 0)):
             step = max(1, int(np.ceil(len(labels) / MAX_LABELS)))
             positions = np.arange(0, len(labels), step)
@@ -101,10 +102,13 @@ def heatmap(
     annotate: bool = False,
     title: str | None = None,
     dpi: int = 150,
+    scale: str = "linear",
 ) -> Heatmap:
     """Heatmap of one layer and head (original numbers) or an aggregate (``"mean"``/``"max"``) of a record."""
     record = check_record(record)
     check_cmap(cmap)
+    if scale not in SCALES:
+        raise InputError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if drop_special:
         record = record.drop_special_tokens()
     kind = kind or record.default_kind
@@ -115,4 +119,6 @@ def heatmap(
     att, layer_name = _pick(att, 0, layer, record.layer_ids(kind), "layer")
     queries, keys = record.axes(kind)
     label = title if title is not None else f"{kind} attention, {layer_name}, {head_name}"
-    return Heatmap(att.numpy(), prettify(queries), prettify(keys), label, cmap=cmap, annotate=annotate, dpi=dpi)
+    return Heatmap(
+        att.numpy(), prettify(queries), prettify(keys), label, cmap=cmap, annotate=annotate, dpi=dpi, scale=scale
+    )
