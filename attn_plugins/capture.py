@@ -325,8 +325,9 @@ def encode_inputs(model: Any, inputs: Mapping[str, Any], tokenizer: Any = None) 
                 special_ids = set(tokenizer.all_special_ids)
                 special = [i in special_ids for i in row]
             source.append(TokenInfo(tokens, special_tokens_mask=special))
-    elif "attention_mask" in model_inputs:
-        # Embeddings with a padding mask: real positions are named by their index.
+    elif main == "inputs_embeds" and "attention_mask" in model_inputs:
+        # Embeddings with a padding mask: real positions are named by their index. (Audio masks run over
+        # frames, not encoder positions, so they are not used to cut records.)
         mask = model_inputs["attention_mask"].long()
         if mask.dim() == 1:
             mask = mask.unsqueeze(0)
