@@ -1,0 +1,115 @@
+"""Write docs/performance.md from the JSON of the capture, memory and attention-vs-shap benchmarks.
+
+Run the three benchmarks, keep their JSON, then:
+    python benchmarks/capture_overhead.py > capture.json
+    python benchmarks/memory_long.py > memory.json
+    python benchmarks/attention_vs_shap.py > cost.json
+    python benchmarks/performance_table.py --capture capture.json --memory memory.json --cost cost.json
+Nothing in the tables is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+
+def capture_table(data: dict[str, Any]) -> list[str]:
+    """Markdown rows of the capture-overhead benchmark."""
+    lines = [
+        "| model | tokens | batch | plain (s) | ap.capture (s) | eager (s) | capture / plain | eager / plain | capture / eager |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        m = r["median_s"]
+        lines.append(
+            f"| {r['model']} ({r['backend']}) | {r['tokens']} | {r['batch']} | {m['plain']:.4f} | {m['capture']:.4f} "
+            f"| {m['eager']:.4f} | {r['capture_vs_plain']:.2f} | {r['eager_vs_plain']:.2f} | {r['capture_vs_eager']:.2f} |"
+        )
+    g = data["goals"]
+    lines += [
+        "",
+        f"Goal capture <= 1.15x plain at 128 tokens: **{'met' if g['capture_le_1.15x_plain_at_128'] else 'not met'}** "
+        f"(worst {g['capture_vs_plain_at_128_max']}x). Goal capture faster than eager at 512: "
+        f"**{'met' if g['capture_faster_than_eager_at_512'] else 'not met'}** (worst {g['capture_vs_eager_at_512_max']}x).",
+    ]
+    return lines
+
+
+def memory_table(data: dict[str, Any]) -> list[str]:
+    """Markdown rows of the long-input memory benchmark."""
+    lines = [
+        "| tokens | plain forward (MB) | full capture (MB) | streaming reducers (MB) | full / stream | one layer of weights (MB) | all layers (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['tokens']} | {r.get('plain_peak_extra_mb', 'n/a')} | {r['full_peak_extra_mb']} | "
+            f"{r['stream_peak_extra_mb']} | {r['full_over_stream']} | {r['one_layer_weights_mb']} | {r['all_layers_weights_mb']} |"
+        )
+    lines += ["", f"Model: {data['model']}. Measure: {data['measure']}."]
+    return lines
+
+
+def cost_table(data: dict[str, Any]) -> list[str]:
+    """Markdown rows of the attention-vs-shap benchmark."""
+    s = data["shap"]
+    lines = [
+        "| explainer | s / text | forward passes / text | speed-up vs shap | Spearman | Kendall | top-3 overlap |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| shap {s['explainer']} (max_evals={s['max_evals']}) | {s['seconds_per_text']:.4f} | "
+        f"{s['forward_passes_per_text']:.1f} | 1 | | | |",
+    ]
+    for m in data["methods"]:
+        if "error" in m:
+            lines.append(f"| {m['method']} | error: {m['error']} | | | | | |")
+            continue
+
+        def f(x: Any) -> str:
+            return "n/a" if x is None else f"{x:+.3f}"
+
+        lines.append(
+            f"| {m['method']} | {m['seconds_per_text']:.4f} | {m['forward_passes_per_text']:.1f} | "
+            f"{m['speedup_vs_shap']}x | {f(m['spearman'])} | {f(m['kendall'])} | {m['top_3']:.2f} |"
+        )
+    lines += ["", f"{data['model']}, target: {data['target']}; {data['texts']} texts."]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Read the benchmark JSON files and write the Markdown page."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--capture", type=Path)
+    parser.add_argument("--memory", type=Path)
+    parser.add_argument("--cost", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("docs/performance.md"))
+    args = parser.parse_args(argv)
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    lines = [
+        "# Performance",
+        "",
+        f"Generated on {today} by `python benchmarks/performance_table.py` from the benchmarks' JSON; "
+        "CPU only, one torch thread, medians of repeats measured side by side in one process.",
+        "",
+    ]
+    sections = [
+        ("capture", "Capture overhead", "python benchmarks/capture_overhead.py", capture_table),
+        ("memory", "Memory for long inputs", "python benchmarks/memory_long.py", memory_table),
+        ("cost", "Attention methods versus SHAP", "python benchmarks/attention_vs_shap.py", cost_table),
+    ]
+    for key, title, command, table in sections:
+        path = getattr(args, key)
+        if path is None:
+            continue
+        data = json.loads(path.read_text("utf-8"))
+        lines += [f"## {title}", "", f"`{command}`", "", *table(data), ""]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines), encoding="utf-8")
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
