@@ -193,7 +193,7 @@ ZOO: dict[str, tuple[str, dict[str, Any]]] = {
     # Gemma-2 alternates sliding-window (4 tokens) and global layers and soft-caps its attention logits.
     "gemma2": (
         "decoder",
-        dict(_DECODER, head_dim=8, query_pre_attn_scalar=8, sliding_window=4, attn_logit_softcapping=5.0),
+        dict(_DECODER, head_dim=8, query_pre_attn_scalar=8, sliding_window=4, attn_logit_softcapping=2.0),
     ),
     "phi": ("decoder", dict(_DECODER, num_key_value_heads=None)),
     "phi3": ("decoder", _DECODER),
