@@ -481,6 +481,6 @@ class HuggingFaceAdapter(Adapter):
 
 
 @hookimpl
-def attn_plugins_register_adapters(register):
+def attn_plugins_register_adapters(register: Callable[..., None]) -> None:
     """Register the Hugging Face AttentionInterface adapter."""
     register("huggingface", HuggingFaceAdapter())

@@ -7,6 +7,7 @@ sentence-transformers is optional (extra ``st``) and imported only when a model 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -70,6 +71,6 @@ class SentenceTransformersAdapter(Adapter):
 
 
 @hookimpl
-def attn_plugins_register_adapters(register):
+def attn_plugins_register_adapters(register: Callable[..., None]) -> None:
     """Register the sentence-transformers adapter."""
     register("sentence_transformers", SentenceTransformersAdapter())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -219,6 +219,6 @@ class TorchMHAAdapter(Adapter):
 
 
 @hookimpl
-def attn_plugins_register_adapters(register):
+def attn_plugins_register_adapters(register: Callable[..., None]) -> None:
     """Register the nn.MultiheadAttention adapter."""
     register("torch_mha", TorchMHAAdapter())
