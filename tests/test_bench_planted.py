@@ -13,13 +13,17 @@ from attn_plugins.errors import InputError
 
 
 def test_examples_plant_same_class_triggers() -> None:
-    data = planted.make_examples(50, random.Random(0))
+    data = planted.make_examples(60, random.Random(0))
     for ex in data:
         planted_words = [w for w, p in zip(ex.words, ex.planted) if p]
-        assert 1 <= len(planted_words) <= 2
-        assert all(w in planted.TRIGGERS[ex.label] for w in planted_words)
+        if ex.label == 2:  # neutral: no trigger at all
+            assert planted_words == []
+        else:
+            assert 1 <= len(planted_words) <= 2
+            assert all(w in planted.TRIGGERS[ex.label] for w in planted_words)
         assert all(w in planted.DISTRACTORS for w, p in zip(ex.words, ex.planted) if not p)
-    assert {ex.label for ex in data} == {0, 1}
+    assert {ex.label for ex in data} == {0, 1, 2}
+    assert {ex.label for ex in planted.make_examples(30, random.Random(0), neutral=False)} == {0, 1}
 
 
 def test_mean_ci_uses_the_bootstrap() -> None:

@@ -48,11 +48,12 @@ class Pair:
 class Config:
     """Sizes of the data, the model and the training run."""
 
-    n_train: int = 4000
+    n_train: int = 2000
     n_eval: int = 100
-    epochs: int = 4
-    batch_size: int = 32
-    lr: float = 2e-3
+    # About 1000 small steps: at 2e-3 or in fewer steps the tiny translator stayed near 20 % accuracy.
+    epochs: int = 8
+    batch_size: int = 16
+    lr: float = 1e-3
     phrases: tuple[int, int] = (2, 4)
     d_model: int = 64
     layers: int = 2

@@ -2,9 +2,11 @@
 
 Sentences are neutral distractor words with one or two trigger words planted at random places; the
 triggers all belong to one class (``good``, ``great``, ... for class 1; ``bad``, ``terrible``, ... for
-class 0) and decide the label. A tiny BERT classifier is trained on the CPU with a fixed seed; then every
+class 0) and decide the label. Training also holds sentences without any trigger, of a third, neutral
+class 2: without it the model could call everything without a positive word negative and ignore the
+negative triggers, which would then not be a rationale at all. A tiny BERT classifier is trained on the CPU with a fixed seed; then every
 registered attention method, shap's Partition explainer and a random baseline are scored on held-out
-sentences for plausibility (token F1, IOU-F1, AUPRC against the planted triggers) and faithfulness
+triggered sentences for plausibility (token F1, IOU-F1, AUPRC against the planted triggers) and faithfulness
 (ERASER AOPC comprehensiveness/sufficiency, deletion and insertion areas), each as a mean with a
 bootstrap 95 % interval, plus the time per example (capture + attribution; SHAP's own forward passes).
 
@@ -84,6 +86,7 @@ class Config:
     layers: int = 2
     heads: int = 4
     mask_prob: float = 0.15
+    label_smoothing: float = 0.1
     shap_max_evals: int = 300
     n_resamples: int = 1000
 
@@ -94,18 +97,23 @@ class Config:
 
 
 # ---------------------------------------------------------------------------- data
-def make_examples(n: int, rng: random.Random, min_len: int = 6, max_len: int = 14) -> list[Example]:
-    """``n`` sentences of distractors with one or two same-class triggers planted at random positions."""
+def make_examples(
+    n: int, rng: random.Random, min_len: int = 6, max_len: int = 14, neutral: bool = True
+) -> list[Example]:
+    """``n`` sentences of distractors with one or two same-class triggers planted at random positions.
+
+    With ``neutral``, a third of them carry no trigger and the label 2.
+    """
     vocab = set(tiny_vocab("bert"))
     missing = [w for ws in (*TRIGGERS.values(), DISTRACTORS) for w in ws if w not in vocab]
     if missing:  # every word must be a single token, so word-level truth is token-level truth
         raise AttnPluginsError(f"planted benchmark words missing from the tiny vocabulary: {missing}")
     out = []
     for _ in range(n):
-        label = rng.randrange(2)
+        label = rng.randrange(3 if neutral else 2)
         words = [rng.choice(DISTRACTORS) for _ in range(rng.randint(min_len, max_len))]
         planted = [False] * len(words)
-        for _ in range(rng.randint(1, 2)):
+        for _ in range(rng.randint(1, 2) if label in TRIGGERS else 0):
             pos = rng.randint(0, len(words))
             words.insert(pos, rng.choice(TRIGGERS[label]))
             planted.insert(pos, True)
@@ -126,14 +134,14 @@ def build_model(config: Config, seed: int) -> torch.nn.Module:
         num_attention_heads=config.heads,
         intermediate_size=config.hidden * 2,
         max_position_embeddings=64,
-        num_labels=2,
+        num_labels=3,
         pad_token_id=1,
     )
     return BertForSequenceClassification(cfg)
 
 
 def train(model: torch.nn.Module, tokenizer: Any, data: list[Example], config: Config, seed: int) -> float:
-    """Train with AdamW; distractors are randomly replaced by [MASK] so erased inputs stay in distribution."""
+    """Train with AdamW and label smoothing; distractors are randomly replaced by [MASK] so erased inputs stay in distribution."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
     enc = tokenizer([e.text for e in data], padding=True, return_tensors="pt")
@@ -151,9 +159,12 @@ def train(model: torch.nn.Module, tokenizer: Any, data: list[Example], config: C
             maskable = ~torch.isin(ids, trigger_ids) & ~torch.isin(ids, special)
             drop = (torch.rand(ids.shape, generator=gen) < config.mask_prob) & maskable
             ids[drop] = tokenizer.mask_token_id
-            out = model(input_ids=ids, attention_mask=enc["attention_mask"][idx], labels=labels[idx])
+            logits = model(input_ids=ids, attention_mask=enc["attention_mask"][idx]).logits
+            # Label smoothing keeps the logits finite: a saturated classifier (tanh pooler, p = 1.000) has
+            # vanishing gradients, which would make gradient-based methods look broken for the wrong reason.
+            loss = torch.nn.functional.cross_entropy(logits, labels[idx], label_smoothing=config.label_smoothing)
             opt.zero_grad()
-            out.loss.backward()
+            loss.backward()
             opt.step()
     model.eval()
     return time.perf_counter() - start
@@ -283,7 +294,8 @@ def _run(quick: bool, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer("bert")
     train_data = make_examples(config.n_train, rng, config.min_len, config.max_len)
-    eval_data = make_examples(config.n_eval, rng, config.min_len, config.max_len)
+    # Held-out sentences all carry triggers: plausibility needs a non-empty rationale.
+    eval_data = make_examples(config.n_eval, rng, config.min_len, config.max_len, neutral=False)
     model = build_model(config, seed)
     train_seconds = train(model, tokenizer, train_data, config, seed)
     predict = predictor(model)
