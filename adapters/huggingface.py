@@ -152,10 +152,12 @@ def on_interface(model: torch.nn.Module) -> bool:
 
 
 def find_sites(model: torch.nn.Module) -> dict[int, Site]:
-    """Map ``id(module)`` of every candidate attention module to its :class:`Site`.
+    """Map ``id(module)`` of every named submodule to its :class:`Site` (kind, layer order, backend).
 
-    Candidates are modules with a ``config`` or an ``is_causal``/``scaling`` attribute; only those the
-    function is actually called with matter, so over-inclusion is harmless.
+    Only the modules the attention function is called with are ever looked up, so naming every module
+    is harmless. Kind: encoder-decoder models split on the encoder's qualified name (``get_encoder()``);
+    cross-attention is told by ``is_cross_attention`` or the path (``encoder_attn``, ``crossattention``,
+    ``cross_attn``, ``EncDecAttention``). Layer order: the integers in the path.
     """
     names = _qualified_names(model)
     encoder_prefix = None
