@@ -338,3 +338,16 @@ def test_bert2bert_cross_attention_told_from_the_module_path():
     eager = ap.capture(model, inputs=inputs, adapter="eager")
     for kind in rec.kinds:
         assert (rec.attentions[kind] - eager.attentions[kind]).abs().max() <= 1e-5, kind
+
+
+@pytest.mark.parametrize("model_type", ["llama", "t5", "whisper"])
+def test_gradients_match_eager_across_kinds(model_type):
+    model = tiny_model(model_type)
+    inputs = tiny_inputs(model)
+    recs = ap.capture(model, inputs=inputs, gradients=True)
+    eager = ap.capture(model, inputs=inputs, gradients=True, adapter="eager")
+    for rec, ref in zip(recs, eager):
+        assert set(rec.gradients) == set(rec.kinds)
+        for kind in rec.kinds:
+            assert rec.gradients[kind].abs().sum() > 0, kind
+            assert torch.allclose(rec.gradients[kind], ref.gradients[kind], atol=1e-5), kind
