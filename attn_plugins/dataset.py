@@ -357,26 +357,31 @@ def _ray(
         import ray
     except ImportError:
         raise InputError("engine='ray' needs Ray: pip install 'attn-plugins[ray]'") from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(num_cpus=max(num_workers, 1), include_dashboard=False, log_to_driver=False)
-    shared = [ray.put((model, tokenizer))]
-    ds = ray.data.from_items([{"id": e.id, "text": e.text, "line": e.line} for e in pending])
-    ds = ds.map_batches(
-        RayExplainer,
-        fn_constructor_kwargs={
-            "shared": shared,
-            "method": method,
-            "options": options,
-            "keep": keep,
-            "record_dtype": record_dtype,
-        },
-        batch_size=batch_size,
-        batch_format="numpy",
-        concurrency=num_workers,
-        num_cpus=1,
-    )
-    for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        yield [(json.loads(r), None if b is None else bytes(b)) for r, b in zip(out["row"], out["record"])]
+    try:
+        shared = [ray.put((model, tokenizer))]
+        ds = ray.data.from_items([{"id": e.id, "text": e.text, "line": e.line} for e in pending])
+        ds = ds.map_batches(
+            RayExplainer,
+            fn_constructor_kwargs={
+                "shared": shared,
+                "method": method,
+                "options": options,
+                "keep": keep,
+                "record_dtype": record_dtype,
+            },
+            batch_size=batch_size,
+            batch_format="numpy",
+            concurrency=num_workers,
+            num_cpus=1,
+        )
+        for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            yield [(json.loads(r), None if b is None else bytes(b)) for r, b in zip(out["row"], out["record"])]
+    finally:
+        if started:  # a cluster this run started is not left running; one the caller started stays theirs
+            ray.shutdown()
 
 
 # ---------------------------------------------------------------------------- the run
@@ -424,6 +429,7 @@ def run_corpus(
     start = time.perf_counter()
     written = 0
     bar = tqdm(total=len(examples), initial=len(examples) - len(pending), unit="ex", disable=not progress)
+    results: Iterator[list[tuple[dict, bytes | None]]] = iter(())
     try:
         if engine == "local" and pending:
             from .explain import AttentionExplainer
@@ -434,8 +440,6 @@ def run_corpus(
             results = _ray(
                 model, tokenizer, method, explain_options, pending, batch_size, num_workers, save_records, record_dtype
             )
-        else:
-            results = iter(())
         for batch in results:
             lines = []
             for row, blob in batch:
@@ -452,6 +456,9 @@ def run_corpus(
             bar.set_postfix_str(f"{written / max(elapsed, 1e-9):.2f} ex/s")
     finally:
         bar.close()
+        close = getattr(results, "close", None)
+        if close is not None:  # a stopped run shuts its engine down now, not whenever it is collected
+            close()
     seconds = time.perf_counter() - start
     return {
         "input": os.fspath(input_path),
