@@ -39,7 +39,9 @@ def capture_generate(
         raise UnsupportedModelError(
             f"capture_generate needs a transformers model that can generate, not {type(model).__name__}"
         )
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str):
+        raise InputError(f"capture_generate takes one prompt string, not {type(prompt).__name__}")
+    if not prompt.strip():
         raise InputError("the prompt is empty: there is nothing to generate from")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")

@@ -94,6 +94,8 @@ def test_bad_input():
     model = build("llama", "gpt")
     with pytest.raises(ap.InputError, match="empty"):
         ap.capture_generate(model, tok, "  ", max_new_tokens=3)
+    with pytest.raises(ap.InputError, match="one prompt string"):
+        ap.capture_generate(model, tok, ["a", "b"], max_new_tokens=3)
     with pytest.raises(ap.InputError, match="max_new_tokens"):
         ap.capture_generate(model, tok, "hello", max_new_tokens=0)
     with pytest.raises(ap.MissingCaptureError, match="values"):
