@@ -102,3 +102,13 @@ def test_bad_input():
         ap.capture_generate(model, tok, "hello", max_new_tokens=2, values=True)
     with pytest.raises(ap.UnsupportedModelError):
         ap.capture_generate(torch.nn.Linear(2, 2), tok, "hello", max_new_tokens=2)
+
+
+def test_training_mode_warns():
+    tok = tiny_tokenizer("gpt")
+    model = build("llama", "gpt").train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        with pytest.warns(UserWarning, match="training mode"):
+            rec = ap.capture_generate(model, tok, "hello there", max_new_tokens=2)
+    rec.validate()
