@@ -334,7 +334,11 @@ def _peak_zoo(model: torch.nn.Module, scale: float) -> None:
         for name, param in model.named_parameters():
             fused = param.dim() == 2 and "qkv_proj" in name
             norm = param.dim() == 1 and any(k in name for k in ("q_norm", "k_norm"))
-            if fused or norm or (param.dim() == 2 and any(k in name for k in _QK_NAMES)):
+            if norm:
+                # Normalized queries and keys already give logits of order sqrt(head_dim); a gentler gain
+                # keeps rows peaked but not one-hot (one-hot rows would hide errors too).
+                param.mul_(scale**0.25)
+            elif fused or (param.dim() == 2 and any(k in name for k in _QK_NAMES)):
                 param.mul_(scale)
 
 
