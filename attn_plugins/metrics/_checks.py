@@ -22,7 +22,7 @@ def as_scores(scores: Any, name: str = "scores") -> np.ndarray:
 
 
 def as_mask(mask: Any, n: int, name: str) -> np.ndarray:
-    """A boolean 1-D mask of length ``n`` (from bools, 0/1 ints, or a list of positions is not allowed)."""
+    """A boolean 1-D mask of length ``n``, from booleans or 0/1 integers (not a list of positions)."""
     arr = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
     if arr.ndim != 1:
         raise InputError(f"{name} must be one-dimensional, got shape {arr.shape}")
