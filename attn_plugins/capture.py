@@ -76,11 +76,27 @@ def capture(
         )
     records = chosen.capture(model, batch, options)
     param = _first_parameter(model)
+    labels = _class_names(model)
     for record in records:
         if param is not None:
             record.meta.setdefault("model_dtype", str(param.dtype).replace("torch.", ""))
             record.meta.setdefault("model_device", str(param.device))
+        if labels is not None:
+            record.meta.setdefault("id2label", labels)
     return records[0] if single else records
+
+
+def _class_names(model: Any) -> dict[str, str] | None:
+    """The class names of a classifier head (``config.id2label``), for reports; None for other models."""
+    config = getattr(model, "config", None)
+    labels = getattr(config, "id2label", None)
+    logits_head = any(
+        n.endswith(("ForSequenceClassification", "ForTokenClassification"))
+        for n in [type(model).__name__, *(getattr(config, "architectures", None) or [])]
+    )
+    if not labels or not logits_head:
+        return None
+    return {str(k): str(v) for k, v in labels.items()}
 
 
 def _first_parameter(model: Any) -> torch.Tensor | None:
@@ -416,6 +432,10 @@ def split_batch(
             atts[kind] = _finish(cut(t, q, k), options)
         fields: dict[str, dict[str, torch.Tensor]] = {f: {} for f in TENSOR_FIELDS}
         for fname, per_kind in extras.items():
+            if fname not in fields:
+                raise ValueError(
+                    f"split_batch: unknown optional field {fname!r}; fields are {', '.join(TENSOR_FIELDS)}"
+                )
             for kind, t in per_kind.items():
                 q, k = axes[kind]
                 if fname == "gradients":
