@@ -294,6 +294,7 @@ def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
 
 
 def _run(quick: bool, seed: int) -> dict[str, Any]:
+    """The benchmark itself, run inside :func:`run`'s thread setting."""
     import attn_plugins as ap
 
     from ..manager import get_registry

@@ -286,6 +286,7 @@ def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
 
 
 def _run(quick: bool, seed: int) -> dict[str, Any]:
+    """The benchmark itself, run inside :func:`run`'s thread setting."""
     from ..manager import get_registry
 
     config = Config.quick() if quick else Config()
