@@ -144,6 +144,16 @@ def _special_mask(explainer: AttentionExplainer, spec: Target, n: int) -> np.nda
     return np.asarray(mask, dtype=bool)
 
 
+def _warm_up(explainer: AttentionExplainer, text: str) -> None:
+    """Pay one-time costs (shap's compiled helpers, lazy imports, adapter setup) before anything is timed."""
+    from .capture import capture
+
+    masker = shap.maskers.Text(explainer.tokenizer)
+    # a constant function: shap compiles its helpers without a single model forward
+    shap.Explainer(lambda x: np.zeros(len(x)), masker, algorithm="partition")([text], max_evals=10, silent=True)
+    capture(explainer.model, explainer.tokenizer, text)
+
+
 def compare(
     model: Any,
     tokenizer: Any,
@@ -191,6 +201,7 @@ def compare(
     }
     probe = next(iter(explainers.values()))
 
+    _warm_up(probe, examples[0])
     ref_seconds, ref_calls, ref_rows = 0.0, 0, 0
     per_method: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     cost: dict[str, list[float]] = {n: [] for n in names}
