@@ -4,8 +4,9 @@ Run the three benchmarks, keep their JSON, then:
     python benchmarks/capture_overhead.py > capture.json
     python benchmarks/memory_long.py > memory.json
     python benchmarks/attention_vs_shap.py > cost.json
-    python benchmarks/performance_table.py --capture capture.json --memory memory.json --cost cost.json
-Nothing in the tables is typed by hand.
+    python benchmarks/performance_table.py --capture capture.json --memory memory.json --cost cost.json \
+        --notes benchmarks/performance_notes.md
+Nothing in the tables is typed by hand; the notes (analysis of the figures) are appended as written.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--capture", type=Path)
     parser.add_argument("--memory", type=Path)
     parser.add_argument("--cost", type=Path)
+    parser.add_argument(
+        "--notes",
+        type=Path,
+        help="a Markdown file of analysis appended as written (e.g. benchmarks/performance_notes.md)",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/performance.md"))
     args = parser.parse_args(argv)
     today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         data = json.loads(path.read_text("utf-8"))
         lines += [f"## {title}", "", f"`{command}`", "", *table(data), ""]
+    if args.notes is not None:
+        lines += [args.notes.read_text("utf-8").strip(), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(args.out)
