@@ -189,6 +189,9 @@ def _method_list(value: str | None, default: Sequence[str] = DEFAULT_METHODS) ->
     return names
 
 
+SHAP_ROW = "shap (reference)"
+
+
 def explain_report(
     model: Any,
     tokenizer: Any,
@@ -200,8 +203,13 @@ def explain_report(
     target: int | None = None,
     reference: str | None = None,
     truncation: bool = False,
+    shap_evals: int = 500,
 ) -> tuple[Any, list[Any]]:
-    """Capture each text, score it with every method through the explainer, and build the HTML report."""
+    """Capture each text, score it with every method (and shap as the faithful reference), build the report.
+
+    With ``shap_evals > 0`` and a task shap can mask, shap's Partition explainer runs on the same target
+    and every method is checked against it in the report; ``shap_evals=0`` skips it.
+    """
     import numpy as np
 
     from .capture import capture
@@ -209,30 +217,74 @@ def explain_report(
     from .views import report
 
     records = [capture(model, tokenizer, t, qk=True, truncation=truncation) for t in texts]
-    scores: dict[str, list[np.ndarray]] = {}
-    outputs: list[str | None] = []
-    for text in texts:
-        spec = AttentionExplainer(model, tokenizer, task=task, target=target, reference=reference).resolve(text)
-        # Similarity has no logits for the report to describe: state the explained value itself.
-        outputs.append(f"{spec.label}: {float(spec.fn([text])[0]):.3f}" if spec.task == "similarity" else None)
+    probe = AttentionExplainer(model, tokenizer, task=task, target=target, reference=reference)
+    specs = [probe.resolve(t) for t in texts]
+    # Similarity has no logits for the report to describe: state the explained value itself.
+    outputs = [
+        f"{s.label}: {float(s.fn([t])[0]):.3f}" if s.task == "similarity" else None for s, t in zip(specs, texts)
+    ]
+    use_shap = shap_evals > 0 and all(s.fn is not None for s in specs)
+    if use_shap:
+        rows = _scores_with_shap(model, tokenizer, texts, methods, task, target, reference, shap_evals)
+    else:
+        rows = _scores(model, tokenizer, texts, methods, task, target, reference)
+    for name, per_text in rows.items():
+        for record, values in zip(records, per_text):
+            if len(values) != len(record.tokens):
+                raise CliError(f"{name} gave {len(values)} scores for {len(record.tokens)} tokens")
+    ref = SHAP_ROW if use_shap else None
+    if len(records) == 1:
+        single = {m: np.asarray(v[0], dtype=float) for m, v in rows.items()}
+        page = report(records[0], single, model_name=model_name, output_summary=outputs[0], reference=ref)
+        return page, records
+    return report(records, rows, model_name=model_name, output_summary=outputs, reference=ref), records
+
+
+def _scores(
+    model: Any, tokenizer: Any, texts: Sequence[str], methods: Sequence[str], task: Any, target: Any, reference: Any
+) -> dict[str, list[Any]]:
+    """Per-method, per-text token scores from the explainer (several outputs, as QA's, are averaged)."""
+    import numpy as np
+
+    from .explain import AttentionExplainer
+
+    rows: dict[str, list[Any]] = {}
     for method in _progress(methods, "methods"):
         explainer = AttentionExplainer(model, tokenizer, method=method, task=task, target=target, reference=reference)
         explanation = explainer(list(texts))
-        rows = []
-        for i, record in enumerate(records):
-            values = np.asarray(explanation.values[i], dtype=float)
-            if values.ndim == 2:  # several explained outputs (QA start and end): show their mean
-                values = values.mean(-1)
-            if values.shape[0] != len(record.tokens):
-                raise CliError(f"method {method} gave {values.shape[0]} scores for {len(record.tokens)} tokens")
-            rows.append(values)
-        scores[method] = rows
-    if len(records) == 1:
-        page = report(
-            records[0], {m: v[0] for m, v in scores.items()}, model_name=model_name, output_summary=outputs[0]
-        )
-        return page, records
-    return report(records, scores, model_name=model_name, output_summary=outputs), records
+        values = [np.asarray(v, dtype=float) for v in explanation.values]
+        rows[method] = [v.mean(-1) if v.ndim == 2 else v for v in values]
+    return rows
+
+
+def _scores_with_shap(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    methods: Sequence[str],
+    task: Any,
+    target: Any,
+    reference: Any,
+    shap_evals: int,
+) -> dict[str, list[Any]]:
+    """Per-method and shap token scores from one ap.compare run (each method is computed once)."""
+    from .compare import compare
+
+    result = compare(
+        model,
+        tokenizer,
+        list(texts),
+        methods=list(methods),
+        target=reference if reference is not None else target,
+        max_evals=shap_evals,
+        task=task,
+    )
+    failed = [row for row in result.methods if row.get("error")]
+    if failed:
+        raise CliError(f"method {failed[0]['method']} failed: {failed[0]['error']}")
+    rows = {m: [d["methods"][m] for d in result.details] for m in methods}
+    rows[SHAP_ROW] = [d["shap"] for d in result.details]
+    return rows
 
 
 def _progress(items: Sequence[Any], what: str) -> Any:
@@ -258,6 +310,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         target=args.target,
         reference=args.reference,
         truncation=args.truncate,
+        shap_evals=args.shap_evals,
     )
     page.save(args.output)
     print(f"wrote {args.output}: {len(records)} text(s), methods {', '.join(methods)}")
@@ -342,7 +395,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     methods = _method_list(args.methods)
     model, tokenizer, name = load_model(args.model)
     page, records = explain_report(
-        model, tokenizer, [args.text], methods, model_name=display_name(name), reference=args.reference
+        model,
+        tokenizer,
+        [args.text],
+        methods,
+        model_name=display_name(name),
+        reference=args.reference,
+        shap_evals=args.shap_evals,
     )
     page.save(args.output)
     record = records[0]
@@ -445,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
     p.add_argument("--reference", help="reference text: explain the similarity of sentence embeddings to it")
     p.add_argument("--truncate", action="store_true", help="cut text longer than the model's limit")
+    p.add_argument(
+        "--shap-evals", type=int, default=500, help="shap's budget per text for the faithful reference (0: skip it)"
+    )
     p.add_argument("--input", help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run')
     p.add_argument("--out", help="results directory of a corpus run (resumable)")
     p.add_argument("--batch-size", type=int, default=8, help="texts per batch in a corpus run")
@@ -480,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="explain a sentence with the packaged MiniLM and write the HTML report")
     p.add_argument("text", nargs="?", default=DEMO_TEXT)
     p.add_argument("--reference", default=DEMO_REFERENCE, help="the sentence whose similarity is explained")
+    p.add_argument("--shap-evals", type=int, default=500, help="shap's budget for the faithful reference (0: skip it)")
     p.add_argument("-o", "--output", default="attn-demo.html", help="HTML file to write")
     p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
     model_arg(p)

@@ -121,8 +121,11 @@ def test_demo_writes_an_offline_report_on_the_packaged_minilm(tmp_path, capsys):
     page = out.read_text(encoding="utf-8")
     assert "all-MiniLM-L6-v2 (packaged)" in page
     assert "similarity to" in page  # the explained output is stated
-    for method in ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti"):
+    for method in ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti", "shap (reference)"):
         assert f">{method}<" in page, method
+    # every method is checked against shap's values on the same target
+    assert "Can this view be trusted?" in page
+    assert page.count("with shap (reference): Spearman") == 7
     # nothing is fetched from the network: no external script, stylesheet or image
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "wrote" in capsys.readouterr().out

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..diagnostics import diagnose, disagreement
 from ..errors import InputError
 from ..record import AttentionRecord
 from .attention import check_record, head_view, model_view, neuron_view
@@ -85,12 +86,42 @@ def _header(record: AttentionRecord, model_name: str | None, output: str | None)
     return Fragment("".join(parts), height=200)
 
 
+def trust_section(record: AttentionRecord, scores: Mapping[str, Any], reference: str | None) -> Fragment:
+    """When attention misleads: sink and diffuse heads, and each method's disagreement with the reference."""
+    items = []  # (class, text): attn-warn for head diagnostics, attn-flag / attn-ok for agreement
+    for kind in record.kinds:
+        label = f"{kind} attention: " if len(record.kinds) > 1 else ""
+        items += [("attn-warn", label + w) for w in diagnose(record, kind).warnings]
+    if reference is not None:
+        ref = np.asarray(scores[reference], dtype=float)
+        special = record.special_tokens_mask
+        protected = np.asarray(special, dtype=bool) if special is not None and len(special) == len(ref) else None
+        for name, values in scores.items():
+            if name == reference:
+                continue
+            try:
+                d = disagreement(values, ref, protected=protected, view_name=name, reference_name=reference)
+            except InputError as exc:  # e.g. constant scores have no ranking to compare
+                items.append(("attn-warn", f"{name} cannot be compared with {reference}: {exc}"))
+                continue
+            items.append(("attn-flag" if d.flagged else "attn-ok", d.message))
+    if not items:
+        items.append(("attn-ok", "no sink or diffuse heads found; no faithful reference was computed to compare with"))
+    rows = "".join(
+        f'<li class="{cls}">{"&#9888; " if cls != "attn-ok" else ""}{escape(text)}</li>' for cls, text in items
+    )
+    return Fragment(
+        f'<h2>Can this view be trusted?</h2><ul class="attn-trust">{rows}</ul>', height=60 + 24 * len(items)
+    )
+
+
 def report(
     records: AttentionRecord | Sequence[AttentionRecord],
     scores: Mapping[str, Any] | None = None,
     model_name: str | None = None,
     output_summary: str | Sequence[str] | None = None,
     *,
+    reference: str | None = None,
     title: str | None = None,
     renderer: str = "auto",
     threshold: float = DEFAULT_THRESHOLD,
@@ -99,7 +130,8 @@ def report(
 
     ``scores`` maps a method name to per-token scores (for several records: one array per record).
     ``output_summary`` describes the model output (one string per record for several); by default it is
-    read from ``record.outputs["logits"]``.
+    read from ``record.outputs["logits"]``. ``reference`` names the entry of ``scores`` that is a faithful
+    attribution (e.g. shap values): every other method is checked against it and flagged when it disagrees.
     """
     recs = (
         [records] if isinstance(records, AttentionRecord) else list(records) if isinstance(records, Sequence) else None
@@ -108,6 +140,8 @@ def report(
         raise InputError("report needs an AttentionRecord or a non-empty list of them")
     recs = [check_record(r) for r in recs]
     per_scores = _per_record_scores(scores, len(recs))
+    if reference is not None and (scores is None or reference not in scores):
+        raise InputError(f"reference {reference!r} is not one of the scores")
     if output_summary is None or isinstance(output_summary, str):
         outputs = [output_summary] * len(recs)
     else:
@@ -122,6 +156,7 @@ def report(
         fragments.append(_header(rec, model_name, out if out is not None else describe_output(rec)))
         if rec_scores:
             fragments.extend(side_by_side(rec, rec_scores).fragments_for_page())
+        fragments.append(trust_section(rec, rec_scores, reference))
         fragments.append(Fragment("<h2>Attention</h2>", height=40))
         fragments.extend(head_view(rec, renderer=renderer, threshold=threshold).fragments)
         fragments.extend(model_view(rec, renderer=renderer, threshold=threshold).fragments)
