@@ -49,6 +49,9 @@ def test_third_party_example_is_discovered_without_changes():
     method = get_component("method", "max_attention")
     np.testing.assert_allclose(method(rec, position=0), [0.9, 0.8])
     np.testing.assert_allclose(method(rec, position="last"), [0.5, 0.9])
+    np.testing.assert_allclose(method(rec, position=[1, 0]), [[0.5, 0.9], [0.9, 0.8]])
+    with pytest.raises(ValueError, match="out of range"):
+        method(rec, position=2)
     page = get_component("view", "token_table")(rec)
     assert "&lt;b&gt;y&lt;/b&gt;" in page.html and "<b>y" not in page.html
 

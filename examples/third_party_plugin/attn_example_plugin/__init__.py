@@ -16,17 +16,22 @@ class MaxAttention:
     name = "max_attention"
 
     def __call__(
-        self, record: AttentionRecord, position: int | str = 0, kind: str | None = None, **_: object
+        self, record: AttentionRecord, position: int | str | list[int] = 0, kind: str | None = None, **_: object
     ) -> np.ndarray:
-        """Max over layers and heads of the attention row of ``position`` (an index, "first", "last" or "mean")."""
+        """Max over layers and heads of the row of ``position``: an index, a list of them, first, last or mean."""
         att = record.attentions[kind or record.default_kind].float().numpy()  # [L, H, Q, K]
         strongest = att.max(axis=(0, 1))  # [Q, K]
-        if position == "mean":
-            return strongest.mean(axis=0)
-        index = {"first": 0, "last": -1}.get(position, position)
-        if not isinstance(index, int) or not -strongest.shape[0] <= index < strongest.shape[0]:
-            raise ValueError(f"position {position!r} out of range for {strongest.shape[0]} queries")
-        return strongest[index]
+        if isinstance(position, str):
+            if position == "mean":
+                return strongest.mean(axis=0)
+            if position not in ("first", "last"):
+                raise ValueError(f"position must be first, last, mean or token indices, not {position!r}")
+            return strongest[0 if position == "first" else -1]
+        rows = np.atleast_1d(np.asarray(position))
+        n = strongest.shape[0]
+        if rows.dtype.kind not in "iu" or ((rows < -n) | (rows >= n)).any():
+            raise ValueError(f"position {position!r} out of range for {n} queries")
+        return strongest[rows] if isinstance(position, (list, tuple, np.ndarray)) else strongest[int(position)]
 
 
 class TokenTable:
