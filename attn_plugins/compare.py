@@ -45,7 +45,7 @@ def agreement(scores: np.ndarray, reference: np.ndarray, k: int) -> dict[str, fl
     return {"spearman": rho, "kendall": tau, "top_k": top_k_overlap(scores, reference, k)}
 
 
-class _Counted:
+class CountingFunction:
     """A model function that counts its calls (forward passes) and evaluated inputs."""
 
     def __init__(self, fn: Any):
@@ -216,7 +216,7 @@ def compare(
                 f"compare cannot run shap on the {spec.task!r} task; it supports classification, "
                 "token classification and similarity"
             )
-        fn = _Counted(spec.fn)
+        fn = CountingFunction(spec.fn)
         start = time.perf_counter()
         shap_expl = shap.Explainer(fn, shap.maskers.Text(probe.tokenizer), algorithm="partition")(
             [text], max_evals=max_evals, silent=True
