@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import warnings
 from collections.abc import Mapping, Sequence
@@ -374,15 +375,20 @@ def move_inputs(inputs: Mapping[str, Any], device: torch.device | str) -> dict[s
 
 
 # ---------------------------------------------------------------------------- splitting
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape a capture, for a record's meta."""
-    out = {}
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
+    out = []
     for dist in ("attn-plugins", "torch", "transformers"):
         try:
-            out[dist] = importlib.metadata.version(dist)
+            out.append((dist, importlib.metadata.version(dist)))
         except importlib.metadata.PackageNotFoundError:
             continue
-    return out
+    return tuple(out)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a capture, for a record's meta (read once per process)."""
+    return dict(_versions())
 
 
 def split_batch(
@@ -421,9 +427,9 @@ def split_batch(
         def cut(t: torch.Tensor, q: torch.Tensor | None, k: torch.Tensor | None, b: int = b) -> torch.Tensor:
             t = t[b]
             if q is not None:
-                t = t.index_select(2, q)
+                t = _take(t, 2, q)
             if k is not None and t.dim() > 3:
-                t = t.index_select(3, k)
+                t = _take(t, 3, k)
             return t
 
         atts = {}
@@ -482,6 +488,17 @@ def split_batch(
             )
         )
     return records
+
+
+def _take(t: torch.Tensor, dim: int, idx: torch.Tensor) -> torch.Tensor:
+    """``t.index_select(dim, idx)``, as a view when ``idx`` is one contiguous run (left or right padding).
+
+    A gather along the key axis dominated capture time; real tokens are almost always contiguous.
+    """
+    n = idx.numel()
+    if n and int(idx[-1]) - int(idx[0]) == n - 1:
+        return t.narrow(dim, int(idx[0]), n)
+    return t.index_select(dim, idx)
 
 
 def _keep(mask: torch.Tensor | None, b: int) -> torch.Tensor | None:

@@ -326,8 +326,16 @@ def _explain_corpus(args: argparse.Namespace) -> int:
     if len(methods) != 1:
         raise CliError("a corpus run takes one method")
     model, tokenizer, _ = load_model(args.model, task=args.task_model)
+    options = {k: v for k, v in (("task", args.task), ("target", args.target), ("reference", args.reference)) if v}
     summary = run_corpus(
-        model, tokenizer, args.input, args.out, method=methods[0], batch_size=args.batch_size, engine=args.engine
+        model,
+        tokenizer,
+        args.input,
+        args.out,
+        method=methods[0],
+        batch_size=args.batch_size,
+        engine=args.engine,
+        **options,
     )
     print(json.dumps(summary, default=str))
     return 0

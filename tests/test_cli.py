@@ -194,3 +194,38 @@ def test_view_exports_a_static_heatmap(tiny_model_dir, tmp_path, capsys):
     assert "<svg" in svg.read_text(encoding="utf-8")
     assert main(["view", str(rec_path), "--image", str(png), "--layer", "7"]) == 2
     assert "layer 7 is not in the record" in capsys.readouterr().err
+
+
+def test_explain_corpus_run_resumes_on_the_packaged_minilm(tmp_path, capsys):
+    texts = tmp_path / "texts.jsonl"
+    lines = [{"id": f"t{i}", "text": t} for i, t in enumerate(["A cat sat.", "Dogs bark loudly.", "Rain today."])]
+    texts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = tmp_path / "results"
+    args = ["explain", "--input", str(texts), "--out", str(out), "--methods", "rollout", "--reference", "A pet."]
+    assert main([*args, "--batch-size", "2"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (first["total"], first["explained"], first["skipped"]) == (3, 3, 0)
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in results) == ["t0", "t1", "t2"]
+    # a second run finds everything done and redoes nothing
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert (second["explained"], second["skipped"]) == (0, 3)
+    assert (out / "results.jsonl").read_text().count("\n") == 3
+    assert main(["explain", "--input", str(texts), "--methods", "rollout"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_bench_dispatches_to_the_packaged_benchmark(capsys, monkeypatch):
+    import attn_plugins.bench.capture as bench_capture
+
+    seen = {}
+
+    def fake_run(quick: bool, seed: int) -> dict:
+        seen.update(quick=quick, seed=seed)
+        return {"benchmark": "capture", "ratio": 1.5}
+
+    monkeypatch.setattr(bench_capture, "run", fake_run)
+    assert main(["bench", "capture", "--quick", "--json", "--seed", "3"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"benchmark": "capture", "ratio": 1.5}
+    assert seen == {"quick": True, "seed": 3}
