@@ -28,7 +28,9 @@ def test_plugin_guide_code_runs_and_prints_what_it_says():
         del sys.modules[module.__name__]
     # every `print(x)  # value: explanation` prints exactly `value`
     code = "\n".join(blocks)
-    expected = [m.group(1).split(": ")[0].strip() for m in re.finditer(r"^print\(.*\)\s*#\s*(.*)$", code, flags=re.M)]
+    expected = [
+        m.group(1).split(": ")[0].strip() for m in re.finditer(r"^print\(.*\)[ \t]+#[ \t]*(.*)$", code, flags=re.M)
+    ]
     printed = out.getvalue().splitlines()
     assert len(printed) == len(expected)
     for got, want in zip(printed, expected):

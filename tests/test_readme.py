@@ -1,4 +1,4 @@
-"""README.md stays true: its Python example runs verbatim and its test command is the one CI runs."""
+"""README.md stays true: its Python examples run verbatim, its lists match the generated docs, CI runs its test command."""
 
 from __future__ import annotations
 
@@ -15,22 +15,37 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
-def test_python_example_runs_verbatim(tmp_path, monkeypatch):
+def test_python_examples_run_verbatim(tmp_path, monkeypatch):
     blocks = code_blocks("python")
-    assert blocks, "README.md has no python example"
+    assert len(blocks) >= 2, "README.md lost its python examples"
     monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
-        # every `print(x)  # value` line must print what its comment says (up to a ':' explanation)
-        printed = out.getvalue().splitlines()
-        expected = [
-            m.group(1).split(": ")[0].strip() for m in re.finditer(r"^print\(.*\)\s*#\s*(.*)$", block, flags=re.M)
-        ]
-        assert len(printed) == len(expected)
-        for got, want in zip(printed, expected):
-            assert got.strip() == want, (got, want)
+    namespace = {"__name__": "__readme__"}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for block in blocks:  # later blocks continue from earlier ones, as a reader would run them
+            exec(compile(block, "README.md", "exec"), namespace)
+    # every `print(x)  # value: explanation` line prints exactly `value`
+    code = "\n".join(blocks)
+    expected = [
+        m.group(1).split(": ")[0].strip() for m in re.finditer(r"^print\(.*\)[ \t]+#[ \t]*(.*)$", code, flags=re.M)
+    ]
+    printed = out.getvalue().splitlines()
+    assert len(printed) == len(expected)
+    for got, want in zip(printed, expected):
+        assert got.strip() == want, (got, want)
+    assert (tmp_path / "head_view.html").exists() and (tmp_path / "last_layer.png").exists()
+
+
+def test_supported_types_match_the_generated_architecture_table():
+    doc = (ROOT / "docs" / "architectures.md").read_text(encoding="utf-8")
+    header = next(line for line in doc.splitlines() if line.startswith("| model type"))
+    rows = doc.split(header, 1)[1].splitlines()[1:]
+    generated = [r.split("|")[1].strip() for r in rows if r.startswith("| ")]
+    block = re.search(r"<!-- architectures:.*?-->\n(.*?)<!-- /architectures -->", README, flags=re.S)
+    assert block, "README.md lost its list of supported architectures"
+    listed = [t.strip() for t in block.group(1).replace("\n", " ").split(",")]
+    assert listed == generated
+    assert len(generated) >= 25
 
 
 def test_ci_runs_the_readme_test_command():
