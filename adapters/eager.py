@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from attn_plugins import hookimpl
-from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, target_scalar
+from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, choose, target_scalar
 from attn_plugins.capture import move_inputs, split_batch
 from attn_plugins.errors import MissingCaptureError
 from attn_plugins.record import AttentionRecord
@@ -85,10 +85,9 @@ def stack_layers(per_layer: tuple[torch.Tensor, ...] | None, options: CaptureOpt
     """Stack a tuple of [batch, heads, q, k] tensors into [batch, layers, heads, q, k], selecting layers/heads."""
     if not per_layer or per_layer[0] is None:
         return None
-    layers = options.layers if options.layers is not None else range(len(per_layer))
-    t = torch.stack([per_layer[i] for i in layers], dim=1)
+    t = torch.stack([per_layer[i] for i in choose(options.layers, len(per_layer), "layer")], dim=1)
     if options.heads is not None:
-        t = t[:, :, list(options.heads)]
+        t = t[:, :, choose(options.heads, t.shape[2], "head")]
     return t
 
 
@@ -154,6 +153,7 @@ class EagerAdapter(Adapter):
             extras={"gradients": grads} if grads else None,
             outputs=outs,
             sequence_outputs=seq,
+            totals={kind: (len(per_layer), per_layer[0].shape[1]) for kind, per_layer in raw.items()},
         )
         return output, records
 

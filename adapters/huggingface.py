@@ -26,9 +26,9 @@ import torch
 
 from attn_adapters.eager import EagerAdapter, all_configs, is_hf_model, kept_outputs
 from attn_plugins import hookimpl
-from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, target_scalar
+from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, choose, target_scalar
 from attn_plugins.capture import move_inputs, split_batch
-from attn_plugins.errors import InputError, MissingCaptureError, UnsupportedModelError
+from attn_plugins.errors import MissingCaptureError, UnsupportedModelError
 from attn_plugins.record import AttentionRecord
 
 _COUNTER = itertools.count()
@@ -332,6 +332,15 @@ class CaptureContext:
         return torch.einsum("bhkd,ohd->bhko", v, w).norm(dim=-1)
 
     # ------------------------------------------------------------------ assembling
+    @staticmethod
+    def totals(step: list[Call]) -> dict[str, tuple[int, int]]:
+        """Layers and heads per kind before any selection."""
+        out: dict[str, tuple[int, int]] = {}
+        for call in step:
+            layers, heads = out.get(call.site.kind, (0, call.probs.shape[1]))
+            out[call.site.kind] = (layers + 1, heads)
+        return out
+
     def stacked(self, step: list[Call], options: CaptureOptions) -> tuple[dict[str, list[Call]], dict[str, bool]]:
         """Calls of one step grouped by kind and ordered by layer (module position, then reuse count)."""
         by_kind: dict[str, list[Call]] = {}
@@ -341,10 +350,7 @@ class CaptureContext:
         for kind, calls in by_kind.items():
             calls.sort(key=lambda c: (c.site.order, c.site.name, c.index))
             if options.layers is not None:
-                bad = [i for i in options.layers if not -len(calls) <= i < len(calls)]
-                if bad:
-                    raise InputError(f"layer {bad[0]} out of range: the {kind} stack has {len(calls)} layers")
-                by_kind[kind] = [calls[i] for i in options.layers]
+                by_kind[kind] = [calls[i] for i in choose(options.layers, len(calls), f"{kind} layer")]
             causal[kind] = any(c.causal for c in calls)
         return by_kind, causal
 
@@ -360,11 +366,7 @@ def stack_calls(calls: list[Call], what: str, options: CaptureOptions) -> torch.
         )
     t = torch.stack(tensors, dim=1)
     if options.heads is not None:
-        heads = t.shape[2]
-        bad = [h for h in options.heads if not -heads <= h < heads]
-        if bad:
-            raise InputError(f"head {bad[0]} out of range: the model has {heads} heads")
-        t = t[:, :, list(options.heads)]
+        t = t[:, :, choose(options.heads, t.shape[2], "head")]
     return t
 
 
@@ -428,6 +430,7 @@ class HuggingFaceAdapter(Adapter):
         if ctx.calls == 0:
             # The model accepted the name but computes attention itself: read it the eager way.
             return self._eager(model, batch, options, "the model never called the attention function")
+        totals = ctx.totals(ctx.steps[0])
         by_kind, causal = ctx.stacked(ctx.steps[0], options)
         attentions = {kind: stack_calls(calls, "probs", options) for kind, calls in by_kind.items()}
         extras: dict[str, dict[str, torch.Tensor]] = {}
@@ -453,7 +456,14 @@ class HuggingFaceAdapter(Adapter):
             outs, seq = kept_outputs(output, "target" if "decoder" in attentions else "source")
         meta = model_meta(model, self.name, backend, causal.get("self", False))
         records = split_batch(
-            batch, attentions, options=options, meta=meta, extras=extras, outputs=outs, sequence_outputs=seq
+            batch,
+            attentions,
+            options=options,
+            meta=meta,
+            extras=extras,
+            outputs=outs,
+            sequence_outputs=seq,
+            totals=totals,
         )
         for kind, mass in sink_mass.items():
             mask = batch.target_mask if kind == "decoder" else batch.source_mask

@@ -19,7 +19,7 @@ from torch import nn
 
 from attn_adapters.eager import is_hf_model, looks_causal
 from attn_plugins import hookimpl
-from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, target_scalar
+from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, choose, target_scalar
 from attn_plugins.capture import move_inputs, split_batch
 from attn_plugins.errors import InputError, UnsupportedModelError
 from attn_plugins.record import AttentionRecord
@@ -189,14 +189,11 @@ class TorchMHAAdapter(Adapter):
                 scalar = target_scalar(output, options.target)
                 found = torch.autograd.grad(scalar, [c["probs"] for c in layers], allow_unused=True)
                 grads = [(g if g is not None else torch.zeros_like(c["probs"])).detach() for g, c in zip(found, layers)]
-        selected = options.layers if options.layers is not None else list(range(len(layers)))
-        bad = [i for i in selected if not -len(layers) <= i < len(layers)]
-        if bad:
-            raise InputError(f"layer {bad[0]} out of range: the model has {len(layers)} attention layers")
+        selected = choose(options.layers, len(layers), "attention layer")
 
         def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
             t = torch.stack([tensors[i].detach() for i in selected], dim=1)
-            return t[:, :, list(options.heads)] if options.heads is not None else t
+            return t[:, :, choose(options.heads, t.shape[2], "head")] if options.heads is not None else t
 
         attentions = {"self": stack([c["probs"] for c in layers])}
         extras = {}
@@ -215,7 +212,10 @@ class TorchMHAAdapter(Adapter):
             "exact": True,
             "num_key_value_heads": None,
         }
-        return output, split_batch(batch, attentions, options=options, meta=meta, extras=extras, outputs=outs)
+        totals = {"self": (len(layers), layers[0]["probs"].shape[1])}
+        return output, split_batch(
+            batch, attentions, options=options, meta=meta, extras=extras, outputs=outs, totals=totals
+        )
 
 
 @hookimpl

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .errors import InputError
 from .record import AttentionRecord
 
 
@@ -99,3 +100,21 @@ def target_scalar(model_output: Any, target: int | Callable[[Any], torch.Tensor]
             raise ValueError(f"class index {target} out of range for {logits.shape[-1]} outputs")
         index = torch.full((logits.shape[0], 1), int(target), dtype=torch.long)
     return logits.gather(-1, index).sum()
+
+
+def choose(indices: Sequence[int] | None, n: int, what: str) -> list[int]:
+    """Positions of the selected layers or heads among ``n``: all when None, negatives counted from the end.
+
+    Every adapter selects through this one function, so an index out of range is the same clear
+    :class:`InputError` everywhere and records always store non-negative, original numbers.
+    """
+    if indices is None:
+        return list(range(n))
+    chosen = []
+    for i in indices:
+        if isinstance(i, bool) or not -n <= int(i) < n:
+            raise InputError(f"{what} {i} out of range: the model has {n} {what}s")
+        chosen.append(int(i) % n)
+    if not chosen:
+        raise InputError(f"the {what} selection is empty")
+    return chosen

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .adapter import Adapter, CaptureOptions, EncodedBatch, TokenInfo
+from .adapter import Adapter, CaptureOptions, EncodedBatch, TokenInfo, choose
 from .errors import InputError, UnsupportedModelError
 from .manager import get_registry
 from .record import SCHEMA_VERSION, TENSOR_FIELDS, AttentionRecord
@@ -400,8 +400,12 @@ def split_batch(
     extras: dict[str, dict[str, torch.Tensor]] | None = None,
     outputs: dict[str, torch.Tensor] | None = None,
     sequence_outputs: Mapping[str, str] | None = None,
+    totals: Mapping[str, tuple[int, int]] | None = None,
 ) -> list[AttentionRecord]:
     """Cut batched tensors ``[batch, layers, heads, queries, keys]`` into one record per example.
+
+    ``totals`` (layers and heads per kind before selection) lets a selection with negative indices be
+    stored as the original, non-negative numbers.
 
     Padding rows and columns are removed with the batch masks (left or right padding alike).
     ``extras`` maps an optional field (``values``, ``gradients``, ...) to per-kind batched tensors;
@@ -466,10 +470,14 @@ def split_batch(
             "truncated": bool(src.truncated or (tgt.truncated if tgt else False)),
             "versions": library_versions(),
         }
-        if options.layers is not None:
-            record_meta["layers"] = {kind: list(options.layers) for kind in atts}
-        if options.heads is not None:
-            record_meta["heads"] = {kind: list(options.heads) for kind in atts}
+        for key, selection, axis in (("layers", options.layers, 0), ("heads", options.heads, 1)):
+            if selection is not None:
+                record_meta[key] = {
+                    kind: choose(selection, totals[kind][axis], key[:-1])
+                    if totals and kind in totals
+                    else list(selection)
+                    for kind in atts
+                }
         records.append(
             AttentionRecord(
                 tokens=src.tokens,

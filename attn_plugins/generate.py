@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .adapter import CaptureOptions
+from .adapter import CaptureOptions, choose
 from .capture import check_model_device, library_versions, move_inputs
 from .errors import InputError, MissingCaptureError, UnsupportedModelError
 from .record import SCHEMA_VERSION, AttentionRecord
@@ -167,11 +167,7 @@ def _steps_eager(
     from attn_adapters.eager import attn_implementation
 
     def pick(per_layer: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        chosen = options.layers if options.layers is not None else range(len(per_layer))
-        try:
-            return [per_layer[i][0] for i in chosen]
-        except IndexError:
-            raise InputError(f"layer out of range: the model has {len(per_layer)} layers") from None
+        return [per_layer[i][0] for i in choose(options.layers, len(per_layer), "layer")]
 
     with attn_implementation(model, "eager"), torch.no_grad():
         out = model.generate(
@@ -205,7 +201,8 @@ def _assemble(steps: Steps, options: CaptureOptions) -> dict[str, torch.Tensor]:
         for kind, per_layer in step.items():
             if kind == "encoder" and "encoder" in blocks:
                 continue  # the encoder runs once for generation (and once more for the closing step)
-            probs = [p if options.heads is None else p[list(options.heads)] for p in per_layer]
+            heads = None if options.heads is None else choose(options.heads, per_layer[0].shape[0], "head")
+            probs = [p if heads is None else p[heads] for p in per_layer]
             end = ends.get(kind, 0) + probs[0].shape[1]
             ends[kind] = end
             blocks.setdefault(kind, []).append((end, probs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import attn_plugins as ap
 from attn_plugins.capture import split_batch
@@ -38,3 +39,27 @@ def test_split_batch_refuses_unknown_optional_fields():
     att = rec.attentions["self"].unsqueeze(0)
     with pytest.raises(ValueError, match="unknown optional field 'bogus'"):
         split_batch(batch, {"self": att}, options=CaptureOptions(), meta={}, extras={"bogus": {"self": att}})
+
+
+@pytest.mark.parametrize("adapter", ["huggingface", "eager"])
+def test_negative_selections_are_stored_as_original_numbers(adapter):
+    model, tok = tiny_bert(layers=3, heads=4), tiny_tokenizer()
+    full = ap.capture(model, tok, "good movie", adapter=adapter)
+    rec = ap.capture(model, tok, "good movie", adapter=adapter, layers=[-1, 0], heads=[-2])
+    assert rec.layer_ids() == [2, 0] and rec.head_ids() == [2]
+    assert torch.equal(rec.attentions["self"][0, 0], full.attentions["self"][2, 2])
+    # the views and methods can then address them by their real numbers
+    ap.views.heatmap(rec, layer=2, head=2)
+    with pytest.raises(ap.InputError, match="layer 3 out of range: the model has 3"):
+        ap.capture(model, tok, "good movie", adapter=adapter, layers=[3])
+    with pytest.raises(ap.InputError, match="head -5 out of range"):
+        ap.capture(model, tok, "good movie", adapter=adapter, heads=[-5])
+
+
+def test_negative_selection_through_torch_mha():
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True)
+    model = torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False).eval()
+    x = torch.randn(1, 5, 16)
+    rec = ap.capture(model, inputs={"inputs_embeds": x}, layers=[-1], heads=[-1])
+    assert rec.layer_ids() == [1] and rec.head_ids() == [3]
