@@ -61,11 +61,13 @@ def capture_generate(
         generate_kwargs.setdefault("pad_token_id", pad)
 
     if on_interface(model):
-        steps, sequence = _steps_through_interface(model, inputs, options, enc_dec, max_new_tokens, generate_kwargs)
+        steps, sequence, totals = _steps_through_interface(
+            model, inputs, options, enc_dec, max_new_tokens, generate_kwargs
+        )
         backend, adapter = model.config._attn_implementation, "huggingface"
     else:
         # Models that compute attention themselves: eager generation with output_attentions.
-        steps, sequence = _steps_eager(model, inputs, options, enc_dec, max_new_tokens, generate_kwargs)
+        steps, sequence, totals = _steps_eager(model, inputs, options, enc_dec, max_new_tokens, generate_kwargs)
         backend, adapter = "eager", "eager"
     attentions = _assemble(steps, options)
     source_ids = inputs["input_ids"][0].tolist()
@@ -100,10 +102,11 @@ def capture_generate(
         "truncated": False,
         "versions": library_versions(),
     }
+    # Selections are stored as the original, non-negative numbers (totals: before selection).
     if layers is not None:
-        meta["layers"] = {kind: list(layers) for kind in attentions}
+        meta["layers"] = {kind: choose(layers, totals[kind][0], "layer") for kind in attentions}
     if heads is not None:
-        meta["heads"] = {kind: list(heads) for kind in attentions}
+        meta["heads"] = {kind: choose(heads, totals[kind][1], "head") for kind in attentions}
     text_special = [t in special for t in (source_ids if enc_dec else sequence.tolist())]
     return AttentionRecord(
         tokens=tokens,
@@ -118,6 +121,7 @@ def capture_generate(
 
 
 Steps = list[dict[str, list[torch.Tensor]]]  # per forward pass: kind -> per-layer [heads, queries, keys]
+Totals = dict[str, tuple[int, int]]  # kind -> (layers, heads) before selection
 
 
 def _closing_step(model: Any, inputs: dict[str, torch.Tensor], out: Any, enc_dec: bool, **kwargs: Any) -> Any:
@@ -138,7 +142,7 @@ def _closing_step(model: Any, inputs: dict[str, torch.Tensor], out: Any, enc_dec
 
 def _steps_through_interface(
     model: Any, inputs: dict, options: CaptureOptions, enc_dec: bool, max_new_tokens: int, kwargs: dict
-) -> tuple[Steps, torch.Tensor]:
+) -> tuple[Steps, torch.Tensor, Totals]:
     """Generate with the huggingface capture function installed; a forward pre-hook marks each step."""
     from attn_adapters.huggingface import CaptureContext
 
@@ -157,12 +161,14 @@ def _steps_through_interface(
     for step in ctx.steps:
         by_kind, _ = ctx.stacked(step, options)
         steps.append({kind: [c.probs[0] for c in calls] for kind, calls in by_kind.items()})
-    return steps, out.sequences[0]
+    # The first step holds every kind (the encoder runs once, then the decoder's first step).
+    totals = {k: v for step in ctx.steps for k, v in ctx.totals(step).items()}
+    return steps, out.sequences[0], totals
 
 
 def _steps_eager(
     model: Any, inputs: dict, options: CaptureOptions, enc_dec: bool, max_new_tokens: int, kwargs: dict
-) -> tuple[Steps, torch.Tensor]:
+) -> tuple[Steps, torch.Tensor, Totals]:
     """Generate in eager mode with ``output_attentions``; each generation step's tuple is one step."""
     from attn_adapters.eager import attn_implementation
 
@@ -186,7 +192,13 @@ def _steps_eager(
         steps += [{"decoder": pick(d), "cross": pick(c)} for d, c in pairs]
     else:
         steps = [{"self": pick(a)} for a in (*out.attentions, last.attentions)]
-    return steps, out.sequences[0]
+    sources = (
+        {"self": out.attentions[0]}
+        if not enc_dec
+        else {"encoder": out.encoder_attentions, "decoder": out.decoder_attentions[0], "cross": out.cross_attentions[0]}
+    )
+    totals = {kind: (len(per_layer), per_layer[0].shape[1]) for kind, per_layer in sources.items()}
+    return steps, out.sequences[0], totals
 
 
 def _assemble(steps: Steps, options: CaptureOptions) -> dict[str, torch.Tensor]:

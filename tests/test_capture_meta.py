@@ -63,3 +63,16 @@ def test_negative_selection_through_torch_mha():
     x = torch.randn(1, 5, 16)
     rec = ap.capture(model, inputs={"inputs_embeds": x}, layers=[-1], heads=[-1])
     assert rec.layer_ids() == [1] and rec.head_ids() == [3]
+
+
+@pytest.mark.parametrize(("model_type", "style"), [("llama", "gpt"), ("bloom", "gpt"), ("bart", "seq2seq")])
+def test_generation_records_store_selections_as_original_numbers(model_type, style):
+    from attn_plugins.testing import tiny_model, tiny_vocab
+
+    model, tok = tiny_model(model_type, vocab_size=len(tiny_vocab(style))), tiny_tokenizer(style)
+    full = ap.capture_generate(model, tok, "the cat", max_new_tokens=2)
+    rec = ap.capture_generate(model, tok, "the cat", max_new_tokens=2, layers=[-1], heads=[-1])
+    for kind in rec.kinds:
+        last_layer, last_head = full.layer_ids(kind)[-1], full.head_ids(kind)[-1]
+        assert rec.layer_ids(kind) == [last_layer] and rec.head_ids(kind) == [last_head]
+        assert torch.equal(rec.attentions[kind][0, 0], full.attentions[kind][last_layer, last_head])
