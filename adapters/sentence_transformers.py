@@ -47,6 +47,10 @@ class SentenceTransformersAdapter(Adapter):
 
     def supports(self, model: Any) -> bool:
         """A SentenceTransformer, when sentence-transformers is installed."""
+        # Only a model whose classes come from sentence_transformers can be one: checking the class names
+        # first spares every other capture the seconds that importing sentence-transformers takes.
+        if not any(c.__module__.startswith("sentence_transformers") for c in type(model).__mro__):
+            return False
         cls = _sentence_transformer_class()
         return cls is not None and isinstance(model, cls)
 
