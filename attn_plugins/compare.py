@@ -15,34 +15,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.stats
 import shap
 
 from .errors import InputError
 from .explain import AttentionExplainer, as_batch
 from .methods.base import Method
+from .metrics.agreement import kendall, spearman, top_k_overlap
 from .targets import Target
 
 DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae")
 
 
-def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
-    """Share of the k highest-scored positions of ``a`` that are also among the k highest of ``b``."""
-    k = min(k, len(a))
-    top_a = set(np.argsort(-a, kind="stable")[:k].tolist())
-    top_b = set(np.argsort(-b, kind="stable")[:k].tolist())
-    return len(top_a & top_b) / k
-
-
 def agreement(scores: np.ndarray, reference: np.ndarray, k: int) -> dict[str, float]:
-    """Spearman, Kendall tau and top-k overlap of two score vectors (NaN when either is constant)."""
+    """Spearman, Kendall tau and top-k overlap of two score vectors (NaN correlations when either is constant).
+
+    The statistics are the metric plugins' own; a constant ranking gives NaN here instead of an error so
+    one flat method does not stop a comparison of several.
+    """
     scores, reference = np.asarray(scores, float), np.asarray(reference, float)
     if len(scores) < 2 or np.ptp(scores) == 0 or np.ptp(reference) == 0:
-        rho = tau = float("nan")  # a rank correlation is undefined for a constant ranking
+        rho = tau = float("nan")
     else:
-        rho = float(scipy.stats.spearmanr(scores, reference).statistic)
-        tau = float(scipy.stats.kendalltau(scores, reference).statistic)
-    return {"spearman": rho, "kendall": tau, "top_k": top_k_overlap(scores, reference, k)}
+        rho, tau = spearman(scores, reference), kendall(scores, reference)
+    return {"spearman": rho, "kendall": tau, "top_k": top_k_overlap(scores, reference, min(k, len(scores)))}
 
 
 class CountingFunction:

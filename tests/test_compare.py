@@ -11,9 +11,10 @@ import shap
 from explain_models import gpt2_lm, minilm
 
 import attn_plugins as ap
-from attn_plugins.compare import agreement, top_k_overlap
+from attn_plugins.compare import agreement
 from attn_plugins.errors import InputError, PluginError
 from attn_plugins.methods.base import Method
+from attn_plugins.metrics.agreement import top_k_overlap
 from attn_plugins.targets import resolve
 from attn_plugins.testing import tiny_bert, tiny_tokenizer
 
