@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from pathlib import Path
+
+from doc_examples import python_blocks, run_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -16,23 +16,11 @@ def code_blocks(language: str) -> list[str]:
 
 
 def test_python_examples_run_verbatim(tmp_path, monkeypatch):
-    blocks = code_blocks("python")
+    blocks = python_blocks(README)
     assert len(blocks) >= 2, "README.md lost its python examples"
     monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": "__readme__"}
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        for block in blocks:  # later blocks continue from earlier ones, as a reader would run them
-            exec(compile(block, "README.md", "exec"), namespace)
-    # every `print(x)  # value: explanation` line prints exactly `value`
-    code = "\n".join(blocks)
-    expected = [
-        m.group(1).split(": ")[0].strip() for m in re.finditer(r"^print\(.*\)[ \t]+#[ \t]*(.*)$", code, flags=re.M)
-    ]
-    printed = out.getvalue().splitlines()
-    assert len(printed) == len(expected)
-    for got, want in zip(printed, expected):
-        assert got.strip() == want, (got, want)
+    for got, want in run_blocks(blocks, {"__name__": "__readme__"}, "README.md"):
+        assert got == want
     assert (tmp_path / "head_view.html").exists() and (tmp_path / "last_layer.png").exists()
 
 

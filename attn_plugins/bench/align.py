@@ -13,7 +13,6 @@ Run: ``attn-plugins bench align --json`` or ``python -m attn_plugins.bench.align
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -27,6 +26,7 @@ from scipy.stats import bootstrap
 
 from ..errors import AttnPluginsError, InputError
 from ..testing import tiny_tokenizer, tiny_vocab
+from .command import bench_parser
 from .threads import torch_threads
 
 ADJECTIVES = ("big", "small", "new", "old", "long", "short", "good", "bad")
@@ -384,11 +384,7 @@ def _run(quick: bool, seed: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print the benchmark's JSON."""
-    parser = argparse.ArgumentParser(prog="attn-plugins bench align", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few-second run (tests, smoke checks)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--json", action="store_true", help="print JSON (the default)")
+    parser = bench_parser("attn-plugins bench align", __doc__.splitlines()[0], "a few-second run (tests, smoke checks)")
     args = parser.parse_args(argv)
     print(json.dumps(run(quick=args.quick, seed=args.seed, threads=args.threads), indent=2))
     return 0

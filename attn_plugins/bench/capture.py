@@ -8,7 +8,6 @@ Goals (issue 8): capture <= 1.15x plain at 128 tokens; capture faster than eager
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .command import bench_parser
 from .threads import torch_threads
 
 LENGTHS = (32, 128, 512)
@@ -143,10 +143,9 @@ def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: print the benchmark's JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one length, one batch size, two repeats")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser = bench_parser(
+        "attn-plugins bench capture", __doc__.splitlines()[0], "one length, one batch size, two repeats"
+    )
     args = parser.parse_args(argv)
     print(json.dumps(run(quick=args.quick, seed=args.seed, threads=args.threads), indent=2))
 

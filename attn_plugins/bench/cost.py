@@ -9,12 +9,12 @@ and the rank agreement with shap (Spearman, Kendall, top-3 overlap) next to it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from collections.abc import Sequence
 from typing import Any
 
+from .command import bench_parser
 from .threads import torch_threads
 
 METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti")
@@ -96,10 +96,9 @@ def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: print the benchmark's JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 texts, raw and rollout, shap budget 64")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser = bench_parser(
+        "attn-plugins bench cost", __doc__.splitlines()[0], "2 texts, raw and rollout, shap budget 64"
+    )
     args = parser.parse_args(argv)
     print(json.dumps(run(quick=args.quick, seed=args.seed, threads=args.threads), indent=2))
 

@@ -15,7 +15,6 @@ Run: ``attn-plugins bench planted --json`` or ``python -m attn_plugins.bench.pla
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -29,6 +28,7 @@ import torch
 from ..errors import AttnPluginsError
 from ..metrics import agreement, faithfulness, plausibility
 from ..testing import tiny_tokenizer, tiny_vocab
+from .command import bench_parser
 from .stats import mean_ci
 from .threads import torch_threads
 
@@ -401,11 +401,9 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print the benchmark's JSON (or ``--table``: a Markdown table)."""
-    parser = argparse.ArgumentParser(prog="attn-plugins bench planted", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few-second run (tests, smoke checks)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--json", action="store_true", help="print JSON (the default)")
+    parser = bench_parser(
+        "attn-plugins bench planted", __doc__.splitlines()[0], "a few-second run (tests, smoke checks)"
+    )
     parser.add_argument("--table", action="store_true", help="print a Markdown table instead of JSON")
     args = parser.parse_args(argv)
     result = run(quick=args.quick, seed=args.seed, threads=args.threads)
