@@ -43,3 +43,13 @@ def test_ci_runs_the_readme_test_command():
     assert ci_command in bash_blocks, f"{ci_command!r} is not a command block of README.md"
     assert "bash .ci/run" in bash_blocks
     assert "torch==2.13.0" in ci
+
+
+def test_performance_rows_are_the_generated_ones():
+    doc = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8").splitlines()
+    section = README.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    data_rows = [r for r in rows if not r.startswith(("| model |", "| tokens |", "| explainer |"))]
+    assert len(data_rows) >= 8
+    for row in data_rows:
+        assert row in doc, f"README row not in docs/performance.md: {row}"
