@@ -149,11 +149,7 @@ def comprehensiveness(
     protected: Any | None = None,
 ) -> float:
     """p(target | x) − p(target | x without its top-k tokens); higher means a more faithful ranking."""
-    p = _prepare(token_ids, scores, target, protected, baseline_id)
-    kk = _k_from(len(p.order), fraction, k)
-    removed, _ = _erase_top(p, [kk], baseline_id)
-    probs = target_probabilities(predict, np.vstack([p.ids[None], removed]), p.target)
-    return float(probs[0] - probs[1])
+    return _drop(predict, token_ids, scores, target, baseline_id, fraction, k, protected, keep_top=False)
 
 
 def sufficiency(
@@ -168,10 +164,25 @@ def sufficiency(
     protected: Any | None = None,
 ) -> float:
     """p(target | x) − p(target | only the top-k tokens of x); lower means a more faithful ranking."""
+    return _drop(predict, token_ids, scores, target, baseline_id, fraction, k, protected, keep_top=True)
+
+
+def _drop(
+    predict: PredictFn,
+    token_ids: Any,
+    scores: Any,
+    target: int,
+    baseline_id: int,
+    fraction: float | None,
+    k: int | None,
+    protected: Any | None,
+    keep_top: bool,
+) -> float:
+    """The probability drop when the top-k tokens are erased (or, ``keep_top``, when all others are)."""
     p = _prepare(token_ids, scores, target, protected, baseline_id)
     kk = _k_from(len(p.order), fraction, k)
-    _, kept = _erase_top(p, [kk], baseline_id)
-    probs = target_probabilities(predict, np.vstack([p.ids[None], kept]), p.target)
+    removed, kept = _erase_top(p, [kk], baseline_id)
+    probs = target_probabilities(predict, np.vstack([p.ids[None], kept if keep_top else removed]), p.target)
     return float(probs[0] - probs[1])
 
 
