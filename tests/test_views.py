@@ -379,7 +379,7 @@ def test_report_holds_text_output_scores_views_and_summary() -> None:
     scores = {"rollout": np.arange(len(rec.tokens), dtype=float), "grad": -np.ones(len(rec.tokens))}
     page = ap.views.report(rec, scores, model_name="<b>tiny</b>").html
     assert "&lt;b&gt;tiny&lt;/b&gt;" in page and "<b>tiny</b>" not in page
-    assert "predicted label" in page and "a good film, really" in page
+    assert "predicted LABEL_" in page and "a good film, really" in page  # class names from config.id2label
     for view in ("text", "head_view", "model_view", "neuron_view", "head_summary"):
         assert f'data-view="{view}"' in page
     assert page.count('data-stat="entropy"') == 1
@@ -411,7 +411,10 @@ def test_report_of_encoder_decoder_has_every_kind() -> None:
 
 
 def test_describe_output_of_classifier_and_language_model() -> None:
-    assert ap.views.describe_output(captured_encoder()).startswith("predicted label")
+    classifier = captured_encoder()
+    assert ap.views.describe_output(classifier).startswith("predicted LABEL_")  # the config's class names
+    del classifier.meta["id2label"]
+    assert ap.views.describe_output(classifier).startswith("predicted label ")  # without names: the index
     assert ap.views.describe_output(captured_decoder()).startswith("next token id")
     assert ap.views.describe_output(softmax_record()) is None
 
