@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -182,6 +184,27 @@ def find_sites(model: torch.nn.Module) -> dict[int, Site]:
     return sites
 
 
+_SITES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, dict[int, Site]]] = weakref.WeakKeyDictionary()
+_SITES_LOCK = threading.Lock()
+
+
+def cached_sites(model: torch.nn.Module, configs: list[Any]) -> dict[int, Site]:
+    """:func:`find_sites`, reused while the model's modules and their backends are the same.
+
+    Naming every module costs milliseconds per capture; the key (module identities and every config's
+    backend) is cheap and changes whenever a module is replaced or an enclosing capture switched backends.
+    """
+    key = (tuple(map(id, model.modules())), tuple(c._attn_implementation_internal for c in configs))
+    with _SITES_LOCK:
+        hit = _SITES.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    sites = find_sites(model)
+    with _SITES_LOCK:
+        _SITES[model] = (key, sites)
+    return sites
+
+
 class CaptureContext:
     """One capture: registers its own attention function, switches the model to it, and collects calls.
 
@@ -207,8 +230,8 @@ class CaptureContext:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
         # Sites (and the backend each module runs with) are read now: an enclosing capture may have switched them.
-        self.sites = find_sites(self.model)
         configs = all_configs(self.model)
+        self.sites = cached_sites(self.model, configs)
         previous = [(c, c._attn_implementation_internal) for c in configs]
         top = self.model.config._attn_implementation or "eager"
         # The mask the model's own backend would get, so sdpa still sees its boolean (or skipped) masks.

@@ -76,3 +76,21 @@ def test_generation_records_store_selections_as_original_numbers(model_type, sty
         last_layer, last_head = full.layer_ids(kind)[-1], full.head_ids(kind)[-1]
         assert rec.layer_ids(kind) == [last_layer] and rec.head_ids(kind) == [last_head]
         assert torch.equal(rec.attentions[kind][0, 0], full.attentions[kind][last_layer, last_head])
+
+
+def test_module_sites_are_found_again_after_a_module_is_replaced():
+    import copy
+
+    from attn_adapters.huggingface import _SITES
+
+    model, tok = tiny_bert(layers=2), tiny_tokenizer()
+    first = ap.capture(model, tok, "good movie", adapter="huggingface")
+    key_before = _SITES[model][0]
+    # swap layer 0's self-attention for a copy with other weights: the cached sites must not be reused
+    new = copy.deepcopy(model.encoder.layer[1].attention.self)
+    model.encoder.layer[0].attention.self = new
+    again = ap.capture(model, tok, "good movie", adapter="huggingface")
+    eager = ap.capture(model, tok, "good movie", adapter="eager")
+    assert _SITES[model][0] != key_before
+    assert torch.allclose(again.attentions["self"], eager.attentions["self"], atol=1e-6)
+    assert not torch.allclose(again.attentions["self"][0], first.attentions["self"][0])
