@@ -78,6 +78,7 @@ class AttentionExplainer:
         self.max_new_tokens = max_new_tokens
         self.position = position
         self.method_options = method_options
+        self._targets_cache: dict[Any, Any] = {}  # e.g. the reference embedding, computed once per explainer
         self.forward_passes = 0  # model forwards spent on captures (for cost reports)
 
     # ------------------------------------------------------------------ per example
@@ -93,6 +94,7 @@ class AttentionExplainer:
             reference=self.reference,
             max_new_tokens=self.max_new_tokens,
             pooling=self.pooling,
+            cache=self._targets_cache,
         )
         if self.position is not None:
             if spec.output_names is not None:

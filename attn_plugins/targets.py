@@ -125,8 +125,13 @@ def resolve(
     reference: str | None = None,
     max_new_tokens: int = 8,
     pooling: str = "mean",
+    cache: dict[Any, Any] | None = None,
 ) -> Target:
-    """The :class:`Target` of one example (a text, or a (question, context) pair for QA)."""
+    """The :class:`Target` of one example (a text, or a (question, context) pair for QA).
+
+    ``cache`` (a dict kept by the caller across examples) holds the reference embedding of a
+    similarity target, so a batch or corpus embeds its reference sentence once, not once per text.
+    """
     task = task or detect_task(model, reference)
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
@@ -138,7 +143,7 @@ def resolve(
     if task == "token_classification":
         return _token_classification(model, tokenizer, text, target, token)
     if task == "similarity":
-        return _similarity(model, tokenizer, text, reference, pooling)
+        return _similarity(model, tokenizer, text, reference, pooling, cache)
     if task == "generation":
         return _generation(model, tokenizer, text, max_new_tokens)
     return _seq2seq(model, tokenizer, text, max_new_tokens)
@@ -238,7 +243,9 @@ def _qa(model: Any, tokenizer: Any, example: Any) -> Target:
     )
 
 
-def _similarity(model: Any, tokenizer: Any, text: str, reference: str | None, pooling: str) -> Target:
+def _similarity(
+    model: Any, tokenizer: Any, text: str, reference: str | None, pooling: str, cache: dict[Any, Any] | None = None
+) -> Target:
     if reference is None or not str(reference).strip():
         raise InputError("similarity needs a non-empty reference text: pass reference='...'")
     if pooling not in ("mean", "cls"):
@@ -248,7 +255,12 @@ def _similarity(model: Any, tokenizer: Any, text: str, reference: str | None, po
         enc = _encode(tokenizer, texts, model)
         return pooled(_forward(model, enc).last_hidden_state, enc["attention_mask"], pooling)
 
-    ref = embed([reference])[0]
+    key = ("similarity", reference, pooling)
+    ref = cache.get(key) if cache is not None else None
+    if ref is None:
+        ref = embed([reference])[0]
+        if cache is not None:
+            cache[key] = ref
 
     def fn(texts: Sequence[str]) -> np.ndarray:
         return torch.nn.functional.cosine_similarity(embed(texts), ref[None], dim=-1).float().cpu().numpy()
