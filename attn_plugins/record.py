@@ -153,7 +153,7 @@ class AttentionRecord:
         if worst > tol:
             raise RecordValidationError(name, f"rows must sum to 1 (worst row is off by {worst:.3g})")
         if self.is_causal(kind):
-            future = torch.triu(a, diagonal=1 + self._causal_offset(kind)).abs().max().item()
+            future = torch.triu(a, diagonal=1).abs().max().item()
             if future > tol:
                 raise RecordValidationError(name, f"causal rows put weight {future:.3g} on future tokens")
 
@@ -163,11 +163,6 @@ class AttentionRecord:
         if kind == "decoder":
             return True
         return kind == "self" and bool(self.meta.get("causal", False))
-
-    def _causal_offset(self, kind: str) -> int:
-        # Rows are aligned to the end of the key axis (queries may be a suffix of the keys).
-        q, k = self.attentions[kind].shape[2:]
-        return int(k - q)
 
     def _validate_token_lists(self) -> None:
         pairs = [
@@ -271,8 +266,6 @@ class AttentionRecord:
         new = self._replace()
         for kind, att in self.attentions.items():
             qk, kk = keep_for[kind]
-            q_offset = att.shape[2] - len(qk)  # generation records may hold a suffix of queries
-            qk = qk[-att.shape[2] :] if q_offset < 0 else qk
             a = att[:, :, qk][:, :, :, kk]
             if renormalize:
                 a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
