@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
 
-from attn_plugins import hookimpl
-from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, choose, target_scalar
-from attn_plugins.capture import move_inputs, split_batch
+from attn_plugins.adapters import (
+    Adapter,
+    AttentionCall,
+    CaptureOptions,
+    EncodedBatch,
+    model_device,
+    move_inputs,
+    split_batch,
+    target_scalar,
+)
 from attn_plugins.errors import MissingCaptureError
-from attn_plugins.record import AttentionRecord
+from attn_plugins.plugins import hookimpl
+from attn_plugins.record import AttentionRecord, choose
 
 # Outputs small enough to keep with every record; language-model logits ([T, vocab]) are not.
 _KEPT_OUTPUTS = ("logits", "start_logits", "end_logits")
@@ -112,6 +120,51 @@ class EagerAdapter(Adapter):
         """Run the model once in eager mode with ``output_attentions=True``."""
         return self.run(model, batch, options)[1]
 
+    def describe(self, model: Any) -> dict[str, Any]:
+        """Model type and class; weights are eager's own (exact)."""
+        return {
+            **super().describe(model),
+            "attention_backend": "eager",
+            "exact": True,
+            "num_key_value_heads": getattr(model.config, "num_key_value_heads", None),
+        }
+
+    @contextmanager
+    def listen(self, model: Any, options: CaptureOptions, on_call: Callable[[AttentionCall], None]) -> Iterator[None]:
+        """Eager attention for the block; after each forward its ``output_attentions`` go to ``on_call``.
+
+        Forward hooks ask every forward of the model (and of the encoder, which generation runs on its
+        own) for attentions, so ``model.generate`` and plain calls alike are heard.
+        """
+        enc_dec = bool(getattr(model.config, "is_encoder_decoder", False))
+
+        def ask(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            return args, {**kwargs, "output_attentions": True, "return_dict": True}
+
+        def heard(kinds: dict[str, str]) -> Callable[..., None]:
+            def hook(_module: Any, _args: tuple, _kwargs: dict, output: Any) -> None:
+                for kind, attr in kinds.items():
+                    per_layer = getattr(output, attr, None)
+                    for layer, probs in enumerate(per_layer or ()):
+                        causal = kind == "decoder" or (kind == "self" and looks_causal(probs))
+                        on_call(AttentionCall(kind, layer, probs.detach(), causal))
+
+            return hook
+
+        if enc_dec:
+            targets = [(model, {"decoder": "decoder_attentions", "cross": "cross_attentions"})]
+            targets.append((model.get_encoder(), {"encoder": "attentions"}))
+        else:
+            targets = [(model, {"self": "attentions"})]
+        with ExitStack() as stack, attn_implementation(model, "eager"):
+            for module, kinds in targets:
+                for handle in (
+                    module.register_forward_pre_hook(ask, with_kwargs=True),
+                    module.register_forward_hook(heard(kinds), with_kwargs=True),
+                ):
+                    stack.callback(handle.remove)
+            yield
+
     def run(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> tuple[Any, list[AttentionRecord]]:
         """Like :meth:`capture`, but also return the model output."""
         for flag in ("values", "value_norms", "qk"):
@@ -121,8 +174,7 @@ class EagerAdapter(Adapter):
                     "transformers' AttentionInterface"
                 )
         with attn_implementation(model, "eager"), torch.set_grad_enabled(options.gradients):
-            device = next(model.parameters()).device
-            output = model(**move_inputs(batch.inputs, device), output_attentions=True, return_dict=True)
+            output = model(**move_inputs(batch.inputs, model_device(model)), output_attentions=True, return_dict=True)
             raw = self._raw_attentions(model, output)
             grads = {}
             if options.gradients:
@@ -136,15 +188,7 @@ class EagerAdapter(Adapter):
         attentions = {kind: stack_layers(per_layer, options) for kind, per_layer in raw.items()}
         causal = "self" in attentions and looks_causal(attentions["self"])
         outs, seq = kept_outputs(output, "target" if "decoder" in attentions else "source")
-        meta = {
-            "model_type": getattr(model.config, "model_type", type(model).__name__),
-            "model_class": type(model).__name__,
-            "adapter": self.name,
-            "attention_backend": "eager",
-            "causal": causal,
-            "exact": True,
-            "num_key_value_heads": getattr(model.config, "num_key_value_heads", None),
-        }
+        meta = {**self.describe(model), "causal": causal}
         records = split_batch(
             batch,
             attentions,
@@ -178,6 +222,6 @@ def _zero_if_none(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor
 
 
 @hookimpl
-def attn_plugins_register_adapters(register):
+def attn_plugins_register_adapters(register: Callable[..., None]) -> None:
     """Register the eager adapter."""
     register("eager", EagerAdapter())

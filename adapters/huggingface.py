@@ -27,11 +27,19 @@ from typing import Any
 import torch
 
 from attn_adapters.eager import EagerAdapter, all_configs, is_hf_model, kept_outputs
-from attn_plugins import hookimpl
-from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, choose, target_scalar
-from attn_plugins.capture import move_inputs, split_batch
+from attn_plugins.adapters import (
+    Adapter,
+    AttentionCall,
+    CaptureOptions,
+    EncodedBatch,
+    model_device,
+    move_inputs,
+    split_batch,
+    target_scalar,
+)
 from attn_plugins.errors import MissingCaptureError, UnsupportedModelError
-from attn_plugins.record import AttentionRecord
+from attn_plugins.plugins import hookimpl
+from attn_plugins.record import AttentionRecord, choose
 
 _COUNTER = itertools.count()
 _CROSS_NAME = re.compile(r"encoder_attn|crossattention|cross_attn|EncDecAttention", re.IGNORECASE)
@@ -212,9 +220,18 @@ class CaptureContext:
     holds one list of :class:`Call` per forward (several during generation, see :meth:`begin_step`).
     """
 
-    def __init__(self, model: torch.nn.Module, options: CaptureOptions) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        options: CaptureOptions,
+        on_call: Callable[[AttentionCall], None] | None = None,
+    ) -> None:
         self.model = model
         self.options = options
+        # Listening (generation, streaming): each call goes to on_call in layer order and is not kept.
+        self.on_call = on_call
+        self._last: dict[str, tuple] = {}
+        self._layers: dict[str, int] = {}
         self.name = f"attn_plugins_capture_{next(_COUNTER)}"
         self.sites: dict[int, Site] = {}
         self.steps: list[list[Call]] = [[]]
@@ -253,6 +270,7 @@ class CaptureContext:
         if self.steps[-1]:
             self.steps.append([])
         self._counts = {}
+        self._last, self._layers = {}, {}
 
     # ------------------------------------------------------------------ the attention function
     def attention(
@@ -334,7 +352,25 @@ class CaptureContext:
             extras["queries"] = query.detach()
             extras["keys"] = repeat_kv(key, n_rep).detach()
         kept = probs if self.options.gradients else probs.detach()
+        if self.on_call is not None:
+            self._hand_over(site, index, kept, causal and not site.cross)
+            return
         self.steps[-1].append(Call(site, index, kept, causal and not site.cross, extras, sinks))
+
+    def _hand_over(self, site: Site, index: int, probs: torch.Tensor, causal: bool) -> None:
+        """Pass one call to ``on_call``, numbered by its arrival among the calls of its kind in this forward."""
+        kind = site.kind
+        # Layers are numbered by arrival; that is the layer order only if modules are called in path order.
+        key = (site.order, site.name, index)
+        if kind in self._last and key <= self._last[kind]:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} calls its {kind} attention modules out of layer order "
+                f"({site.name} after {self._last[kind][1]}); capture it whole with ap.capture instead"
+            )
+        self._last[kind] = key
+        layer = self._layers.get(kind, 0)
+        self._layers[kind] = layer + 1
+        self.on_call(AttentionCall(kind, layer, probs, causal))
 
     def _value_norms(self, module: torch.nn.Module, site: Site, v: torch.Tensor) -> torch.Tensor:
         """‖f(x_j)‖ per head (Kobayashi et al. 2020): the value vector through that head's output-projection slice."""
@@ -408,12 +444,6 @@ def model_meta(model: torch.nn.Module, adapter: str, backend: str, causal: bool)
     }
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameterless model)."""
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 class HuggingFaceAdapter(Adapter):
     """Captures transformers models through their AttentionInterface, keeping the model's own backend."""
 
@@ -423,6 +453,34 @@ class HuggingFaceAdapter(Adapter):
     def supports(self, model: Any) -> bool:
         """Any transformers model; those not on the interface are served by the eager path."""
         return is_hf_model(model)
+
+    def describe(self, model: Any) -> dict[str, Any]:
+        """Model type, class and the backend its attention runs with."""
+        if not on_interface(model):
+            return EagerAdapter().describe(model)
+        return model_meta(model, self.name, model.config._attn_implementation or "eager", False)
+
+    @contextmanager
+    def listen(self, model: Any, options: CaptureOptions, on_call: Callable[[AttentionCall], None]) -> Iterator[None]:
+        """Install the capture function for the block; every forward hands each layer's weights to ``on_call``.
+
+        Models off the interface are listened to the eager way (``output_attentions`` after each forward).
+        """
+        if not on_interface(model):
+            with EagerAdapter().listen(model, options, on_call):
+                yield
+            return
+        ctx = CaptureContext(model, options, on_call)
+        handle = model.register_forward_pre_hook(lambda *_: ctx.begin_step())
+        try:
+            with ctx.active(), torch.set_grad_enabled(options.gradients):
+                yield
+        finally:
+            handle.remove()
+        if ctx.calls == 0:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} accepted the capture function but never called it; capture it with ap.capture"
+            )
 
     def capture(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> list[AttentionRecord]:
         """Run the model once with the capture function installed; fall back to eager when it is never called."""

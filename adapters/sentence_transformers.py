@@ -7,16 +7,19 @@ sentence-transformers is optional (extra ``st``) and imported only when a model 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from attn_adapters.huggingface import HuggingFaceAdapter
-from attn_plugins import hookimpl
-from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch
+from attn_plugins.adapters import Adapter, AttentionCall, CaptureOptions, EncodedBatch
 from attn_plugins.errors import UnsupportedModelError
+from attn_plugins.plugins import hookimpl
 from attn_plugins.record import AttentionRecord
+
+_FEATURES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _sentence_transformer_class() -> type | None:
@@ -54,13 +57,28 @@ class SentenceTransformersAdapter(Adapter):
         cls = _sentence_transformer_class()
         return cls is not None and isinstance(model, cls)
 
+    def describe(self, model: Any) -> dict[str, Any]:
+        """The inner transformer's metadata under this adapter's name."""
+        inner = HuggingFaceAdapter().describe(inner_model(model))
+        return {**inner, "adapter": self.name, "inner_adapter": inner["adapter"], "wrapper": type(model).__name__}
+
+    def call(self, model: Any, inputs: dict[str, torch.Tensor]) -> Any:
+        """The whole sentence-transformers pipeline on the features it takes."""
+        return model({k: v for k, v in inputs.items() if k in _FEATURES})
+
+    @contextmanager
+    def listen(self, model: Any, options: CaptureOptions, on_call: Callable[[AttentionCall], None]) -> Iterator[None]:
+        """Listen to the inner transformer (see the ``huggingface`` adapter)."""
+        with HuggingFaceAdapter().listen(inner_model(model), options, on_call):
+            yield
+
     def capture(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> list[AttentionRecord]:
         """Run ``model(features)`` with the inner model's attention captured; keep the sentence embedding."""
         inner = inner_model(model)
-        features = {k: v for k, v in batch.inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        features = {k: v for k, v in batch.inputs.items() if k in _FEATURES}
 
         def call(inputs: dict[str, torch.Tensor]) -> Any:
-            return model(dict(inputs))
+            return self.call(model, inputs)
 
         def keep(output: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             emb = output.get("sentence_embedding") if isinstance(output, dict) else None

@@ -18,11 +18,19 @@ import torch
 from torch import nn
 
 from attn_adapters.eager import is_hf_model, looks_causal
-from attn_plugins import hookimpl
-from attn_plugins.adapter import Adapter, CaptureOptions, EncodedBatch, choose, target_scalar
-from attn_plugins.capture import move_inputs, split_batch
+from attn_plugins.adapters import (
+    Adapter,
+    AttentionCall,
+    CaptureOptions,
+    EncodedBatch,
+    model_device,
+    move_inputs,
+    split_batch,
+    target_scalar,
+)
 from attn_plugins.errors import InputError, UnsupportedModelError
-from attn_plugins.record import AttentionRecord
+from attn_plugins.plugins import hookimpl
+from attn_plugins.record import AttentionRecord, choose
 
 _INDEX = re.compile(r"(?:^|\.)(\d+)(?=\.|$)")
 _PADDING_KWARGS = ("src_key_padding_mask", "key_padding_mask")
@@ -55,9 +63,12 @@ def _projections(module: nn.MultiheadAttention, query: torch.Tensor, key: torch.
 class _Hooks:
     """Hooks of one capture; what they collect stays on this object."""
 
-    def __init__(self, options: CaptureOptions) -> None:
+    def __init__(self, options: CaptureOptions, on_call: Callable[[AttentionCall], None] | None = None) -> None:
         self.options = options
         self.calls: dict[str, list[dict[str, torch.Tensor]]] = {}
+        # Listening: each module's weights go to on_call as they are computed, numbered by module order.
+        self.on_call = on_call
+        self.layer_of: dict[str, int] = {}
 
     def pre(self, name: str):
         def hook(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -114,6 +125,10 @@ class _Hooks:
                 out = module.out_proj(mixed)
                 if not module.batch_first:
                     out = out.transpose(0, 1)
+            if self.on_call is not None:
+                self.calls[name].pop()  # nothing is kept while listening
+                probs = weights.detach()
+                self.on_call(AttentionCall("self", self.layer_of[name], probs, looks_causal(probs)))
             if not caller["need_weights"]:
                 return out, None
             return out, weights.mean(dim=1) if caller["average"] else weights
@@ -124,6 +139,7 @@ class _Hooks:
 @contextmanager
 def _hooked(model: nn.Module, hooks: _Hooks) -> Iterator[None]:
     handles = []
+    hooks.layer_of = {name: i for i, (name, _) in enumerate(mha_modules(model))}
     # The nested-tensor path of nn.TransformerEncoder would hand the layers NestedTensors; keep it off.
     encoders = [(m, m.use_nested_tensor) for m in model.modules() if isinstance(m, nn.TransformerEncoder)]
     try:
@@ -174,10 +190,28 @@ class TorchMHAAdapter(Adapter):
         """Run the model once with hooks on its attention modules."""
         return self.run(model, batch, options)[1]
 
+    def describe(self, model: Any) -> dict[str, Any]:
+        """The module class; weights are PyTorch's own (exact)."""
+        return {
+            **super().describe(model),
+            "attention_backend": "torch.nn.MultiheadAttention",
+            "exact": True,
+            "num_key_value_heads": None,
+        }
+
+    def call(self, model: Any, inputs: dict[str, torch.Tensor]) -> Any:
+        """Call the plain PyTorch model with the arguments its forward takes (see :func:`call_model`)."""
+        return call_model(model, inputs)
+
+    @contextmanager
+    def listen(self, model: Any, options: CaptureOptions, on_call: Callable[[AttentionCall], None]) -> Iterator[None]:
+        """Hooks on every MultiheadAttention for the block; each module's weights go to ``on_call``."""
+        with _hooked(model, _Hooks(options, on_call)):
+            yield
+
     def run(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> tuple[Any, list[AttentionRecord]]:
         """Like :meth:`capture`, but also return the model output."""
-        param = next(model.parameters(), None)
-        inputs = move_inputs(batch.inputs, param.device if param is not None else "cpu")
+        inputs = move_inputs(batch.inputs, model_device(model))
         hooks = _Hooks(options)
         with _hooked(model, hooks), torch.set_grad_enabled(options.gradients):
             output = call_model(model, inputs)
@@ -203,15 +237,7 @@ class TorchMHAAdapter(Adapter):
         if grads is not None:
             extras["gradients"] = {"self": stack(grads)}
         outs = {"output": output.detach()} if isinstance(output, torch.Tensor) and output.dim() == 2 else {}
-        meta = {
-            "model_type": type(model).__name__,
-            "model_class": type(model).__name__,
-            "adapter": self.name,
-            "attention_backend": "torch.nn.MultiheadAttention",
-            "causal": looks_causal(attentions["self"]),
-            "exact": True,
-            "num_key_value_heads": None,
-        }
+        meta = {**self.describe(model), "causal": looks_causal(attentions["self"])}
         totals = {"self": (len(layers), layers[0]["probs"].shape[1])}
         return output, split_batch(
             batch, attentions, options=options, meta=meta, extras=extras, outputs=outs, totals=totals

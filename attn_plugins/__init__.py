@@ -21,8 +21,8 @@ from .errors import (
     RecordValidationError,
     UnsupportedModelError,
 )
-from .hookspecs import hookimpl
-from .record import AttentionRecord
+from .plugins.hookspecs import hookimpl
+from .record.record import AttentionRecord
 
 try:
     __version__ = version("attn-plugins")
@@ -31,20 +31,22 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 # public name -> (module, attribute); attribute None means the module itself
 _LAZY = {
-    "capture": (".capture", "capture"),
-    "capture_generate": (".generate", "capture_generate"),
-    "save": (".storage", "save"),
-    "load": (".storage", "load"),
+    "capture": (".capture.forward", "capture"),
+    "capture_generate": (".capture.generate", "capture_generate"),
+    "save": (".record.storage", "save"),
+    "load": (".record.storage", "load"),
     "attribute": (".methods", "attribute"),
-    "explain": (".explain", "explain"),
-    "AttentionExplainer": (".explain", "AttentionExplainer"),
-    "compare": (".compare", "compare"),
-    "plugins": (".manager", "plugins"),
-    "register_plugin": (".manager", "register_plugin"),
-    "reload_plugins": (".manager", "reload_plugins"),
+    "explain": (".explain.explainer", "explain"),
+    "AttentionExplainer": (".explain.explainer", "AttentionExplainer"),
+    "compare": (".explain.compare", "compare"),
+    "report": (".explain.report", "report"),
+    "plugins": (".plugins.manager", "plugins"),
+    "register_plugin": (".plugins.manager", "register_plugin"),
+    "reload_plugins": (".plugins.manager", "reload_plugins"),
     "views": (".views", None),
     "methods": (".methods", None),
     "metrics": (".metrics", None),
+    "zoo": (".zoo", None),
 }
 
 __all__ = [
@@ -77,10 +79,10 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """Keeps ``ap.capture``/``ap.explain``/``ap.compare`` the functions when their submodules load.
+    """Keeps ``ap.capture``/``ap.explain``/``ap.plugins`` the functions when their subpackages load.
 
     Importing ``attn_plugins.capture`` makes Python set the package attribute ``capture`` to the
-    submodule, which would shadow the public function of the same name.
+    subpackage, which would shadow the public function of the same name.
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -91,4 +93,9 @@ class _Package(types.ModuleType):
         super().__setattr__(name, value)
 
 
+# The imports above made the subpackages ``plugins`` (and maybe others) attributes; names that are public
+# functions must resolve through __getattr__ to the function instead.
+for _name, (_, _attr) in _LAZY.items():
+    if _attr is not None and isinstance(globals().get(_name), types.ModuleType):
+        del globals()[_name]
 sys.modules[__name__].__class__ = _Package

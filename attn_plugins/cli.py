@@ -122,13 +122,13 @@ def _int_list(value: str | None) -> list[int] | None:
 # ---------------------------------------------------------------------------- commands
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List every registered component."""
-    from .manager import get_registry
+    from .plugins import get_registry
 
     registry = get_registry()
     infos = registry.infos()
     if args.json:
         payload = {
-            "components": [i.as_dict() for i in infos],
+            "components": [i.to_dict() for i in infos],
             "skipped": [{"distribution": d, "reason": r} for d, r in registry.skipped],
         }
         print(json.dumps(payload, indent=2))
@@ -150,7 +150,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     import torch
 
     from .capture import capture
-    from .storage import save
+    from .record import save
 
     texts = _texts(args)
     if len(texts) != 1:
@@ -175,13 +175,11 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti")
+def _method_list(value: str | None, default: Sequence[str] | None = None) -> list[str]:
+    from .explain.report import DEFAULT_METHODS
+    from .plugins import get_registry
 
-
-def _method_list(value: str | None, default: Sequence[str] = DEFAULT_METHODS) -> list[str]:
-    from .manager import get_registry
-
-    names = [m.strip() for m in value.split(",") if m.strip()] if value else list(default)
+    names = [m.strip() for m in value.split(",") if m.strip()] if value else list(default or DEFAULT_METHODS)
     known = set(get_registry().names("method"))
     unknown = [m for m in names if m not in known]
     if unknown:
@@ -189,118 +187,16 @@ def _method_list(value: str | None, default: Sequence[str] = DEFAULT_METHODS) ->
     return names
 
 
-SHAP_ROW = "shap (reference)"
-
-
-def explain_report(
-    model: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    methods: Sequence[str],
-    *,
-    model_name: str,
-    task: str | None = None,
-    target: int | None = None,
-    reference: str | None = None,
-    truncation: bool = False,
-    shap_evals: int = 500,
-) -> tuple[Any, list[Any]]:
-    """Capture each text, score it with every method (and shap as the faithful reference), build the report.
-
-    With ``shap_evals > 0`` and a task shap can mask, shap's Partition explainer runs on the same target
-    and every method is checked against it in the report; ``shap_evals=0`` skips it.
-    """
-    import numpy as np
-
-    from .capture import capture
-    from .explain import AttentionExplainer
-    from .views import report
-
-    records = [capture(model, tokenizer, t, qk=True, truncation=truncation) for t in texts]
-    probe = AttentionExplainer(model, tokenizer, task=task, target=target, reference=reference)
-    specs = [probe.resolve(t) for t in texts]
-    # Similarity has no logits for the report to describe: state the explained value itself.
-    outputs = [
-        f"{s.label}: {float(s.fn([t])[0]):.3f}" if s.task == "similarity" else None for s, t in zip(specs, texts)
-    ]
-    use_shap = shap_evals > 0 and all(s.fn is not None for s in specs)
-    if use_shap:
-        rows = _scores_with_shap(model, tokenizer, texts, methods, task, target, reference, shap_evals)
-    else:
-        rows = _scores(model, tokenizer, texts, methods, task, target, reference)
-    for name, per_text in rows.items():
-        for record, values in zip(records, per_text):
-            if len(values) != len(record.tokens):
-                raise CliError(f"{name} gave {len(values)} scores for {len(record.tokens)} tokens")
-    ref = SHAP_ROW if use_shap else None
-    if len(records) == 1:
-        single = {m: np.asarray(v[0], dtype=float) for m, v in rows.items()}
-        page = report(records[0], single, model_name=model_name, output_summary=outputs[0], reference=ref)
-        return page, records
-    return report(records, rows, model_name=model_name, output_summary=outputs, reference=ref), records
-
-
-def _scores(
-    model: Any, tokenizer: Any, texts: Sequence[str], methods: Sequence[str], task: Any, target: Any, reference: Any
-) -> dict[str, list[Any]]:
-    """Per-method, per-text token scores from the explainer (several outputs, as QA's, are averaged)."""
-    import numpy as np
-
-    from .explain import AttentionExplainer
-
-    rows: dict[str, list[Any]] = {}
-    for method in _progress(methods, "methods"):
-        explainer = AttentionExplainer(model, tokenizer, method=method, task=task, target=target, reference=reference)
-        explanation = explainer(list(texts))
-        values = [np.asarray(v, dtype=float) for v in explanation.values]
-        rows[method] = [v.mean(-1) if v.ndim == 2 else v for v in values]
-    return rows
-
-
-def _scores_with_shap(
-    model: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    methods: Sequence[str],
-    task: Any,
-    target: Any,
-    reference: Any,
-    shap_evals: int,
-) -> dict[str, list[Any]]:
-    """Per-method and shap token scores from one ap.compare run (each method is computed once)."""
-    from .compare import compare
-
-    result = compare(
-        model,
-        tokenizer,
-        list(texts),
-        methods=list(methods),
-        target=reference if reference is not None else target,
-        max_evals=shap_evals,
-        task=task,
-    )
-    failed = [row for row in result.methods if row.get("error")]
-    if failed:
-        raise CliError(f"method {failed[0]['method']} failed: {failed[0]['error']}")
-    rows = {m: [d["methods"][m] for d in result.details] for m in methods}
-    rows[SHAP_ROW] = [d["shap"] for d in result.details]
-    return rows
-
-
-def _progress(items: Sequence[Any], what: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=what, disable=len(items) < 2, leave=False, file=sys.stderr)
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain texts with attention methods: one standalone HTML report, or a corpus run with --input."""
+    from .explain.report import report
+
     if args.input is not None:
         return _explain_corpus(args)
     texts = _texts(args)
     methods = _method_list(args.methods)
     model, tokenizer, name = load_model(args.model, task=args.task_model)
-    page, records = explain_report(
+    page = report(
         model,
         tokenizer,
         texts,
@@ -313,12 +209,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         shap_evals=args.shap_evals,
     )
     page.save(args.output)
-    print(f"wrote {args.output}: {len(records)} text(s), methods {', '.join(methods)}")
+    print(f"wrote {args.output}: {len(page.records)} text(s), methods {', '.join(methods)}")
     return 0
 
 
 def _explain_corpus(args: argparse.Namespace) -> int:
-    from .dataset import run_corpus
+    from .corpus.run import run_corpus
 
     if args.out is None:
         raise CliError("--input needs --out DIRECTORY for the results")
@@ -345,7 +241,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     """Write the HTML report of a saved record, scoring it with the methods its captures allow."""
     from .errors import MissingCaptureError
     from .methods import attribute
-    from .storage import load
+    from .record import load
     from .views import report
 
     record = load(args.record)
@@ -400,19 +296,21 @@ DEMO_REFERENCE = "A fast fox leaps over a sleepy hound."
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Explain a sentence with the packaged MiniLM (similarity to a reference) and write the HTML report."""
+    from .explain.report import report
+
     methods = _method_list(args.methods)
     model, tokenizer, name = load_model(args.model)
-    page, records = explain_report(
+    page = report(
         model,
         tokenizer,
-        [args.text],
+        args.text,
         methods,
         model_name=display_name(name),
         reference=args.reference,
         shap_evals=args.shap_evals,
     )
     page.save(args.output)
-    record = records[0]
+    record = page.records[0]
     print(
         f"wrote {args.output}: {record.num_layers} layers x {record.num_heads} heads over {len(record.tokens)} "
         f"tokens, methods {', '.join(methods)}; open it in a browser (works offline)"
@@ -422,8 +320,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Rank agreement of attention methods with shap's Partition explainer, as a table or JSON."""
-    from .compare import DEFAULT_METHODS as COMPARE_METHODS
-    from .compare import compare
+    from .explain.compare import DEFAULT_METHODS as COMPARE_METHODS
+    from .explain.compare import compare
 
     texts = _texts(args)
     methods = _method_list(args.methods, default=COMPARE_METHODS)
@@ -440,7 +338,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         task=args.task,
     )
-    print(result.to_json() if args.json else result.table())
+    print(result.to_json() if args.json else str(result))
     return 0
 
 
@@ -460,6 +358,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``attn-plugins``."""
     from . import __version__
+    from .explain.report import DEFAULT_METHODS
 
     parser = argparse.ArgumentParser(
         prog="attn-plugins",

@@ -21,10 +21,10 @@ import scipy.stats
 import shap
 import torch
 
-from attn_plugins.compare import CountingFunction
-from attn_plugins.maskers import AttentionMasker, exact_shapley, maskable_positions
+from attn_plugins.explain.compare import CountingFunction
+from attn_plugins.explain.maskers import AttentionMasker, exact_shapley, maskable_positions
 from attn_plugins.metrics.agreement import top_k_overlap
-from attn_plugins.targets import resolve
+from attn_plugins.explain.targets import resolve
 
 REFERENCE = "this movie is wonderful"
 TEXTS = [

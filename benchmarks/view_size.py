@@ -4,7 +4,7 @@ Prints one JSON object. Run:  python benchmarks/view_size.py [--tokens 512] [--c
 
 Records come from the packaged all-MiniLM-L6-v2 (6 layers, 12 heads, 512 positions; extra ``demo``, loaded
 from local files) on a long English text, or with ``--model random`` from a random-init BERT of the same shape
-whose query/key projections are scaled up (attn_plugins.testing.peaked_) so its attention is not uniform.
+whose query/key projections are scaled up (attn_plugins.zoo.peaked_) so its attention is not uniform.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import attn_plugins as ap
-from attn_plugins.testing import peaked_, tiny_tokenizer, tiny_vocab
+from attn_plugins.zoo import peaked_, tiny_tokenizer, tiny_vocab
 from attn_plugins.views.payload import DEFAULT_THRESHOLD, decode, encode_weights
 
 CHROMIUM_ARGS = [

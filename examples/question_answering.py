@@ -24,9 +24,9 @@ import shap
 import torch
 
 import attn_plugins as ap
-from attn_plugins.diagnostics import diagnose
+from attn_plugins.metrics.diagnostics import diagnose
 from attn_plugins.metrics import aopc, deletion_curve
-from attn_plugins.testing import tiny_tokenizer, tiny_vocab
+from attn_plugins.zoo import tiny_tokenizer, tiny_vocab
 
 QUESTION = "what is the capital of france"
 CONTEXT = "paris is the capital of france and berlin is the capital of germany"

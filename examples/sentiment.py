@@ -26,7 +26,7 @@ import torch
 
 import attn_plugins as ap
 from attn_plugins.bench import planted
-from attn_plugins.diagnostics import diagnose, disagreement
+from attn_plugins.metrics.diagnostics import diagnose, disagreement
 from attn_plugins.metrics import aopc, auprc, token_f1
 
 TEXTS = ["the movie was good and the music fun", "a terrible story about a dog in the city"]
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # 5. Faithfulness (ERASER AOPC, [MASK] as the erased token) and plausibility against the trigger words.
     rationale = np.array([t in ("good", "fun") for t in record.tokens])
-    summary: dict[str, Any] = {"target": target, "diagnostics": diag.as_dict(), "disagreement": flag.as_dict()}
+    summary: dict[str, Any] = {"target": target, "diagnostics": diag.to_dict(), "disagreement": flag.to_dict()}
     for name, s in {**scores, "shap": shap_values}.items():
         erased = aopc(predict, ids, s, target, baseline_id=tokenizer.mask_token_id, protected=protected)
         summary[name] = {

@@ -24,8 +24,8 @@ import shap
 import torch
 
 import attn_plugins as ap
-from attn_plugins.diagnostics import diagnose
-from attn_plugins.testing import peaked_, tiny_tokenizer, tiny_vocab
+from attn_plugins.metrics.diagnostics import diagnose
+from attn_plugins.zoo import peaked_, tiny_tokenizer, tiny_vocab
 
 TEXT = (
     "the old man went to the city by car and saw a big house . "

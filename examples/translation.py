@@ -28,7 +28,7 @@ import torch
 
 import attn_plugins as ap
 from attn_plugins.bench import align
-from attn_plugins.diagnostics import diagnose
+from attn_plugins.metrics.diagnostics import diagnose
 
 
 def load(hub: str | None, seed: int = 0) -> tuple[Any, Any]:

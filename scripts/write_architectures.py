@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from attn_plugins.testing import verify_capture, zoo_types
+from attn_plugins.zoo import verify_capture, zoo_types
 
 HEADER = """# Supported architectures
 

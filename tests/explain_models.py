@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from attn_plugins.testing import tiny_tokenizer, tiny_vocab
+from attn_plugins.zoo import tiny_tokenizer, tiny_vocab
 
 
 @functools.cache

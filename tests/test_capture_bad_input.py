@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import attn_plugins as ap
-from attn_plugins.capture import move_inputs
+from attn_plugins.adapters import move_inputs
 from attn_plugins.errors import AttnPluginsError, InputError, UnsupportedModelError
-from attn_plugins.testing import peaked_, tiny_bert, tiny_tokenizer
+from attn_plugins.zoo import peaked_, tiny_bert, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

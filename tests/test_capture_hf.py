@@ -10,9 +10,9 @@ import torch
 
 import attn_plugins as ap
 from attn_adapters.huggingface import CaptureContext, HuggingFaceAdapter, attention_probs
-from attn_plugins.adapter import CaptureOptions
+from attn_plugins.adapters import CaptureOptions
 from attn_plugins.capture import encode_inputs
-from attn_plugins.testing import peaked_, tiny_bert, tiny_inputs, tiny_model, tiny_tokenizer, tiny_vocab
+from attn_plugins.zoo import peaked_, tiny_bert, tiny_inputs, tiny_model, tiny_tokenizer, tiny_vocab
 
 TEXTS = ["the movie was great fun", "bad plot"]
 
@@ -51,7 +51,7 @@ def test_single_text_matches_eager_and_keeps_sdpa(bert, tok):
     enc = tok(TEXTS[0], return_tensors="pt")
     ref = eager_attentions(bert, **enc)[0]
     assert rec.tokens == tok.convert_ids_to_tokens(enc["input_ids"][0])
-    assert torch.allclose(rec.attentions["self"], ref, atol=1e-6)
+    assert torch.allclose(rec.attentions["self"], ref, atol=1e-5)  # the documented tolerance vs eager
     assert rec.special_tokens_mask[0] and rec.special_tokens_mask[-1]
     rec.validate()
     # The logits kept with the record equal an uncaptured forward.

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import attn_plugins as ap
-from attn_plugins.capture import split_batch
-from attn_plugins.testing import tiny_bert, tiny_tokenizer
+from attn_plugins.adapters import split_batch
+from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
 
 def test_classifier_records_carry_class_names_for_reports():
@@ -30,7 +30,7 @@ def test_common_meta_fields():
 
 
 def test_split_batch_refuses_unknown_optional_fields():
-    from attn_plugins.adapter import CaptureOptions
+    from attn_plugins.adapters import CaptureOptions
     from attn_plugins.capture import encode
 
     model, tok = tiny_bert(), tiny_tokenizer()
@@ -50,7 +50,7 @@ def test_negative_selections_are_stored_as_original_numbers(adapter):
     assert torch.equal(rec.attentions["self"][0, 0], full.attentions["self"][2, 2])
     # the views and methods can then address them by their real numbers
     ap.views.heatmap(rec, layer=2, head=2)
-    with pytest.raises(ap.InputError, match="layer 3 out of range: the model has 3"):
+    with pytest.raises(ap.InputError, match=r"layer 3 out of range: there are 3 .*layers \(0\.\.2"):
         ap.capture(model, tok, "good movie", adapter=adapter, layers=[3])
     with pytest.raises(ap.InputError, match="head -5 out of range"):
         ap.capture(model, tok, "good movie", adapter=adapter, heads=[-5])
@@ -67,7 +67,7 @@ def test_negative_selection_through_torch_mha():
 
 @pytest.mark.parametrize(("model_type", "style"), [("llama", "gpt"), ("bloom", "gpt"), ("bart", "seq2seq")])
 def test_generation_records_store_selections_as_original_numbers(model_type, style):
-    from attn_plugins.testing import tiny_model, tiny_vocab
+    from attn_plugins.zoo import tiny_model, tiny_vocab
 
     model, tok = tiny_model(model_type, vocab_size=len(tiny_vocab(style))), tiny_tokenizer(style)
     full = ap.capture_generate(model, tok, "the cat", max_new_tokens=2)

@@ -8,7 +8,7 @@ from torch import nn
 
 import attn_plugins as ap
 from attn_adapters.torch_mha import TorchMHAAdapter
-from attn_plugins.adapter import CaptureOptions
+from attn_plugins.adapters import CaptureOptions
 from attn_plugins.capture import encode_inputs
 
 

@@ -13,7 +13,7 @@ import torch
 
 import attn_plugins as ap
 from attn_plugins.cli import main
-from attn_plugins.testing import tiny_bert, tiny_tokenizer
+from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
 CLI = str(Path(sys.executable).with_name("attn-plugins"))
 

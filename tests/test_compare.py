@@ -11,12 +11,12 @@ import shap
 from explain_models import gpt2_lm, minilm
 
 import attn_plugins as ap
-from attn_plugins.compare import agreement
 from attn_plugins.errors import InputError, PluginError
+from attn_plugins.explain.compare import agreement
+from attn_plugins.explain.targets import resolve
 from attn_plugins.methods.base import Method
 from attn_plugins.metrics.agreement import top_k_overlap
-from attn_plugins.targets import resolve
-from attn_plugins.testing import tiny_bert, tiny_tokenizer
+from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
 TEXTS = ["the movie was good", "a bad film and a very boring plot"]
 
@@ -53,7 +53,7 @@ def test_compare_on_a_classifier_matches_shap_run_separately():
         assert -1 <= row["spearman"] <= 1 and -1 <= row["kendall"] <= 1 and 0 <= row["top_k"] <= 1
         assert row["seconds_per_text"] > 0
     assert result.reference_cost["evaluations_per_text"] <= 40 + 2
-    table = result.table()
+    table = str(result)
     assert "rollout" in table and "spearman" in table and "top-2" in table
     data = json.loads(result.to_json())
     assert data["task"] == "classification" and [m["method"] for m in data["methods"]] == ["raw", "rollout", "gae"]
@@ -70,7 +70,7 @@ def test_compare_on_the_packaged_minilm_similarity():
         max_evals=60,
     )
     assert result.task == "similarity"
-    assert "similarity to 'a wonderful movie'" in result.table()
+    assert "similarity to 'a wonderful movie'" in str(result)
     assert all("error" not in r for r in result.methods)
 
 
@@ -88,7 +88,7 @@ def test_compare_reports_a_failing_method_and_rejects_bad_input():
     rows = {r["method"]: r for r in result.methods}
     assert "MissingCaptureError" in rows["needs_values"]["error"] and "values=True" in rows["needs_values"]["error"]
     assert "error" not in rows["raw"]
-    assert "needs_values" in result.table() and "error:" in result.table()
+    assert "needs_values" in str(result) and "error:" in str(result)
     with pytest.raises(InputError, match="reference must be 'shap'"):
         ap.compare(model, tok, TEXTS, reference="lime")
     with pytest.raises(PluginError, match="no method named 'nope'"):

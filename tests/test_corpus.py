@@ -23,7 +23,7 @@ ROWS = [
 
 def test_statistics_by_hand() -> None:
     r = corpus_ranking(ROWS)
-    table = {row["word"]: row for row in r.table()}
+    table = {row["word"]: row for row in r.rows()}
     assert table["good"]["count"] == 2 and table["good"]["documents"] == 2  # "Good" and "good" merge
     assert table["good"]["mean"] == pytest.approx(0.4)
     assert table["good"]["std"] == pytest.approx(0.2)
@@ -37,7 +37,7 @@ def test_statistics_by_hand() -> None:
     assert corpus_ranking(ROWS, min_count=2).words == ["good", "film"]
     assert "Good" in corpus_ranking(ROWS, lowercase=False).words
     # Normalizing by each text's total makes short and long texts weigh alike.
-    norm = {row["word"]: row for row in corpus_ranking(ROWS, normalize="sum").table()}
+    norm = {row["word"]: row for row in corpus_ranking(ROWS, normalize="sum").rows()}
     assert norm["film"]["sum"] == pytest.approx(0.2 / 0.8 + 0.4 / 0.9)
     assert norm["plot"]["mean"] == pytest.approx(0.1 / 0.4)
 
@@ -45,7 +45,7 @@ def test_statistics_by_hand() -> None:
 def test_multi_output_rows() -> None:
     rows = [{"words": ["x", "y"], "word_scores": [[1.0, 3.0], [0.0, 2.0]]}]
     assert corpus_ranking(rows).mean.tolist() == [2.0, 1.0]
-    assert corpus_ranking(rows, output=0).table()[0] == pytest.approx(
+    assert corpus_ranking(rows, output=0).rows()[0] == pytest.approx(
         {"rank": 1, "word": "x", "mean": 1.0, "std": 0.0, "count": 1, "documents": 1, "sum": 1.0}
     )
     with pytest.raises(InputError, match="output must be"):
@@ -65,11 +65,12 @@ def test_shap_bar_draws_the_ranking_and_tables_render(tmp_path: Path) -> None:
     labels = [t.get_text() for t in plt.gca().get_yticklabels()]
     assert {"bad", "good", "film"} <= set(labels)
     plt.close("all")
-    frame = r.to_dataframe()
+    frame = r.to_frame()
     assert list(frame.columns) == ["rank", "word", "mean", "std", "count", "documents", "sum"]
     assert len(frame) == len(r)
-    text = r.format(top=2)
-    assert text.splitlines()[1].split()[:2] == ["1", "bad"]
+    text = str(r)  # header, rule, then rows best first
+    assert text.splitlines()[2].split()[:2] == ["1", "bad"]
+    assert r.to_dict()["words"][0]["word"] == "bad"
     save_ranking(r, tmp_path / "ranking.json")
     saved = json.loads((tmp_path / "ranking.json").read_text())
     assert saved["words"][0]["word"] == "bad" and saved["examples"] == 3

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import attn_plugins as ap
-import attn_plugins.dataset as ds
+import attn_plugins.corpus.run as ds
 from attn_plugins.errors import InputError
 from attn_plugins.explain import AttentionExplainer
-from attn_plugins.testing import tiny_bert, tiny_tokenizer
+from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
 TEXTS = [
     "the movie was good",

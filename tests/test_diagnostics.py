@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from attn_plugins import AttentionRecord
-from attn_plugins.diagnostics import diagnose, disagreement, head_entropy, special_token_mass
 from attn_plugins.errors import InputError, RecordValidationError
+from attn_plugins.metrics.diagnostics import diagnose, disagreement, head_entropy, special_token_mass
 
 
 def _record() -> AttentionRecord:
@@ -53,7 +53,7 @@ def test_diagnose_lists_heads_and_warnings() -> None:
     assert d.diffuse_heads == [(0, 0)]
     assert d.sink_heads == [(0, 0), (0, 1)]
     assert len(d.warnings) == 2 and "sink heads" in d.warnings[0]
-    out = d.as_dict()
+    out = d.to_dict()
     assert out["special_mass"] == [[0.5, 1.0, 0.0]]
     # original head numbers survive a selection
     assert diagnose(_record().select(heads=[1])).sink_heads == [(0, 1)]
@@ -67,7 +67,7 @@ def test_disagreement_flags_reversed_ranking() -> None:
     assert "disagrees" in bad.message
     good = disagreement(view, [1, 2, 3, 4, 6, 5], k=2)
     assert not good.flagged and good.top_k_overlap == 1.0
-    assert good.as_dict()["k"] == 2
+    assert good.to_dict()["k"] == 2
 
 
 def test_diagnostics_bad_input() -> None:

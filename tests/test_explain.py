@@ -15,8 +15,8 @@ from explain_models import bart_seq2seq, bert_head, gpt2_lm, minilm
 
 import attn_plugins as ap
 from attn_plugins.errors import InputError, UnsupportedModelError
-from attn_plugins.targets import resolve, unwrap
-from attn_plugins.testing import tiny_bert, tiny_tokenizer
+from attn_plugins.explain.targets import resolve, unwrap
+from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
 TEXTS = ["the movie was good", "a bad film and a very boring plot"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import attn_plugins as ap
-from attn_plugins.testing import tiny_model, tiny_tokenizer, tiny_vocab
+from attn_plugins.zoo import tiny_model, tiny_tokenizer, tiny_vocab
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import shap
 from scipy.cluster.hierarchy import is_valid_linkage
 
 from attn_plugins.errors import InputError
-from attn_plugins.maskers import (
+from attn_plugins.explain.maskers import (
     AttentionMasker,
     contiguous_linkage,
     embed_tree,
@@ -16,7 +16,7 @@ from attn_plugins.maskers import (
     free_linkage,
     maskable_positions,
 )
-from attn_plugins.testing import tiny_bert, tiny_tokenizer
+from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
 
 def leaves(tree: np.ndarray, node: int, n: int) -> list[int]:

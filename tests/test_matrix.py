@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from attn_plugins.testing import tiny_inputs, tiny_model, verify_capture, zoo_types
+from attn_plugins.zoo import tiny_inputs, tiny_model, verify_capture, zoo_types
 
 # Models that compute attention themselves (not on transformers' AttentionInterface in 5.24).
 OFF_INTERFACE = {"deberta-v2", "mpnet", "falcon", "bloom"}
@@ -49,7 +49,7 @@ def test_values_and_value_norms_match_the_output_projection(model_type):
     captured values; the value norms are then checked as ‖W_h v_j‖ with that projection's weight.
     """
     from attn_adapters.huggingface import CaptureContext, output_projection, output_projection_module
-    from attn_plugins.adapter import CaptureOptions
+    from attn_plugins.adapters import CaptureOptions
 
     model = tiny_model(model_type)
     inputs = tiny_inputs(model, batch=1)

@@ -286,7 +286,7 @@ def test_gae_encoder_decoder_by_hand_single_target_token():
 
 
 def test_grad_attention_on_a_real_classifier_matches_autograd():
-    from attn_plugins.testing import tiny_bert, tiny_tokenizer
+    from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
     tok, model = tiny_tokenizer("bert"), tiny_bert(num_labels=3)
     r = ap.capture(model, tok, "the movie was good", gradients=True, gradient_target=2)
@@ -320,7 +320,7 @@ def test_norm_by_hand_and_missing_value_norms():
 
 
 def test_norm_matches_kobayashi_definition_on_a_real_bert():
-    from attn_plugins.testing import tiny_bert, tiny_tokenizer
+    from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
     tok, model = tiny_tokenizer("bert"), tiny_bert()
     text = "a good film"
@@ -400,7 +400,7 @@ def independent_alti(model, tok, text):
 
 def test_alti_capture_matches_an_independent_implementation():
     from attn_plugins.methods.alti import capture_alti
-    from attn_plugins.testing import tiny_bert, tiny_tokenizer
+    from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
     tok, model = tiny_tokenizer("bert"), tiny_bert(num_labels=2)
     r = capture_alti(model, tok, "a very good movie")
@@ -416,7 +416,7 @@ def test_alti_rejects_models_without_bert_layers():
 
     from attn_plugins.errors import UnsupportedModelError
     from attn_plugins.methods.alti import capture_alti
-    from attn_plugins.testing import tiny_tokenizer
+    from attn_plugins.zoo import tiny_tokenizer
 
     model = GPT2Model(GPT2Config(vocab_size=200, n_embd=16, n_layer=1, n_head=2)).eval()
     with pytest.raises(UnsupportedModelError, match="BERT-family"):

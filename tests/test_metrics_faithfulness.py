@@ -80,7 +80,7 @@ def test_deletion_and_insertion_curves_by_hand() -> None:
     ins = insertion_curve(Additive(), IDS, SCORES, 1, baseline_id=0, protected=PROTECTED)
     np.testing.assert_allclose(ins.probabilities, [0.1, 0.3, 0.5, 0.6, 0.6])
     assert ins.area == pytest.approx(0.4375)
-    assert ins.as_dict()["area"] == pytest.approx(0.4375)
+    assert ins.to_dict()["area"] == pytest.approx(0.4375)
 
 
 def test_curve_max_steps_subsamples() -> None:

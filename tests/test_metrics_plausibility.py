@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from attn_plugins.errors import InputError
-from attn_plugins.manager import get_component
 from attn_plugins.metrics import auprc, iou_f1, kendall, spans, spearman, token_f1, top_k_overlap
 from attn_plugins.metrics import faithfulness as faith
+from attn_plugins.plugins import get_component
 
 SCORES = [0.9, 0.8, 0.1, 0.7, 0.2, 0.05]
 RATIONALE = [1, 1, 0, 0, 1, 0]
@@ -81,9 +81,26 @@ def test_agreement_bad_input() -> None:
         spearman([1, np.inf, 3], [1, 2, 3])
 
 
-def test_metrics_are_registered_plugins() -> None:
-    assert get_component("metric", "comprehensiveness") is faith.comprehensiveness
-    assert get_component("metric", "aopc_sufficiency") is faith.aopc_sufficiency
-    assert get_component("metric", "deletion") is faith.deletion_curve
-    assert get_component("metric", "token_f1") is token_f1
-    assert get_component("metric", "top_k_overlap") is top_k_overlap
+def test_metrics_are_registered_plugins_with_one_call_shape_per_kind() -> None:
+    assert get_component("metric", "comprehensiveness").function is faith.comprehensiveness
+    assert get_component("metric", "aopc_sufficiency").function is faith.aopc_sufficiency
+    assert get_component("metric", "deletion").function is faith.deletion_curve
+    assert get_component("metric", "token_f1").function is token_f1
+    assert get_component("metric", "top_k_overlap").function is top_k_overlap
+    kinds = {name: get_component("metric", name).kind for name in ("deletion", "token_f1", "kendall")}
+    assert kinds == {"deletion": "faithfulness", "token_f1": "plausibility", "kendall": "agreement"}
+    # agreement: metric(scores, reference) -> float; plausibility: metric(scores, rationale) -> float
+    assert get_component("metric", "top_k_overlap")([4, 3, 2, 1], [4, 1, 3, 2], k=2) == pytest.approx(0.5)
+    assert get_component("metric", "token_f1")([0.9, 0.1, 0.8], [1, 0, 0], k=1) == pytest.approx(1.0)
+
+    # faithfulness: metric(predict, token_ids, scores, target, baseline_id=...) -> float, even for curves
+    # (a result object's value): erasing token 7 first leaves probability 0.25 from then on.
+    def predict(ids):
+        p = np.where((ids == 7).any(1), 0.75, 0.25)
+        return np.stack([1 - p, p], 1)
+
+    deletion = get_component("metric", "deletion")
+    area = deletion(predict, [5, 7, 6], [0.1, 0.9, 0.2], 1, baseline_id=0)
+    assert isinstance(area, float)
+    assert area == pytest.approx(faith.deletion_curve(predict, [5, 7, 6], [0.1, 0.9, 0.2], 1, baseline_id=0).area)
+    assert deletion.higher_is_better is False

@@ -11,7 +11,7 @@ import torch
 
 import attn_plugins as ap
 from attn_plugins import AttentionRecord, PluginError
-from attn_plugins.manager import PluginRegistry, PluginWarning, get_component
+from attn_plugins.plugins import PluginRegistry, PluginWarning, get_component
 
 
 def fake_distribution(root, dist: str, module: str, source: str) -> None:
@@ -24,7 +24,7 @@ def fake_distribution(root, dist: str, module: str, source: str) -> None:
 
 
 def fresh_registry() -> PluginRegistry:
-    return PluginRegistry().load_entry_points().collect()
+    return PluginRegistry().load_builtins().load_entry_points().collect()
 
 
 def test_builtins_register_through_the_entry_point():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attn_plugins import AttentionRecord, RecordValidationError
+from attn_plugins import AttentionRecord, InputError, RecordValidationError
 
 
 def softmax_rows(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -101,10 +101,13 @@ def test_select_layers_and_heads_keeps_original_ids():
     assert torch.equal(sub.attentions["self"][1, 0], rec.attentions["self"][3, 4])
     assert torch.equal(sub.gradients["self"][0, 1], rec.gradients["self"][1, 0])
     assert sub.layer_ids() == [1, 3] and sub.head_ids() == [4, 0]
-    # selecting again composes the original ids
-    assert sub.select(layers=[1]).layer_ids() == [3]
+    # selecting again uses the original numbers (negatives count from the end of what is held)
+    assert sub.select(layers=[3]).layer_ids() == [3]
+    assert sub.select(layers=[-1]).layer_ids() == [3]
+    with pytest.raises(InputError, match="layer 2 out of range"):
+        sub.select(layers=[2])
     assert rec.attentions["self"].shape == (4, 5, 3, 3), "the original record is untouched"
-    with pytest.raises(RecordValidationError, match="out of range"):
+    with pytest.raises(InputError, match="out of range"):
         rec.select(heads=[5])
 
 

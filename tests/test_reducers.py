@@ -8,12 +8,12 @@ import torch
 
 import attn_plugins as ap
 from attn_plugins import AttentionRecord
-from attn_plugins.diagnostics import head_entropy
+from attn_plugins.capture import HeadEntropy, HeadReduce, RolloutReducer, TopK, stream
 from attn_plugins.errors import InputError, UnsupportedModelError
 from attn_plugins.methods.raw import RawAttention
 from attn_plugins.methods.rollout import Rollout
-from attn_plugins.reducers import HeadEntropy, HeadReduce, RolloutReducer, TopK, stream
-from attn_plugins.testing import tiny_bert, tiny_inputs, tiny_model, tiny_tokenizer
+from attn_plugins.metrics.diagnostics import head_entropy
+from attn_plugins.zoo import tiny_bert, tiny_inputs, tiny_model, tiny_tokenizer
 
 TEXTS = ["the movie was good", "a very long and boring film about a cat and a dog , really"]
 
@@ -119,7 +119,7 @@ def test_bad_input_is_reported() -> None:
         RolloutReducer(kinds=["cross"])
     with pytest.raises(InputError, match="non-negative"):
         HeadReduce(layers=[-1])
-    with pytest.raises(InputError, match="'mean' or 'max'"):
+    with pytest.raises(InputError, match="head_reduce must be one of 'mean', 'max', 'min', 'sum'"):
         HeadReduce("median")
     with pytest.raises(InputError, match="positive integer"):
         TopK(0)
@@ -132,7 +132,38 @@ def test_bad_input_is_reported() -> None:
         stream(model, tok, "the movie", [HeadReduce(), HeadReduce()])
 
 
-def test_models_off_the_interface_are_refused() -> None:
-    model = tiny_model("bloom")  # computes attention itself, not through AttentionInterface
-    with pytest.raises(UnsupportedModelError, match="ap.capture"):
-        stream(model, inputs=tiny_inputs(model), reducers=[RolloutReducer()])
+def test_models_off_the_interface_stream_through_the_eager_adapter() -> None:
+    # bloom computes attention itself, not through AttentionInterface: the eager adapter listens instead,
+    # handing over output_attentions after the forward, and the reductions equal those of a full capture.
+    model = tiny_model("bloom")
+    inputs = tiny_inputs(model, batch=2)
+    streamed = stream(model, inputs=inputs, reducers=[RolloutReducer(), HeadEntropy()])
+    records = ap.capture(model, inputs=inputs)
+    for result, record in zip(streamed, records):
+        rollout = ap.attribute(record, "rollout", position=list(range(len(record.tokens))))
+        np.testing.assert_allclose(result.results["rollout"]["self"], rollout, atol=1e-6)
+        np.testing.assert_allclose(result.results["head_entropy"]["self"], head_entropy(record), atol=1e-5)
+
+
+def test_an_adapter_that_cannot_listen_is_refused() -> None:
+    from attn_plugins.adapters import Adapter
+
+    class Silent(Adapter):
+        name = "silent"
+
+        def supports(self, model):
+            return getattr(model, "silent_test_model", False)  # only this test's model, never another test's
+
+        def capture(self, model, batch, options):
+            return []
+
+    class Plugin:
+        @ap.hookimpl
+        def attn_plugins_register_adapters(self, register):
+            register("silent", Silent())
+
+    ap.register_plugin(Plugin(), name="silent-adapter")
+    model = tiny_bert()
+    model.silent_test_model = True
+    with pytest.raises(UnsupportedModelError, match="cannot hand over attention"):
+        stream(model, tiny_tokenizer("bert"), "the movie", [RolloutReducer()], adapter="silent")

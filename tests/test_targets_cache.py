@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import attn_plugins as ap
-from attn_plugins.testing import tiny_bert, tiny_tokenizer
+from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
 
 def test_reference_is_embedded_once_and_values_are_unchanged():

@@ -422,11 +422,11 @@ def test_describe_output_of_classifier_and_language_model() -> None:
 # ---------------------------------------------------------------------------- plugin registration
 
 
-def test_views_are_registered_through_the_entry_point() -> None:
+def test_views_are_registered_as_built_ins() -> None:
     infos = {i.name: i for i in ap.plugins() if i.kind == "view"}
     for name in ("head_view", "model_view", "neuron_view", "heatmap", "text", "side_by_side", "report"):
-        assert infos[name].distribution == "attn-plugins" and infos[name].plugin == "views"
-    from attn_plugins.manager import get_component
+        assert infos[name].distribution == "attn-plugins" and infos[name].plugin == "attn_plugins.views.plugin"
+    from attn_plugins.plugins import get_component
 
     assert get_component("view", "heatmap") is ap.views.heatmap
     view = get_component("view", "text")(softmax_record(), scores=np.ones(6))

@@ -11,7 +11,7 @@ import torch
 
 import attn_plugins as ap
 from attn_plugins import AttentionRecord
-from attn_plugins.testing import tiny_bert, tiny_tokenizer, tiny_vocab
+from attn_plugins.zoo import tiny_bert, tiny_tokenizer, tiny_vocab
 
 XSS_TOKENS = [
     "</script><img src=x onerror=alert(1)>",

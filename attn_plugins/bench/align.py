@@ -25,7 +25,7 @@ import torch
 from scipy.stats import bootstrap
 
 from ..errors import AttnPluginsError, InputError
-from ..testing import tiny_tokenizer, tiny_vocab
+from ..zoo import tiny_tokenizer, tiny_vocab
 from .command import bench_parser
 from .threads import torch_threads
 
@@ -297,7 +297,7 @@ def _run(quick: bool, seed: int) -> dict[str, Any]:
     """The benchmark itself, run inside :func:`run`'s thread setting."""
     import attn_plugins as ap
 
-    from ..manager import get_registry
+    from ..plugins import get_registry
 
     config = Config.quick() if quick else Config()
     t0 = time.perf_counter()

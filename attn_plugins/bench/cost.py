@@ -1,7 +1,7 @@
 """Attention methods versus SHAP: cost and agreement on the same texts and the same target.
 
 The packaged all-MiniLM-L6-v2 explains the cosine similarity of each text's embedding to a reference
-sentence. :func:`attn_plugins.compare` runs shap's Partition explainer (``Text`` masker, default budget of
+sentence. :func:`attn_plugins.explain.compare` runs shap's Partition explainer (``Text`` masker, default budget of
 500 evaluations) and every attention method on each text in turn, so their times are measured side by
 side; this benchmark reports the seconds per text of each, the speed ratio (shap time / method time)
 and the rank agreement with shap (Spearman, Kendall, top-3 overlap) next to it.
@@ -45,7 +45,7 @@ def texts(n: int = 100, seed: int = 0) -> list[str]:
 
 def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
     """Each attention method vs shap Partition on the same texts: seconds per text, speed ratio, agreement."""
-    from ..compare import compare
+    from ..explain.compare import compare
     from .capture import minilm
 
     n = 2 if quick else 100

@@ -67,8 +67,7 @@ def measure_one(mode: str, tokens: int, seed: int = 0, layers: int = 4, hidden: 
 
 def _forward(mode: str, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> int:
     """One forward in ``mode``; returns the bytes of what it keeps (the records' weights or the reduced results)."""
-    from ..capture import capture
-    from ..reducers import HeadEntropy, RolloutReducer, TopK, stream
+    from ..capture import HeadEntropy, RolloutReducer, TopK, capture, stream
 
     with torch.no_grad():
         if mode == "plain":

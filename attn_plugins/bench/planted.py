@@ -27,7 +27,7 @@ import torch
 
 from ..errors import AttnPluginsError
 from ..metrics import agreement, faithfulness, plausibility
-from ..testing import tiny_tokenizer, tiny_vocab
+from ..zoo import tiny_tokenizer, tiny_vocab
 from .command import bench_parser
 from .stats import mean_ci
 from .threads import torch_threads
@@ -287,7 +287,7 @@ def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
 
 def _run(quick: bool, seed: int) -> dict[str, Any]:
     """The benchmark itself, run inside :func:`run`'s thread setting."""
-    from ..manager import get_registry
+    from ..plugins import get_registry
 
     config = Config.quick() if quick else Config()
     t0 = time.perf_counter()

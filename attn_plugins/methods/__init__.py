@@ -19,7 +19,7 @@ def get_method(method: str | Method) -> Method:
         if callable(method):
             return method  # a third-party callable(record, position=..., kind=...) works too
         raise InputError(f"method must be a registered name or a Method, got {type(method).__name__}")
-    from ..manager import get_component
+    from ..plugins import get_component
 
     return get_component("method", method)
 

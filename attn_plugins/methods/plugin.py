@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..hookspecs import Register, hookimpl
+from ..plugins.hookspecs import Register, hookimpl
 from .alti import Alti
 from .flow import Flow
 from .gae import GAE

@@ -1,8 +1,11 @@
-"""Evaluation metrics: faithfulness (erasure, AOPC, curves), plausibility (vs rationales), rank agreement."""
+"""The metrics layer: faithfulness (erasure, AOPC, curves), plausibility (vs rationales), rank agreement,
+and diagnostics of attention itself (diffuse and sink heads, disagreement with a reference)."""
 
 from __future__ import annotations
 
 from .agreement import kendall, spearman, top_k_overlap
+from .base import Metric
+from .diagnostics import Diagnostics, Disagreement, diagnose, disagreement
 from .faithfulness import (
     AOPC,
     DEFAULT_BINS,
@@ -20,6 +23,11 @@ from .plausibility import auprc, hard_prediction, iou_f1, spans, token_f1
 
 __all__ = [
     "AOPC",
+    "Diagnostics",
+    "Disagreement",
+    "Metric",
+    "diagnose",
+    "disagreement",
     "DEFAULT_BINS",
     "Curve",
     "aopc",

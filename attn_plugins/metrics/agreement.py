@@ -43,7 +43,7 @@ def kendall(a: Any, b: Any, *, protected: Any | None = None) -> float:
     return float(kendalltau(x, y).statistic)
 
 
-def top_k_overlap(a: Any, b: Any, k: int, *, protected: Any | None = None) -> float:
+def top_k_overlap(a: Any, b: Any, k: int = 3, *, protected: Any | None = None) -> float:
     """Share of the ``k`` highest-scored tokens of ``a`` that are also among the ``k`` highest of ``b``."""
     x, y = _pair(a, b, protected)
     if not 1 <= int(k) <= len(x):

@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import auc
 
 from ..errors import InputError
+from ..results import Result, plain
 from ._checks import as_mask, as_scores, as_token_ids, same_length
 
 PredictFn = Callable[[np.ndarray], Any]
@@ -28,35 +29,50 @@ DEFAULT_BINS: tuple[float, ...] = (0.01, 0.05, 0.10, 0.20, 0.50)
 
 
 @dataclass(frozen=True)
-class AOPC:
-    """Area over the perturbation curve: the mean drop over bins, and the drop in each bin."""
+class AOPC(Result):
+    """Area over the perturbation curve: the mean drop over bins (``value``), and the drop in each bin."""
 
     value: float
     bins: tuple[float, ...]
     points: tuple[float, ...]
     full_probability: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain types, for JSON."""
-        return {
-            "value": self.value,
-            "bins": list(self.bins),
-            "points": list(self.points),
-            "full_probability": self.full_probability,
-        }
+        return plain(
+            {
+                "value": self.value,
+                "bins": list(self.bins),
+                "points": list(self.points),
+                "full_probability": self.full_probability,
+            }
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per bin: the share of tokens erased and the probability drop."""
+        return [{"bin": b, "drop": p} for b, p in zip(self.bins, self.points)]
 
 
 @dataclass(frozen=True)
-class Curve:
+class Curve(Result):
     """A deletion or insertion curve: target probability against the fraction of tokens changed."""
 
     fractions: np.ndarray
     probabilities: np.ndarray
     area: float
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def value(self) -> float:
+        """The area under the curve (the number a metric reports)."""
+        return self.area
+
+    def to_dict(self) -> dict[str, Any]:
         """Plain types, for JSON."""
-        return {"fractions": self.fractions.tolist(), "probabilities": self.probabilities.tolist(), "area": self.area}
+        return plain({"fractions": self.fractions, "probabilities": self.probabilities, "area": self.area})
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per point of the curve."""
+        return [{"fraction": f, "probability": p} for f, p in zip(self.fractions.tolist(), self.probabilities.tolist())]
 
 
 # ---------------------------------------------------------------------------- shared machinery

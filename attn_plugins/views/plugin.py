@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..hookspecs import Register, hookimpl
+from ..plugins.hookspecs import Register, hookimpl
 from .attention import head_view, model_view, neuron_view
 from .heatmap import heatmap
 from .highlight import side_by_side, text

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..diagnostics import diagnose, disagreement
 from ..errors import InputError
+from ..metrics.diagnostics import diagnose, disagreement
 from ..record import AttentionRecord
 from .attention import check_record, head_view, model_view, neuron_view
 from .highlight import side_by_side

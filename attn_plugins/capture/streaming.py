@@ -5,14 +5,15 @@ longer fits. A reducer instead receives each layer's probabilities ``[batch, hea
 together with the key mask as the model computes them (:meth:`Reducer.update`), folds them into a small
 running state, and lets them go; the peak extra memory is one layer. :func:`stream` runs a model with
 reducers attached through the Hugging Face adapter's capture context, so the probabilities are the same
-recomputed ones a full capture records.
+ones a full capture records. Any adapter that can listen (:meth:`attn_plugins.adapters.Adapter.listen`)
+serves, so streaming works for third-party adapters too.
 
 Each reducer's per-example result equals the same reduction applied to a full record of that example
 (padding removed):
 
 * :class:`HeadReduce` - mean or max over heads, per layer ``[L, Q, K]`` or averaged over layers ``[Q, K]``;
 * :class:`RolloutReducer` - attention rollout ``[Q, K]``, as the ``rollout`` method computes it;
-* :class:`HeadEntropy` - mean row entropy per head ``[L, H]``, as :func:`attn_plugins.diagnostics.head_entropy`;
+* :class:`HeadEntropy` - mean row entropy per head ``[L, H]``, as :func:`attn_plugins.record.statistics.head_entropy`;
 * :class:`TopK` - the k largest weights of every row and their key positions ``[L, H, Q, k]``.
 """
 
@@ -26,9 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError, UnsupportedModelError
-
-SQUARE_KINDS = ("self", "encoder", "decoder")
+from ..adapters import AttentionCall, CaptureOptions, model_device, move_inputs
+from ..errors import InputError, UnsupportedModelError
+from ..record import SQUARE_KINDS
+from ..record.kinds import sides
+from ..record.selection import check_reduction, reduce_axis
+from ..record.statistics import head_entropy
+from .encoding import encode, encode_inputs
+from .forward import select_adapter
 
 
 @dataclass
@@ -145,14 +151,6 @@ def _as_mask(mask: torch.Tensor | None, b: int, n: int, what: str, device: torch
     return mask.bool()
 
 
-def _head_reduce(probs: torch.Tensor, how: str) -> torch.Tensor:
-    if how == "mean":
-        return probs.mean(1)
-    if how == "max":
-        return probs.amax(1)
-    raise InputError(f"head reduction must be 'mean' or 'max', not {how!r}")
-
-
 class HeadReduce(Reducer):
     """Mean or max over heads of each layer: ``[L, Q, K]`` per example, or ``[Q, K]`` averaged over layers.
 
@@ -167,11 +165,11 @@ class HeadReduce(Reducer):
         layer_reduce: str | None = None,
         kinds: Sequence[str] | None = None,
     ) -> None:
-        _head_reduce(torch.zeros(1, 1, 1, 1), how)  # validate early
+        check_reduction(how)
         if layer_reduce not in (None, "mean"):
             raise InputError(f"layer_reduce must be None or 'mean', not {layer_reduce!r}")
         if layers is not None and any(int(i) < 0 for i in layers):
-            raise InputError("streaming reducers take non-negative layer indices (the layer count is not known yet)")
+            raise InputError("streaming reducers take non-negative layer numbers (the layer count is not known yet)")
         self.how = how
         self.layers = sorted({int(i) for i in layers}) if layers is not None else None
         self.layer_reduce = layer_reduce
@@ -183,7 +181,7 @@ class HeadReduce(Reducer):
     ) -> None:
         if self.layers is not None and layer not in self.layers:
             return
-        reduced = _head_reduce(probs, self.how).double()  # [B, Q, K]
+        reduced = reduce_axis(probs, self.how).double()  # [B, Q, K]
         if self.layer_reduce == "mean":
             total, count = self._state.get(kind, (None, 0))
             self._state[kind] = (reduced if total is None else total + reduced, count + 1)
@@ -214,7 +212,7 @@ class RolloutReducer(Reducer):
     def __init__(self, residual: float = 0.5, head_reduce: str = "mean", kinds: Sequence[str] | None = None) -> None:
         if not 0.0 <= residual <= 1.0:
             raise InputError(f"residual must be within [0, 1], got {residual}")
-        _head_reduce(torch.zeros(1, 1, 1, 1), head_reduce)
+        check_reduction(head_reduce)
         kinds = tuple(kinds) if kinds is not None else SQUARE_KINDS
         bad = [k for k in kinds if k not in SQUARE_KINDS]
         if bad:
@@ -229,7 +227,7 @@ class RolloutReducer(Reducer):
         if probs.shape[-1] != probs.shape[-2]:
             raise InputError(f"rollout needs as many queries as keys; {kind!r} is {tuple(probs.shape[-2:])}")
         # float64 like the rollout method: long products of row-stochastic maps lose digits in float32.
-        a = _head_reduce(probs, self.head_reduce).double()
+        a = reduce_axis(probs, self.head_reduce).double()
         eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
         mixed = (1.0 - self.residual) * a + self.residual * eye
         mixed = mixed / mixed.sum(-1, keepdim=True).clamp_min(torch.finfo(mixed.dtype).tiny)
@@ -241,7 +239,7 @@ class RolloutReducer(Reducer):
 
 
 class HeadEntropy(Reducer):
-    """Mean entropy of each head's rows, ``[L, H]`` per example, like ``diagnostics.head_entropy``.
+    """Mean entropy of each head's rows, ``[L, H]`` per example, like :func:`attn_plugins.metrics.diagnostics.head_entropy`.
 
     ``normalized`` divides each row's entropy by the log of the number of keys it may see (1 = uniform)
     and leaves out rows that see a single key.
@@ -256,22 +254,8 @@ class HeadEntropy(Reducer):
     def _fold(
         self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
     ) -> None:
-        # In float32: one float32 copy of the layer, not a float64 one, and a float32 sum (a float64 sum of
-        # float32 entries converts element by element, ten times slower, for digits beyond 1e-6 that the
-        # entropy does not need). Rows already sum to 1 within 1e-6, so scipy's renormalization is moot.
-        h = torch.special.entr(probs).sum(-1).double()  # [B, H, Q]; entr(0) = 0
-        if causal and probs.shape[-1] == probs.shape[-2]:
-            visible = torch.cumsum(k_mask.long(), dim=1)  # a causal row sees the real keys up to itself
-        else:
-            visible = k_mask.long().sum(1, keepdim=True).expand(-1, probs.shape[-2])
-        rows = q_mask.clone()
-        if self.normalized:
-            rows &= visible > 1
-            h = h / torch.log(visible.clamp_min(2).double())[:, None, :]
-        if not bool(rows.any(1).all()):
-            raise InputError("every attention row of an example sees a single key: entropy is not informative")
-        w = rows.double()[:, None, :]
-        self._state.setdefault(kind, []).append((h * w).sum(-1) / w.sum(-1))  # [B, H]
+        entropy = head_entropy(probs, causal=causal, normalized=self.normalized, key_mask=k_mask, query_mask=q_mask)
+        self._state.setdefault(kind, []).append(entropy)  # [B, H]
 
     def _finish(self, kind: str, b: int, q_keep: torch.Tensor, k_keep: torch.Tensor) -> np.ndarray:
         return torch.stack([s[b] for s in self._state[kind]]).cpu().numpy()
@@ -334,17 +318,13 @@ def stream(
     target: str | Sequence[str] | None = None,
     truncation: bool = False,
     max_length: int | None = None,
+    adapter: str | None = None,
 ) -> list[StreamResult]:
     """Run ``model`` once with ``reducers`` fed each layer's attention as it is computed; one result per example.
 
-    Only one layer's weights are alive at a time. The model must route attention through transformers'
-    AttentionInterface (the ``huggingface`` adapter); for other models use :func:`attn_plugins.capture`.
+    The adapter hands over one layer at a time (:meth:`attn_plugins.adapters.Adapter.listen`); with the
+    ``huggingface`` adapter only one layer's weights are alive at a time.
     """
-    from attn_adapters.eager import is_hf_model
-    from attn_adapters.huggingface import model_device, on_interface
-
-    from .capture import encode, encode_inputs, move_inputs
-
     reducers = [reducers] if isinstance(reducers, Reducer) else list(reducers)
     if not reducers:
         raise InputError("stream needs at least one reducer")
@@ -353,12 +333,10 @@ def stream(
         raise InputError(f"reducer names must be unique, got {names}")
     if (text is None) == (inputs is None):
         raise InputError("pass either text (with a tokenizer) or inputs=, not both or neither")
-    if not is_hf_model(model) or not on_interface(model):
-        raise UnsupportedModelError(
-            f"streaming reads attention through transformers' AttentionInterface, which "
-            f"{type(model).__name__} does not use; capture it whole with ap.capture instead"
-        )
+    chosen = select_adapter(model, adapter)
     if text is not None:
+        if tokenizer is None:
+            tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is None:
             raise InputError("streaming from text needs a tokenizer; or pass inputs= with token ids")
         batch = encode(model, tokenizer, text, target=target, truncation=truncation, max_length=max_length)
@@ -367,17 +345,25 @@ def stream(
     for r in reducers:
         r.reset()
     device = model_device(model)
-    masks = {"source": batch.source_mask.to(device), "target": None}
+    masks = {"source": batch.source_mask.to(device) if batch.source_mask.numel() else None, "target": None}
     if batch.target_mask is not None:
         masks["target"] = batch.target_mask.to(device)
-    ctx = _streaming_context(model, reducers, masks)
-    with ctx.active(), torch.no_grad():
-        model(**move_inputs(batch.inputs, device), return_dict=True)
-    if ctx.calls == 0:
-        raise UnsupportedModelError(
-            f"{type(model).__name__} accepted the capture function but never called it; capture it with ap.capture"
-        )
+    layers: dict[str, int] = {}
+
+    def heard(call: AttentionCall) -> None:
+        layers[call.kind] = max(layers.get(call.kind, 0), call.layer + 1)
+        query_side, key_side = sides(call.kind)
+        for r in reducers:
+            r.update(
+                call.kind, call.layer, call.probs, masks[key_side], query_mask=masks[query_side], causal=call.causal
+            )
+
+    with chosen.listen(model, CaptureOptions(), heard), torch.no_grad():
+        chosen.call(model, move_inputs(batch.inputs, device))
+    if not layers:
+        raise UnsupportedModelError(f"adapter {chosen.name!r} heard no attention from {type(model).__name__}")
     per_reducer = {r.name: r.results() for r in reducers}
+    model_type = chosen.describe(model).get("model_type")
     out = []
     for b in range(batch.size):
         src = batch.source[b]
@@ -389,49 +375,7 @@ def stream(
                 target_tokens=tgt.tokens if tgt else None,
                 word_ids=src.word_ids,
                 special_tokens_mask=src.special_tokens_mask,
-                meta={"model_type": getattr(model.config, "model_type", None), "layers": dict(ctx.layers)},
+                meta={"model_type": model_type, "layers": dict(layers)},
             )
         )
     return out
-
-
-def _streaming_context(model: Any, reducers: list[Reducer], masks: dict[str, torch.Tensor | None]) -> Any:
-    """A capture context of the Hugging Face adapter that hands each call to the reducers instead of keeping it."""
-    from attn_adapters.huggingface import CaptureContext
-
-    from .adapter import CaptureOptions
-
-    class StreamingContext(CaptureContext):
-        """Reuses the adapter's attention function (backend output + recomputed probabilities) unchanged."""
-
-        def __init__(self) -> None:
-            super().__init__(model, CaptureOptions())
-            self.layers: dict[str, int] = {}
-            self._last: dict[str, tuple] = {}
-
-        def attention(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            """Run the adapter's function, then pass the probabilities it recorded to the reducers and drop them."""
-            result = super().attention(module, *args, **kwargs)
-            call = self.steps[-1].pop()  # nothing stays in the context: peak memory is this one layer
-            kind = call.site.kind
-            # Layers are numbered by module position; streaming needs the model to call them in that order.
-            key = (call.site.order, call.site.name, call.index)
-            if kind in self._last and key <= self._last[kind]:
-                raise UnsupportedModelError(
-                    f"{type(model).__name__} calls its {kind} attention modules out of layer order "
-                    f"({call.site.name} after {self._last[kind][1]}); capture it with ap.capture instead"
-                )
-            self._last[kind] = key
-            layer = self.layers.get(kind, 0)
-            self.layers[kind] = layer + 1
-            key_side, query_side = {
-                "self": ("source", "source"),
-                "encoder": ("source", "source"),
-                "decoder": ("target", "target"),
-                "cross": ("source", "target"),
-            }[kind]
-            for r in reducers:
-                r.update(kind, layer, call.probs, masks[key_side], query_mask=masks[query_side], causal=call.causal)
-            return result
-
-    return StreamingContext()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError, UnsupportedModelError
+from ..errors import InputError, UnsupportedModelError
 
 TASKS = ("classification", "token_classification", "question_answering", "similarity", "generation", "seq2seq")
 

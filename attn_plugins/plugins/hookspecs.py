@@ -20,6 +20,7 @@ across all installed packages; a clash is an error that names both distributions
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -28,14 +29,14 @@ PROJECT_NAME = "attn_plugins"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-Register = Callable[..., None]
+Register = Callable[[str, Any], None]
 
 
 @hookspec
 def attn_plugins_register_adapters(register: Register) -> None:
     """Register capture adapters: ``register(name, adapter)``.
 
-    An adapter is an :class:`attn_plugins.adapter.Adapter`: it says whether it ``supports(model)`` and
+    An adapter is an :class:`attn_plugins.adapters.Adapter`: it says whether it ``supports(model)`` and
     turns an encoded batch into one :class:`~attn_plugins.record.AttentionRecord` per example. When
     several adapters support a model, the one with the highest ``priority`` is used.
     """
@@ -45,7 +46,7 @@ def attn_plugins_register_adapters(register: Register) -> None:
 def attn_plugins_register_methods(register: Register) -> None:
     """Register attribution methods: ``register(name, method)``.
 
-    A method is an :class:`attn_plugins.methods.base.Method`: called as ``method(record,
+    A method is an :class:`attn_plugins.methods.Method`: called as ``method(record,
     position=...)`` it returns a NumPy array of scores over key tokens.
     """
 

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError
-from .record import AttentionRecord
+from ..errors import InputError
+from ..record import AttentionRecord
 
 RESULTS = "results.jsonl"
 MANIFEST = "manifest.json"
@@ -163,7 +163,7 @@ def explain_batch(explainer: Any, examples: Sequence[Example]) -> list[tuple[dic
     similarity), the whole batch is captured in one padded forward; otherwise each example goes through
     the explainer's own capture (gradients are specific to one output, generations to one prompt).
     """
-    from .capture import capture
+    from ..capture import capture
 
     specs = [explainer.resolve(e.text) for e in examples]
     requires = tuple(getattr(explainer.method, "requires", ()))
@@ -194,7 +194,7 @@ def _digest(data: bytes) -> str:
 
 def fingerprint(model: Any, tokenizer: Any, method: str, options: dict[str, Any]) -> dict[str, Any]:
     """What identifies a run: model class, config and weights digests, tokenizer vocabulary, method, options."""
-    from .targets import unwrap
+    from ..explain.targets import unwrap
 
     hf, tok, _ = unwrap(model, tokenizer)
     config = getattr(hf, "config", None)
@@ -302,7 +302,7 @@ def _batches(items: Sequence[Example], size: int) -> Iterator[list[Example]]:
 
 def record_bytes(record: AttentionRecord, keep: bool, dtype: str | None) -> bytes | None:
     """A record serialized for its file (cast to ``dtype`` if given), or None when records are not kept."""
-    from .storage import to_bytes
+    from ..record.storage import to_bytes
 
     if not keep:
         return None
@@ -324,7 +324,7 @@ class RayExplainer:
     ) -> None:
         import ray
 
-        from .explain import AttentionExplainer
+        from ..explain.explainer import AttentionExplainer
 
         model, tokenizer = ray.get(shared[0])  # wrapped in a list so Ray hands over the reference, not a copy
         torch.set_num_threads(1)  # one CPU per actor: Ray schedules the parallelism
@@ -432,7 +432,7 @@ def run_corpus(
     results: Iterator[list[tuple[dict, bytes | None]]] = iter(())
     try:
         if engine == "local" and pending:
-            from .explain import AttentionExplainer
+            from ..explain.explainer import AttentionExplainer
 
             explainer = AttentionExplainer(model, tokenizer, method=method, **explain_options)
             results = _local(explainer, pending, batch_size, save_records, record_dtype)

@@ -1,16 +1,17 @@
-"""What an adapter receives and implements: capture options, an encoded batch, the Adapter base class."""
+"""The adapter contract: what an adapter receives (options, an encoded batch) and what it implements."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .errors import InputError
-from .record import AttentionRecord
+from ..errors import UnsupportedModelError
+from ..record import AttentionRecord
 
 
 @dataclass
@@ -62,8 +63,35 @@ class EncodedBatch:
         return len(self.source)
 
 
+@dataclass
+class AttentionCall:
+    """One attention computation seen while listening: its kind, original layer number and weights.
+
+    ``probs`` is ``[batch, heads, queries, keys]`` (heads already selected); ``causal`` tells whether
+    its queries may only see keys at or before their own position.
+    """
+
+    kind: str
+    layer: int
+    probs: torch.Tensor
+    causal: bool
+
+
 class Adapter(ABC):
-    """Base class of capture adapters; subclasses set ``name`` and implement both methods."""
+    """Base class of capture adapters: the contract every adapter follows.
+
+    An adapter knows one family of models. It declares which models it reads (:meth:`supports`, with
+    ``priority`` breaking ties: the highest-priority adapter that supports a model is used) and turns an
+    :class:`EncodedBatch` into one :class:`~attn_plugins.record.AttentionRecord` per example
+    (:meth:`capture`), honouring every field of :class:`CaptureOptions` it can and refusing the others
+    with :class:`~attn_plugins.errors.MissingCaptureError`. Records use the original layer and head
+    numbers, hold no padding, and carry weights on the CPU in ``options.dtype``;
+    :func:`~attn_plugins.adapters.split_batch` does the cutting.
+
+    An adapter that can also hand over attention while the model runs implements :meth:`listen`; then
+    generation (:func:`attn_plugins.capture_generate`) and streaming reducers
+    (:func:`attn_plugins.capture.stream`) work for its models too, with no further code.
+    """
 
     name: str = "adapter"
     priority: int = 0
@@ -75,6 +103,35 @@ class Adapter(ABC):
     @abstractmethod
     def capture(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> list[AttentionRecord]:
         """Run ``model`` on ``batch`` and return one record per example."""
+
+    def listen(
+        self, model: Any, options: CaptureOptions, on_call: Callable[[AttentionCall], None]
+    ) -> AbstractContextManager[None]:
+        """A context in which every forward of ``model`` hands each selected layer's attention to ``on_call``.
+
+        Calls of one kind arrive in layer order within a forward. The default refuses: an adapter that
+        cannot listen still captures whole records.
+        """
+        raise UnsupportedModelError(
+            f"adapter {self.name!r} cannot hand over attention while the model runs (no listen()); "
+            "generation and streaming need an adapter that can"
+        )
+
+    def call(self, model: Any, inputs: dict[str, torch.Tensor]) -> Any:
+        """Run one forward of ``model`` on encoded ``inputs`` (keyword arguments by default)."""
+        return model(**inputs)
+
+    def describe(self, model: Any) -> dict[str, Any]:
+        """Record metadata about ``model`` under this adapter (model type, backend, exactness)."""
+        config = getattr(model, "config", None)
+        return {
+            "model_type": getattr(config, "model_type", None) or type(model).__name__,
+            "model_class": type(model).__name__,
+            "adapter": self.name,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
 
 
 def target_scalar(model_output: Any, target: int | Callable[[Any], torch.Tensor] | None) -> torch.Tensor:
@@ -100,21 +157,3 @@ def target_scalar(model_output: Any, target: int | Callable[[Any], torch.Tensor]
             raise ValueError(f"class index {target} out of range for {logits.shape[-1]} outputs")
         index = torch.full((logits.shape[0], 1), int(target), dtype=torch.long)
     return logits.gather(-1, index).sum()
-
-
-def choose(indices: Sequence[int] | None, n: int, what: str) -> list[int]:
-    """Positions of the selected layers or heads among ``n``: all when None, negatives counted from the end.
-
-    Every adapter selects through this one function, so an index out of range is the same clear
-    :class:`InputError` everywhere and records always store non-negative, original numbers.
-    """
-    if indices is None:
-        return list(range(n))
-    chosen = []
-    for i in indices:
-        if isinstance(i, bool) or not -n <= int(i) < n:
-            raise InputError(f"{what} {i} out of range: the model has {n} {what}s")
-        chosen.append(int(i) % n)
-    if not chosen:
-        raise InputError(f"the {what} selection is empty")
-    return chosen

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import RecordValidationError
+from ..errors import RecordValidationError
+from .kinds import KINDS, SIDES, TENSOR_AXES, TENSOR_FIELDS, by_side
+from .selection import Selection, choose
 
 SCHEMA_VERSION = 1
-KINDS = ("self", "encoder", "decoder", "cross")
-# Optional per-kind tensors, each indexed [layers, heads, ...] like the attentions.
-TENSOR_FIELDS = ("values", "value_norms", "queries", "keys", "gradients")
 
 
 def _default_meta() -> dict[str, Any]:
@@ -86,15 +84,8 @@ class AttentionRecord:
 
     def axes(self, kind: str | None = None) -> tuple[list[str], list[str]]:
         """(query tokens, key tokens) of one kind."""
-        kind = kind or self.default_kind
-        if kind in ("self", "encoder"):
-            return self.tokens, self.tokens
         target = self.target_tokens if self.target_tokens is not None else []
-        if kind == "decoder":
-            return target, target
-        if kind == "cross":
-            return target, self.tokens
-        raise RecordValidationError("attentions", f"unknown kind {kind!r}; kinds are {KINDS}")
+        return by_side(kind or self.default_kind, self.tokens, target)
 
     def layer_ids(self, kind: str | None = None) -> list[int]:
         """Original layer numbers of the stored layers (they differ after a selection)."""
@@ -118,7 +109,7 @@ class AttentionRecord:
         for kind in self.attentions:
             if kind not in KINDS:
                 raise RecordValidationError(f"attentions[{kind!r}]", f"unknown kind; kinds are {', '.join(KINDS)}")
-        if any(k in self.attentions for k in ("decoder", "cross")) and not self.target_tokens:
+        if any("target" in SIDES[k] for k in self.attentions) and not self.target_tokens:
             raise RecordValidationError("target_tokens", "decoder and cross attention need target_tokens")
         for kind, att in self.attentions.items():
             self._validate_attention(kind, att, atol)
@@ -182,23 +173,23 @@ class AttentionRecord:
             for key, t in getattr(self, fname).items():
                 if not isinstance(t, torch.Tensor):
                     raise RecordValidationError(f"{fname}[{key!r}]", f"must be a tensor, got {type(t).__name__}")
-        for fname in TENSOR_FIELDS:
+        for fname, axes in TENSOR_AXES.items():
             for kind, t in getattr(self, fname).items():
                 name = f"{fname}[{kind!r}]"
                 if kind not in self.attentions:
                     raise RecordValidationError(name, f"kind {kind!r} has no attentions")
                 att = self.attentions[kind]
-                if not isinstance(t, torch.Tensor) or t.shape[:2] != att.shape[:2]:
+                if not isinstance(t, torch.Tensor) or t.dim() < 2 + len(axes) or t.shape[:2] != att.shape[:2]:
                     shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                     raise RecordValidationError(
                         name, f"must start with [layers, heads] = {tuple(att.shape[:2])}, got {shape}"
                     )
-                if fname == "gradients" and t.shape != att.shape:
-                    raise RecordValidationError(name, f"must have the attention shape {tuple(att.shape)}")
-                if fname in ("values", "keys", "value_norms") and t.shape[2] != att.shape[3]:
-                    raise RecordValidationError(name, f"has {t.shape[2]} positions for {att.shape[3]} keys")
-                if fname == "queries" and t.shape[2] != att.shape[2]:
-                    raise RecordValidationError(name, f"has {t.shape[2]} positions for {att.shape[2]} queries")
+                sizes = {"query": att.shape[2], "key": att.shape[3]}
+                for offset, axis in enumerate(axes):
+                    if t.shape[2 + offset] != sizes[axis]:
+                        raise RecordValidationError(
+                            name, f"has {t.shape[2 + offset]} {axis} positions for {sizes[axis]} {axis}s"
+                        )
 
     # ------------------------------------------------------------------ transformations
     def _replace(self, **changes: Any) -> AttentionRecord:
@@ -212,43 +203,22 @@ class AttentionRecord:
             setattr(new, key, value)
         return new
 
-    def select(
-        self,
-        layers: Sequence[int] | int | None = None,
-        heads: Sequence[int] | int | None = None,
-    ) -> AttentionRecord:
-        """A record with only the given layers and heads (positions within this record, negatives allowed)."""
-
-        def norm(idx: Sequence[int] | int | None, size: int, what: str) -> list[int] | None:
-            if idx is None:
-                return None
-            idx = [idx] if isinstance(idx, int) else list(idx)
-            if not idx:
-                raise RecordValidationError(what, "selection is empty")
-            out = []
-            for i in idx:
-                if not -size <= int(i) < size:
-                    raise RecordValidationError(what, f"index {i} out of range for {size} {what}")
-                out.append(int(i) % size)
-            return out
-
+    def select(self, layers: Selection = None, heads: Selection = None) -> AttentionRecord:
+        """A record with only the given layers and heads (original numbers, negatives from the end)."""
         new = self._replace()
         meta_layers = dict(self.meta.get("layers", {}))
         meta_heads = dict(self.meta.get("heads", {}))
         for kind, att in self.attentions.items():
-            li = norm(layers, att.shape[0], "layers")
-            hi = norm(heads, att.shape[1], "heads")
             orig_l, orig_h = self.layer_ids(kind), self.head_ids(kind)
-            li_t = torch.tensor(li if li is not None else range(att.shape[0]))
-            hi_t = torch.tensor(hi if hi is not None else range(att.shape[1]))
-
-            new.attentions[kind] = att.index_select(0, li_t).index_select(1, hi_t)
+            li = torch.tensor(choose(layers, orig_l, "layer"))
+            hi = torch.tensor(choose(heads, orig_h, "head"))
+            new.attentions[kind] = att.index_select(0, li).index_select(1, hi)
             for fname in TENSOR_FIELDS:
                 store = getattr(new, fname)
                 if kind in store:
-                    store[kind] = store[kind].index_select(0, li_t).index_select(1, hi_t)
-            meta_layers[kind] = [orig_l[i] for i in li_t.tolist()]
-            meta_heads[kind] = [orig_h[i] for i in hi_t.tolist()]
+                    store[kind] = store[kind].index_select(0, li).index_select(1, hi)
+            meta_layers[kind] = [orig_l[i] for i in li.tolist()]
+            meta_heads[kind] = [orig_h[i] for i in hi.tolist()]
         new.meta["layers"], new.meta["heads"] = meta_layers, meta_heads
         return new
 
@@ -260,27 +230,21 @@ class AttentionRecord:
             tgt_keep = _keep_mask(
                 self.target_special_tokens_mask, len(self.target_tokens), "target_special_tokens_mask"
             )
-        keep_for = {"self": (src_keep, src_keep), "encoder": (src_keep, src_keep)}
-        if tgt_keep is not None:
-            keep_for.update({"decoder": (tgt_keep, tgt_keep), "cross": (tgt_keep, src_keep)})
         new = self._replace()
         for kind, att in self.attentions.items():
-            qk, kk = keep_for[kind]
+            qk, kk = by_side(kind, src_keep, tgt_keep)
             a = att[:, :, qk][:, :, :, kk]
             if renormalize:
                 a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
             new.attentions[kind] = a
-            for fname, axes in (
-                ("values", (kk,)),
-                ("value_norms", (kk,)),
-                ("keys", (kk,)),
-                ("queries", (qk,)),
-            ):
+            keep = {"query": qk, "key": kk}
+            for fname, axes in TENSOR_AXES.items():
                 store = getattr(new, fname)
                 if kind in store:
-                    store[kind] = store[kind][:, :, axes[0]]
-            if kind in new.gradients:
-                new.gradients[kind] = new.gradients[kind][:, :, qk][:, :, :, kk]
+                    t = store[kind]
+                    for offset, axis in enumerate(axes):
+                        t = t.index_select(2 + offset, torch.nonzero(keep[axis]).flatten())
+                    store[kind] = t
 
         def keep(seq: list | None, mask: torch.Tensor | None) -> list | None:
             if seq is None or mask is None:
@@ -314,16 +278,15 @@ class AttentionRecord:
         src_m, src_words = _word_matrix(self.tokens, self.word_ids, self.offsets, self.text)
         tgt_m = tgt_words = None
         if self.target_tokens is not None:
-            if self.target_word_ids is None and any(k in self.attentions for k in ("decoder", "cross")):
+            if self.target_word_ids is None and any("target" in SIDES[k] for k in self.attentions):
                 raise RecordValidationError("target_word_ids", "aggregating the decoder side needs target_word_ids")
             if self.target_word_ids is not None:
                 tgt_m, tgt_words = _word_matrix(self.target_tokens, self.target_word_ids, None, self.target_text)
-        mats = {"self": (src_m, src_m), "encoder": (src_m, src_m), "decoder": (tgt_m, tgt_m), "cross": (tgt_m, src_m)}
         new = self._replace()
         for fname in (*TENSOR_FIELDS, "extras"):
             setattr(new, fname, {})
         for kind, att in self.attentions.items():
-            qm, km = mats[kind]
+            qm, km = by_side(kind, src_m, tgt_m)
             a = att.float()
             qmean = qm / qm.sum(1, keepdim=True)
             agg = torch.einsum("wq,lhqk,vk->lhwv", qmean, a, km)

@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
+from ..results import Result, format_table, plain
 
 RANK_BY = ("mean", "mean_abs", "sum", "count")
 NORMALIZE = (None, "sum", "max")
 
 
 @dataclass
-class CorpusRanking:
+class CorpusRanking(Result):
     """Per-word statistics over a corpus, sorted by ``by`` (largest first)."""
 
     words: list[str]
@@ -46,8 +47,8 @@ class CorpusRanking:
         """The statistic the ranking is sorted by."""
         return {"mean": self.mean, "mean_abs": self.mean_abs, "sum": self.total, "count": self.count}[self.by]
 
-    def table(self, top: int | None = None) -> list[dict[str, Any]]:
-        """Rows ``{rank, word, mean, std, count, documents, sum}``, best first."""
+    def rows(self, top: int | None = None) -> list[dict[str, Any]]:
+        """Rows ``{rank, word, mean, std, count, documents, sum}``, best first (the ``top`` first ones)."""
         n = len(self) if top is None else min(int(top), len(self))
         return [
             {
@@ -62,11 +63,18 @@ class CorpusRanking:
             for i in range(n)
         ]
 
-    def to_dataframe(self, top: int | None = None) -> Any:
-        """The table as a pandas DataFrame (pandas comes with shap)."""
+    def to_frame(self, top: int | None = None) -> Any:
+        """The rows as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame(self.table(top))
+        return pd.DataFrame(self.rows(top))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ranking statistic, the number of texts, the method and every word's row."""
+        return plain({"by": self.by, "examples": self.examples, "method": self.method, "words": self.rows()})
+
+    def __str__(self) -> str:
+        return format_table(self.rows(20)) + (f"\n({len(self) - 20} more words)" if len(self) > 20 else "")
 
     def to_explanation(self, top: int | None = None) -> Any:
         """A one-dimensional ``shap.Explanation`` over words that ``shap.plots.bar`` draws."""
@@ -79,22 +87,10 @@ class CorpusRanking:
             feature_names=list(self.words[:n]),
         )
 
-    def format(self, top: int | None = 20) -> str:
-        """A plain-text table for terminals and reports."""
-        rows = self.table(top)
-        width = max([len("word"), *(len(r["word"]) for r in rows)])
-        lines = [f"{'rank':>4}  {'word':<{width}}  {'mean':>10}  {'std':>10}  {'count':>6}  {'texts':>6}"]
-        for r in rows:
-            lines.append(
-                f"{r['rank']:>4}  {r['word']:<{width}}  {r['mean']:>10.4g}  {r['std']:>10.4g}  "
-                f"{r['count']:>6}  {r['documents']:>6}"
-            )
-        return "\n".join(lines)
-
 
 def _rows(results: str | os.PathLike | Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
     if isinstance(results, (str, os.PathLike)):
-        from .dataset import RESULTS, load_results
+        from .run import RESULTS, load_results
 
         path = Path(results)
         if path.is_dir():
@@ -189,7 +185,7 @@ def corpus_ranking(
 
 def save_ranking(ranking: CorpusRanking, path: str | os.PathLike) -> None:
     """Write the ranking table as JSON (atomically)."""
-    from .dataset import write_atomic
+    from .run import write_atomic
 
-    data = json.dumps({"by": ranking.by, "examples": ranking.examples, "words": ranking.table()}, indent=1)
+    data = json.dumps(ranking.to_dict(), indent=1, allow_nan=False)
     write_atomic(Path(path), data.encode("utf-8"))

@@ -392,7 +392,7 @@ def verify_capture(model_type: str, adapter: str = "huggingface") -> dict[str, A
     absolute difference of the captured weights from eager ``output_attentions=True`` (over real tokens
     of a padded batch), and of the model output from a forward without capture.
     """
-    from attn_plugins.adapter import CaptureOptions
+    from attn_plugins.adapters import CaptureOptions
     from attn_plugins.capture import encode_inputs, select_adapter
     from attn_plugins.errors import AttnPluginsError
 

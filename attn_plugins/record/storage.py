@@ -12,8 +12,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import RecordFormatError
-from .record import SCHEMA_VERSION, TENSOR_FIELDS, AttentionRecord
+from ..errors import RecordFormatError
+from .kinds import TENSOR_FIELDS
+from .record import SCHEMA_VERSION, AttentionRecord
 
 _HEADER_KEY = "attn_plugins"
 _TENSOR_GROUPS = ("attentions", *TENSOR_FIELDS, "outputs", "extras")

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import shap
 
-from .capture import capture
-from .errors import InputError
-from .methods import get_method
-from .methods.alti import capture_alti
-from .methods.base import Method
-from .record import AttentionRecord
+from ..capture import capture
+from ..errors import InputError
+from ..methods import get_method
+from ..methods.alti import capture_alti
+from ..methods.base import Method
+from ..record import AttentionRecord
 from .targets import Target, resolve, unwrap
 
 

@@ -8,7 +8,6 @@ overlap, with the cost of each (wall time, forward passes).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,10 +16,11 @@ from typing import Any
 import numpy as np
 import shap
 
-from .errors import InputError
-from .explain import AttentionExplainer, as_batch
-from .methods.base import Method
-from .metrics.agreement import kendall, spearman, top_k_overlap
+from ..errors import InputError
+from ..results import Result, plain
+from ..methods.base import Method
+from ..metrics.agreement import kendall, spearman, top_k_overlap
+from .explainer import AttentionExplainer, as_batch
 from .targets import Target
 
 DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae")
@@ -53,8 +53,8 @@ class CountingFunction:
 
 
 @dataclass
-class CompareResult:
-    """Per-method agreement with the reference and cost; ``table()`` for people, ``to_json()`` for tools."""
+class CompareResult(Result):
+    """Per-method agreement with the reference and cost: ``str()`` for people, ``to_dict()``/``to_json()`` for tools."""
 
     reference: str
     task: str
@@ -68,19 +68,7 @@ class CompareResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (NaN as None) for JSON."""
-
-        def clean(x: Any) -> Any:
-            if isinstance(x, float) and np.isnan(x):
-                return None
-            if isinstance(x, dict):
-                return {k: clean(v) for k, v in x.items()}
-            if isinstance(x, (list, tuple)):
-                return [clean(v) for v in x]
-            if isinstance(x, np.ndarray):
-                return clean(x.tolist())
-            return x
-
-        return clean(
+        return plain(
             {
                 "reference": self.reference,
                 "task": self.task,
@@ -94,40 +82,42 @@ class CompareResult:
             }
         )
 
-    def to_json(self, indent: int | None = 2) -> str:
-        """The result as a JSON string."""
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def table(self) -> str:
-        """A fixed-width text table: one row per method, the reference's cost last."""
-        head = f"{'method':<16}{'spearman':>10}{'kendall':>10}{f'top-{self.top_k}':>8}{'time/text (s)':>15}{'passes/text':>13}"
-        lines = [
-            f"agreement with {self.reference} ({self.task}{', ' + self.target if self.target else ''}; "
-            f"{len(self.texts)} texts, max_evals={self.max_evals})",
-            head,
-            "-" * len(head),
-        ]
-
-        def fmt(x: float) -> str:
-            return "n/a" if x is None or np.isnan(x) else f"{x:+.3f}"
-
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per method (agreement, time and forward passes per text), the reference's cost last."""
+        out = []
         for row in self.methods:
-            if row.get("error"):
-                lines.append(f"{row['method']:<16}  error: {row['error']}")
-                continue
-            lines.append(
-                f"{row['method']:<16}{fmt(row['spearman']):>10}{fmt(row['kendall']):>10}"
-                f"{row['top_k']:>8.2f}{row['seconds_per_text']:>15.4f}{row['forward_passes_per_text']:>13.1f}"
+            out.append(
+                {
+                    "method": row["method"],
+                    "spearman": row.get("spearman"),
+                    "kendall": row.get("kendall"),
+                    f"top-{self.top_k}": row.get("top_k"),
+                    "s/text": row.get("seconds_per_text"),
+                    "passes/text": row.get("forward_passes_per_text"),
+                    "error": f"error: {row['error']}" if row.get("error") else "",
+                }
             )
         cost = self.reference_cost
-        lines.append(
-            f"{self.reference:<16}{'':>10}{'':>10}{'':>8}{cost['seconds_per_text']:>15.4f}"
-            f"{cost['forward_passes_per_text']:>13.1f}   ({cost['evaluations_per_text']:.0f} masked inputs/text)"
+        out.append(
+            {
+                "method": self.reference,
+                "spearman": None,
+                "kendall": None,
+                f"top-{self.top_k}": None,
+                "s/text": cost.get("seconds_per_text"),
+                "passes/text": cost.get("forward_passes_per_text"),
+                "error": "",
+            }
         )
-        return "\n".join(lines)
+        return out
 
     def __str__(self) -> str:
-        return self.table()
+        title = (
+            f"agreement with {self.reference} ({self.task}{', ' + self.target if self.target else ''}; "
+            f"{len(self.texts)} texts, max_evals={self.max_evals}, "
+            f"{self.reference_cost.get('evaluations_per_text', 0):.0f} masked inputs/text)"
+        )
+        return title + "\n" + super().__str__()
 
 
 def _special_mask(explainer: AttentionExplainer, spec: Target, n: int) -> np.ndarray:
@@ -141,7 +131,7 @@ def _special_mask(explainer: AttentionExplainer, spec: Target, n: int) -> np.nda
 
 def _warm_up(explainer: AttentionExplainer, text: str) -> None:
     """Pay one-time costs (shap's compiled helpers, lazy imports, adapter setup) before anything is timed."""
-    from .capture import capture
+    from ..capture import capture
 
     masker = shap.maskers.Text(explainer.tokenizer)
     # a constant function: shap compiles its helpers without a single model forward

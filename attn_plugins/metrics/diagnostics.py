@@ -16,22 +16,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import entropy as _entropy
+import torch
 
-from .errors import InputError, RecordValidationError
-from .metrics.agreement import spearman, top_k_overlap
-from .record import AttentionRecord
+from ..errors import RecordValidationError
+from ..record import AttentionRecord, statistics
+from ..record.kinds import sides
+from ..results import Result, format_table, plain
+from .agreement import spearman, top_k_overlap
 
 # Tokens that act as attention sinks besides the tokenizer's special tokens (Clark et al. 2019 saw
 # heads attend to [SEP] and to periods and commas as a no-op).
 SEPARATORS: tuple[str, ...] = (".", ",", ";", ":", "!", "?", "Ġ.", "Ġ,", "▁.", "▁,")
 
 
-def _attention(record: AttentionRecord, kind: str | None) -> tuple[str, np.ndarray]:
+def _weights(record: AttentionRecord, kind: str | None) -> tuple[str, torch.Tensor]:
     kind = kind or record.default_kind
     if kind not in record.attentions:
         raise RecordValidationError("attentions", f"the record has no {kind!r} attention; it has {record.kinds}")
-    return kind, record.attentions[kind].detach().float().cpu().numpy()
+    return kind, record.attentions[kind].detach()
 
 
 def head_entropy(record: AttentionRecord, kind: str | None = None, normalized: bool = True) -> np.ndarray:
@@ -41,19 +43,8 @@ def head_entropy(record: AttentionRecord, kind: str | None = None, normalized: b
     keys, or the past and present for causal rows), so 1 means uniform attention. Rows that see a
     single key carry no information about diffuseness and are left out of the mean.
     """
-    kind, a = _attention(record, kind)
-    _, _, q, k = a.shape
-    h = _entropy(a, axis=-1)  # natural log; scipy renormalizes rows, harmless as they sum to 1
-    if not normalized:
-        return h.mean(axis=-1)
-    if record.is_causal(kind):
-        visible = np.arange(q) + (k - q) + 1
-    else:
-        visible = np.full(q, k)
-    rows = visible > 1
-    if not rows.any():
-        raise InputError("every attention row sees a single key: entropy is not informative")
-    return (h[..., rows] / np.log(visible[rows])).mean(axis=-1)
+    kind, a = _weights(record, kind)
+    return statistics.head_entropy(a, causal=record.is_causal(kind), normalized=normalized).numpy()
 
 
 def special_mask(record: AttentionRecord, separators: Iterable[str] = SEPARATORS, side: str = "source") -> np.ndarray:
@@ -71,16 +62,15 @@ def special_token_mass(
     record: AttentionRecord, kind: str | None = None, separators: Iterable[str] = SEPARATORS
 ) -> np.ndarray:
     """Mean share of each head's attention that lands on special and separator tokens, ``[layers, heads]``."""
-    kind, a = _attention(record, kind)
-    side = "source" if kind in ("self", "encoder", "cross") else "target"
-    mask = special_mask(record, separators, side)
+    kind, a = _weights(record, kind)
+    mask = special_mask(record, separators, sides(kind)[1])
     if mask.shape[0] != a.shape[-1]:
         raise RecordValidationError("tokens", f"{mask.shape[0]} key tokens for {a.shape[-1]} keys")
-    return a[..., mask].sum(-1).mean(-1)
+    return statistics.mass_on(a, torch.from_numpy(mask)).numpy()
 
 
 @dataclass
-class Disagreement:
+class Disagreement(Result):
     """How a view's scores compare with a faithful reference, and whether to warn."""
 
     spearman: float
@@ -89,15 +79,24 @@ class Disagreement:
     flagged: bool
     message: str
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain types, for JSON."""
-        return {
-            "spearman": self.spearman,
-            "top_k_overlap": self.top_k_overlap,
-            "k": self.k,
-            "flagged": self.flagged,
-            "message": self.message,
-        }
+        return plain(
+            {
+                "spearman": self.spearman,
+                "top_k_overlap": self.top_k_overlap,
+                "k": self.k,
+                "flagged": self.flagged,
+                "message": self.message,
+            }
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row: the agreement figures and whether they are flagged."""
+        return [{k: v for k, v in self.to_dict().items() if k != "message"}]
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def disagreement(
@@ -133,7 +132,7 @@ def disagreement(
 
 
 @dataclass
-class Diagnostics:
+class Diagnostics(Result):
     """Per-head entropy and sink mass of one record, with the heads that cross the warning thresholds."""
 
     kind: str
@@ -161,7 +160,29 @@ class Diagnostics:
             )
         return out
 
-    def as_dict(self) -> dict[str, Any]:
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per head: its original layer and head numbers, entropy, special mass and flags."""
+        diffuse, sinks = set(self.diffuse_heads), set(self.sink_heads)
+        return [
+            {
+                "layer": layer,
+                "head": head,
+                "entropy": float(self.entropy[li, hi]),
+                "special_mass": float(self.special_mass[li, hi]),
+                "diffuse": (layer, head) in diffuse,
+                "sink": (layer, head) in sinks,
+            }
+            for li, layer in enumerate(self.layer_ids)
+            for hi, head in enumerate(self.head_ids)
+        ]
+
+    def __str__(self) -> str:
+        flagged = [r for r in self.rows() if r["diffuse"] or r["sink"]]
+        lines = [f"{self.kind} attention: {len(self.layer_ids)} layers x {len(self.head_ids)} heads"]
+        lines += self.warnings or ["no diffuse or sink heads"]
+        return "\n".join(lines) + ("\n" + format_table(flagged) if flagged else "")
+
+    def to_dict(self) -> dict[str, Any]:
         """Plain types, for JSON and HTML templates; head positions use the original layer/head numbers."""
         return {
             "kind": self.kind,

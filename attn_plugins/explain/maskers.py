@@ -18,7 +18,7 @@ import shap
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def maskable_positions(masker: shap.maskers.Text, s: str) -> tuple[np.ndarray, int]:
@@ -131,8 +131,8 @@ class AttentionMasker(shap.maskers.Text):
 
     def token_affinity(self, s: str) -> np.ndarray:
         """Symmetric token-by-token affinity [N, N] of the text from its captured attention."""
-        from .capture import capture
-        from .methods import get_method
+        from ..capture import capture
+        from ..methods import get_method
 
         record = capture(self.model, self.tokenizer, s)
         self.captures += 1

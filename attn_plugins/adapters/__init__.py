@@ -1,0 +1,22 @@
+"""The adapter layer: the contract every capture adapter follows, and the batch plumbing they share.
+
+No model code lives here: the built-in adapters are the package ``attn_adapters`` (the folder
+``adapters/`` of the source tree), and third-party adapters are plugins. Both depend on this contract;
+the core never imports an adapter.
+"""
+
+from .batch import library_versions, model_device, move_inputs, split_batch
+from .contract import Adapter, AttentionCall, CaptureOptions, EncodedBatch, TokenInfo, target_scalar
+
+__all__ = [
+    "Adapter",
+    "AttentionCall",
+    "CaptureOptions",
+    "EncodedBatch",
+    "TokenInfo",
+    "library_versions",
+    "model_device",
+    "move_inputs",
+    "split_batch",
+    "target_scalar",
+]

@@ -1,0 +1,136 @@
+"""ap.capture: encode the text, pick an adapter, and let it turn one forward into one record per example."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..adapters import Adapter, CaptureOptions
+from ..errors import InputError, UnsupportedModelError
+from ..plugins import get_registry
+from ..record import AttentionRecord
+from .encoding import batch_size, encode, encode_inputs, is_batched_list
+
+
+def capture(
+    model: Any,
+    tokenizer: Any = None,
+    text: str | Sequence[str] | None = None,
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    target: str | Sequence[str] | None = None,
+    adapter: str | None = None,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float32,
+    truncation: bool = False,
+    max_length: int | None = None,
+    values: bool = False,
+    value_norms: bool = False,
+    qk: bool = False,
+    gradients: bool = False,
+    gradient_target: Any = None,
+) -> AttentionRecord | list[AttentionRecord]:
+    """Capture the attention of ``model`` on ``text`` (or tokenized ``inputs``).
+
+    A single text gives one :class:`AttentionRecord`, a list of texts a list of records (padding
+    removed). ``target`` is the decoder-side text of encoder-decoder models. Text longer than the
+    model's limit raises :class:`InputError` unless ``truncation=True``.
+    """
+    if (text is None) == (inputs is None):
+        raise InputError("pass either text (with a tokenizer) or inputs=, not both or neither")
+    if tokenizer is None:
+        # Wrappers such as sentence-transformers models carry their own tokenizer.
+        tokenizer = getattr(model, "tokenizer", None)
+    if text is not None and tokenizer is None:
+        raise InputError("capturing from text needs a tokenizer; or pass inputs= with token ids")
+    check_model_device(model)
+    options = CaptureOptions(
+        layers=list(layers) if layers is not None else None,
+        heads=list(heads) if heads is not None else None,
+        dtype=dtype,
+        values=values,
+        value_norms=value_norms,
+        qk=qk,
+        gradients=gradients,
+        target=gradient_target,
+    )
+    single = isinstance(text, str) or (text is None and batch_size(inputs) == 1 and not is_batched_list(inputs))
+    if text is not None:
+        batch = encode(model, tokenizer, text, target=target, truncation=truncation, max_length=max_length)
+    else:
+        batch = encode_inputs(model, inputs, tokenizer=tokenizer)
+    chosen = select_adapter(model, adapter)
+    if getattr(model, "training", False):
+        warnings.warn(
+            "the model is in training mode: dropout changes the attention weights; call model.eval() "
+            "for reproducible captures",
+            UserWarning,
+            stacklevel=2,
+        )
+    records = chosen.capture(model, batch, options)
+    param = _first_parameter(model)
+    labels = _class_names(model)
+    for record in records:
+        if param is not None:
+            record.meta.setdefault("model_dtype", str(param.dtype).replace("torch.", ""))
+            record.meta.setdefault("model_device", str(param.device))
+        if labels is not None:
+            record.meta.setdefault("id2label", labels)
+    return records[0] if single else records
+
+
+def _class_names(model: Any) -> dict[str, str] | None:
+    """The class names of a classifier head (``config.id2label``), for reports; None for other models."""
+    config = getattr(model, "config", None)
+    labels = getattr(config, "id2label", None)
+    logits_head = any(
+        n.endswith(("ForSequenceClassification", "ForTokenClassification"))
+        for n in [type(model).__name__, *(getattr(config, "architectures", None) or [])]
+    )
+    if not labels or not logits_head:
+        return None
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def _first_parameter(model: Any) -> torch.Tensor | None:
+    params = getattr(model, "parameters", None)
+    return next(params(), None) if callable(params) else None
+
+
+def check_model_device(model: Any) -> None:
+    """Refuse models whose weights are not materialized (meta device); any real device is fine.
+
+    Inputs are moved to the model's device by the adapters and records always come back on the CPU.
+    """
+    param = _first_parameter(model)
+    if param is not None and param.device.type == "meta":
+        raise InputError(
+            f"{type(model).__name__} has its weights on the 'meta' device (not loaded); load the weights "
+            "(e.g. from_pretrained without device_map='meta') before capturing"
+        )
+
+
+def select_adapter(model: Any, name: str | None = None) -> Adapter:
+    """The adapter named ``name``, or the highest-priority adapter that supports ``model``."""
+    registry = get_registry()
+    if name is not None:
+        chosen = registry.get("adapter", name)
+        if not chosen.supports(model):
+            raise UnsupportedModelError(f"adapter {name!r} does not support {type(model).__name__}")
+        return chosen
+    candidates = sorted(registry.components("adapter").items(), key=lambda kv: -getattr(kv[1], "priority", 0))
+    for _, candidate in candidates:
+        try:
+            if candidate.supports(model):
+                return candidate
+        except Exception:  # a third-party adapter's check must not hide the others
+            continue
+    raise UnsupportedModelError(
+        f"no adapter can capture attention from {type(model).__module__}.{type(model).__name__}; "
+        f"registered adapters: {', '.join(n for n, _ in candidates) or 'none'}. "
+        "To support it, write an adapter plugin (see docs/plugins.md)."
+    )

@@ -1,0 +1,138 @@
+"""The one way to pick layers, heads and query rows, and to reduce an axis of attention.
+
+Adapters, methods, views, reducers and third-party plugins all select through :func:`choose`,
+:func:`select_rows` and :func:`reduce_axis`, so the same words mean the same thing everywhere:
+
+* ``layers=`` / ``heads=``: ``None`` (all), one number, or a sequence of numbers. Numbers are the
+  *original* layer and head numbers of the model (a record made from a selection remembers them);
+  negative numbers count from the end of what is available.
+* ``position=``: the query row(s) a method explains: ``"first"``, ``"last"``, ``"mean"`` (mean row),
+  ``"generated"`` (the rows that predict generated tokens), a row index, or a list of row indices.
+* ``head_reduce=``: how heads (or any axis) are combined: ``"mean"``, ``"max"``, ``"min"`` or ``"sum"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .record import AttentionRecord
+
+Selection = int | Sequence[int] | None
+Position = str | int | Sequence[int]
+POSITIONS = ("first", "last", "mean", "generated")
+REDUCTIONS = ("mean", "max", "min", "sum")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def choose(wanted: Selection, available: int | Sequence[int], what: str) -> list[int]:
+    """Positions of the ``wanted`` layers (or heads) among ``available``; all positions when ``wanted`` is None.
+
+    ``available`` is a count ``n`` (numbers ``0 .. n-1``) or the list of original numbers a record holds.
+    A number not available, or an empty selection, is an :class:`InputError` naming the valid range.
+    """
+    ids = list(range(available)) if _is_int(available) else [int(i) for i in available]
+    n = len(ids)
+    if wanted is None:
+        return list(range(n))
+    items = [wanted] if _is_int(wanted) else wanted
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence | np.ndarray | range):
+        raise InputError(f"{what}s must be a number, a list of numbers or None, not {type(wanted).__name__}")
+    items = list(items)
+    if not items:
+        raise InputError(f"the {what} selection is empty")
+    valid = f"{ids[0]}..{ids[-1]}" if ids == list(range(ids[0], ids[0] + n)) and n else str(ids)
+    out = []
+    for w in items:
+        if not _is_int(w):
+            raise InputError(f"{what} {w!r} is not an integer")
+        w = int(w)
+        if w < 0 and -n <= w:
+            out.append(n + w)
+        elif w >= 0 and w in ids:
+            out.append(ids.index(w))
+        else:
+            raise InputError(f"{what} {w} out of range: there are {n} {what}s ({valid}, or -{n}..-1 from the end)")
+    return out
+
+
+def reduce_axis(t: torch.Tensor, how: str, dim: int = 1) -> torch.Tensor:
+    """Combine axis ``dim`` (heads are dim 1 of ``[L, H, Q, K]``) by ``"mean"``, ``"max"``, ``"min"`` or ``"sum"``."""
+    if how == "mean":
+        return t.mean(dim)
+    if how == "max":
+        return t.amax(dim)
+    if how == "min":
+        return t.amin(dim)
+    if how == "sum":
+        return t.sum(dim)
+    raise InputError(f"head_reduce must be one of {', '.join(map(repr, REDUCTIONS))}, not {how!r}")
+
+
+def check_reduction(how: str) -> str:
+    """``how`` if :func:`reduce_axis` accepts it; else the same InputError, raised early."""
+    if how not in REDUCTIONS:
+        reduce_axis(torch.zeros(1, 1), how)
+    return how
+
+
+def generated_rows(record: AttentionRecord, kind: str, n_rows: int) -> np.ndarray:
+    """Query rows that predict generated tokens: decoder rows but the last; causal rows from the prompt's end."""
+    if kind in ("decoder", "cross"):
+        if n_rows < 2:
+            raise InputError("position='generated' needs at least two decoder tokens")
+        return np.arange(n_rows - 1)
+    # ap.capture_generate writes meta['generation']['prompt_tokens']; explainers write meta['prompt_length'].
+    given = record.meta.get("prompt_length", (record.meta.get("generation") or {}).get("prompt_tokens"))
+    if given is None:
+        raise InputError(
+            "position='generated' on a single-stack record needs record.meta['prompt_length'] "
+            "(the number of prompt tokens before the generated ones), as ap.capture_generate records have"
+        )
+    prompt = int(given) - (len(record.tokens) - n_rows)  # rows may be a suffix of the tokens
+    if not 1 <= prompt < n_rows:
+        raise InputError(f"a prompt of {given} tokens leaves no generated token to explain")
+    return np.arange(prompt - 1, n_rows - 1)
+
+
+def select_rows(m: Any, position: Position, record: AttentionRecord | None = None, kind: str = "self") -> Any:
+    """Rows of ``m`` (``[queries, ...]``, NumPy or torch) for ``position``; see the module docstring.
+
+    One position gives one row; a list of indices or ``"generated"`` gives ``[rows, ...]``.
+    ``record`` and ``kind`` are needed only for ``"generated"``.
+    """
+    n = m.shape[0]
+    if isinstance(position, str):
+        if position == "first":
+            return m[0]
+        if position == "last":
+            return m[-1]
+        if position == "mean":
+            return m.mean(0)
+        if position == "generated":
+            if record is None:
+                raise InputError("position='generated' needs the record")
+            return m[generated_rows(record, kind, n)]
+        raise InputError(f"position must be one of {', '.join(POSITIONS)} or a token index, not {position!r}")
+    if _is_int(position):
+        if not -n <= int(position) < n:
+            raise InputError(f"position {position} out of range for {n} query tokens")
+        return m[int(position)]
+    if not isinstance(position, Sequence | np.ndarray):
+        raise InputError(f"position must be a string, an index or a list of indices, not {type(position).__name__}")
+    rows = list(position)
+    if not rows:
+        raise InputError("position: the list of query rows is empty")
+    for r in rows:
+        if not _is_int(r) or not -n <= int(r) < n:
+            raise InputError(f"position {r!r} out of range for {n} query tokens")
+    return m[np.asarray(rows, dtype=int)]
