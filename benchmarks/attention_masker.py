@@ -23,8 +23,8 @@ import torch
 
 from attn_plugins.explain.compare import CountingFunction
 from attn_plugins.explain.maskers import AttentionMasker, exact_shapley, maskable_positions
-from attn_plugins.metrics.agreement import top_k_overlap
 from attn_plugins.explain.targets import resolve
+from attn_plugins.metrics.agreement import top_k_overlap
 
 REFERENCE = "this movie is wonderful"
 TEXTS = [

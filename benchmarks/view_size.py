@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 import attn_plugins as ap
-from attn_plugins.zoo import peaked_, tiny_tokenizer, tiny_vocab
 from attn_plugins.views.payload import DEFAULT_THRESHOLD, decode, encode_weights
+from attn_plugins.zoo import peaked_, tiny_tokenizer, tiny_vocab
 
 CHROMIUM_ARGS = [
     "--headless",

@@ -24,8 +24,8 @@ import shap
 import torch
 
 import attn_plugins as ap
-from attn_plugins.metrics.diagnostics import diagnose
 from attn_plugins.metrics import aopc, deletion_curve
+from attn_plugins.metrics.diagnostics import diagnose
 from attn_plugins.zoo import tiny_tokenizer, tiny_vocab
 
 QUESTION = "what is the capital of france"

@@ -26,8 +26,8 @@ import torch
 
 import attn_plugins as ap
 from attn_plugins.bench import planted
-from attn_plugins.metrics.diagnostics import diagnose, disagreement
 from attn_plugins.metrics import aopc, auprc, token_f1
+from attn_plugins.metrics.diagnostics import diagnose, disagreement
 
 TEXTS = ["the movie was good and the music fun", "a terrible story about a dog in the city"]
 

@@ -17,9 +17,9 @@ import numpy as np
 import shap
 
 from ..errors import InputError
-from ..results import Result, plain
 from ..methods.base import Method
 from ..metrics.agreement import kendall, spearman, top_k_overlap
+from ..results import Result, plain
 from .explainer import AttentionExplainer, as_batch
 from .targets import Target
 
