@@ -248,9 +248,14 @@ def cmd_view(args: argparse.Namespace) -> int:
     if args.image is not None:
         from .views import heatmap
 
-        # "last" is the record's last stored layer, in the original numbering heatmap() takes.
-        layer = record.layer_ids(args.kind)[-1] if args.layer == "last" else _layer_or_aggregate(args.layer)
-        written = heatmap(record, kind=args.kind, layer=layer, head=_layer_or_aggregate(args.head)).save(args.image)
+        view = heatmap(
+            record,
+            kind=args.kind,
+            layers=_int_list(args.layers),
+            heads=_int_list(args.heads),
+            head_reduce=args.head_reduce,
+        )
+        written = view.save(args.image)
         print(f"wrote {written}")
         if args.output is None:
             return 0
@@ -270,15 +275,6 @@ def cmd_view(args: argparse.Namespace) -> int:
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
     return 0
-
-
-def _layer_or_aggregate(value: str) -> str | int:
-    if value in ("mean", "max"):
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise CliError(f"expected an integer, 'mean' or 'max', got {value!r}") from None
 
 
 def _position(value: str) -> str | int:
@@ -440,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="HTML report to write (default attn-view.html unless --image alone)")
     p.add_argument("--methods", help="comma-separated methods (default: those the record's captures allow)")
     p.add_argument("--image", help="also export a static heatmap: .png, .svg, .pdf or .jpg")
-    p.add_argument("--layer", default="last", help="heatmap layer: last, an original layer number, mean or max")
-    p.add_argument("--head", default="mean", help="heatmap head: an index, mean or max")
+    p.add_argument("--layers", default="-1", help="heatmap layers, comma-separated (default -1: the last)")
+    p.add_argument("--heads", help="heatmap heads, comma-separated (default: all)")
+    p.add_argument("--head-reduce", default="mean", help="how several heads are combined: mean, max, min or sum")
     p.add_argument("--kind", help="attention kind of the heatmap (self, encoder, decoder, cross)")
     p.add_argument("--position", type=_position, default="first", help="query position: first, last, mean or an index")
     p.set_defaults(func=cmd_view)

@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "summarization_shap_text.html").write_text(shap.plots.text(explanation, display=False))
 
     # 4. Views and diagnostics of the generation record.
-    ap.views.heatmap(record, kind="cross", layer=record.layer_ids("cross")[-1]).save(
-        out / "summarization_cross_heatmap.html"
-    )
+    ap.views.heatmap(record, kind="cross", layers=-1).save(out / "summarization_cross_heatmap.html")
     summary = {
         "generated": generated,
         "top_source_tokens_per_generated_token": per_token,

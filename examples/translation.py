@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # 4. Cross-attention heatmap of the last layer and diagnostics of the cross attention.
     last = record.layer_ids("cross")[-1]
-    ap.views.heatmap(record, kind="cross", layer=last).save(out / "translation_cross_heatmap.html")
+    ap.views.heatmap(record, kind="cross", layers=last).save(out / "translation_cross_heatmap.html")
     summary["cross_warnings"] = diagnose(record, kind="cross").warnings
     summary["pages"] = sorted(p.name for p in out.glob("*.html"))
     print(json.dumps(summary, indent=2))

@@ -190,9 +190,9 @@ def test_view_exports_a_static_heatmap(tiny_model_dir, tmp_path, capsys):
     assert main(["view", str(rec_path), "--image", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "attn-view.html").exists()
-    assert main(["view", str(rec_path), "--image", str(svg), "--layer", "0", "--head", "2"]) == 0
+    assert main(["view", str(rec_path), "--image", str(svg), "--layers", "0", "--heads", "2"]) == 0
     assert "<svg" in svg.read_text(encoding="utf-8")
-    assert main(["view", str(rec_path), "--image", str(png), "--layer", "7"]) == 2
+    assert main(["view", str(rec_path), "--image", str(png), "--layers", "7"]) == 2
     assert "layer 7 is not in the record" in capsys.readouterr().err
 
 

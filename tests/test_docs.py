@@ -6,7 +6,7 @@ import sys
 import types
 from pathlib import Path
 
-from doc_examples import python_blocks, run_blocks
+from helpers.doc_examples import python_blocks, run_blocks
 
 import attn_plugins as ap
 

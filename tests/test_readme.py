@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from doc_examples import python_blocks, run_blocks
+from helpers.doc_examples import python_blocks, run_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -22,6 +22,7 @@ def test_python_examples_run_verbatim(tmp_path, monkeypatch):
     for got, want in run_blocks(blocks, {"__name__": "__readme__"}, "README.md"):
         assert got == want
     assert (tmp_path / "head_view.html").exists() and (tmp_path / "last_layer.png").exists()
+    assert "Can this view be trusted?" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 def test_supported_types_match_the_generated_architecture_table():

@@ -72,10 +72,13 @@ def time_side_by_side(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[s
 
 
 def variants(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Callable[[], Any]]:
-    """plain forward, ap.capture (records built), eager forward with output_attentions."""
-    from attn_adapters.eager import attn_implementation
+    """plain forward, ap.capture (records built), eager forward with output_attentions (an eager copy)."""
+    import copy
 
     from ..capture import capture
+
+    eager_model = copy.deepcopy(model)
+    eager_model.set_attn_implementation("eager")
 
     def plain() -> Any:
         with torch.no_grad():
@@ -86,8 +89,8 @@ def variants(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[st
             return capture(model, inputs=inputs)
 
     def eager() -> Any:
-        with torch.no_grad(), attn_implementation(model, "eager"):
-            return model(**inputs, output_attentions=True)
+        with torch.no_grad():
+            return eager_model(**inputs, output_attentions=True)
 
     return {"plain": plain, "capture": captured, "eager": eager}
 

@@ -78,14 +78,10 @@ class CorpusRanking(Result):
 
     def to_explanation(self, top: int | None = None) -> Any:
         """A one-dimensional ``shap.Explanation`` over words that ``shap.plots.bar`` draws."""
-        import shap
+        from ..explain.explainer import feature_explanation
 
         n = len(self) if top is None else min(int(top), len(self))
-        return shap.Explanation(
-            values=np.asarray(self.ranked[:n], dtype=float),
-            base_values=0.0,
-            feature_names=list(self.words[:n]),
-        )
+        return feature_explanation(self.ranked[:n], self.words[:n])
 
 
 def _rows(results: str | os.PathLike | Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:

@@ -14,10 +14,8 @@ from typing import Any
 import numpy as np
 import shap
 
-from ..capture import capture
 from ..errors import InputError
 from ..methods import get_method
-from ..methods.alti import capture_alti
 from ..methods.base import Method
 from ..record import AttentionRecord
 from .targets import Target, resolve, unwrap
@@ -43,6 +41,19 @@ def ragged(rows: list[np.ndarray]) -> np.ndarray:
     for i, r in enumerate(rows):  # element-wise so NumPy does not try to broadcast the rows
         out[i] = r
     return out
+
+
+def feature_explanation(values: Any, names: Sequence[str]) -> shap.Explanation:
+    """A one-dimensional ``shap.Explanation`` of one value per named feature (``shap.plots.bar`` draws it)."""
+    return shap.Explanation(values=np.asarray(values, dtype=float), base_values=0.0, feature_names=list(names))
+
+
+class _CallableMethod(Method):
+    """The capture side of the method contract for a plain callable: what its ``requires`` names."""
+
+    def __init__(self, fn: Any) -> None:
+        self.requires = tuple(getattr(fn, "requires", ()))
+        self.name = getattr(fn, "name", type(fn).__name__)
 
 
 class AttentionExplainer:
@@ -103,22 +114,14 @@ class AttentionExplainer:
         return spec
 
     def _capture(self, spec: Target, gradient_target: Any = None) -> AttentionRecord:
-        requires = tuple(getattr(self.method, "requires", ()))
-        options: dict[str, Any] = {}
-        if "gradients" in requires:
-            options.update(gradients=True, gradient_target=gradient_target)
-        if "value_norms" in requires:
-            options["value_norms"] = True
-        self.forward_passes += 1
-        if "extras:alti" in requires:
-            if spec.inputs is not None:
-                raise InputError("alti captures from a plain text; it cannot explain pairs or generations")
-            self.forward_passes += 1  # capture_alti runs a second, hooked forward
-            return capture_alti(self.model, self.tokenizer, spec.text, **options)
+        """A record the method can read: the method captures it (see :meth:`Method.capture`)."""
+        # A plain callable plugin (not a Method) gets the base class's capture of what it `requires`.
+        method = self.method if isinstance(self.method, Method) else _CallableMethod(self.method)
+        self.forward_passes += method.forward_passes
         if spec.inputs is not None:
-            record = capture(self.model, self.tokenizer, inputs=spec.inputs, **options)
+            record = method.capture(self.model, self.tokenizer, inputs=spec.inputs, gradient_target=gradient_target)
         else:
-            record = capture(self.model, self.tokenizer, spec.text, **options)
+            record = method.capture(self.model, self.tokenizer, spec.text, gradient_target=gradient_target)
         record.meta.update({k: v for k, v in spec.meta.items() if k == "prompt_length"})
         return record
 

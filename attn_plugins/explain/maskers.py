@@ -139,7 +139,7 @@ class AttentionMasker(shap.maskers.Text):
         if self.affinity == "attention":
             m = record.attentions[record.default_kind].double().mean((0, 1)).numpy()
         else:
-            m = get_method(self.affinity).matrix(record, **self.method_options)
+            m = get_method(self.affinity)(record, "all", **self.method_options)
         return (m + m.T) / 2
 
     def clustering(self, s: str) -> np.ndarray:

@@ -72,7 +72,6 @@ def report(
         page = report_view(records[0], single, model_name=model_name, output_summary=outputs[0], reference=ref)
     else:
         page = report_view(records, rows, model_name=model_name, output_summary=outputs, reference=ref)
-    page.records = records
     return page
 
 

@@ -1,4 +1,8 @@
-"""Attribution methods over attention; each is a plugin component looked up by name."""
+"""The methods layer: attribution methods over attention records, one module per method.
+
+Every method follows the contract of :class:`Method` (its docstring): the same call, the same selection
+words, a declaration of what it reads. Built-ins and plugins are looked up by name.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..record import AttentionRecord
-from .base import Method, Position
+from ..record import AttentionRecord, Position, Selection
+from .base import Method
 
 
 def get_method(method: str | Method) -> Method:
@@ -17,7 +21,7 @@ def get_method(method: str | Method) -> Method:
         return method
     if not isinstance(method, str):
         if callable(method):
-            return method  # a third-party callable(record, position=..., kind=...) works too
+            return method  # a third-party callable following the same call works too
         raise InputError(f"method must be a registered name or a Method, got {type(method).__name__}")
     from ..plugins import get_component
 
@@ -25,10 +29,21 @@ def get_method(method: str | Method) -> Method:
 
 
 def attribute(
-    record: AttentionRecord, method: str | Method = "rollout", position: Position = "first", **opts: Any
+    record: AttentionRecord,
+    method: str | Method = "rollout",
+    position: Position = "first",
+    *,
+    layers: Selection = None,
+    heads: Selection = None,
+    head_reduce: str = "mean",
+    kind: str | None = None,
+    **options: Any,
 ) -> np.ndarray:
-    """Scores over the record's key tokens from ``method`` for the query ``position``."""
-    return np.asarray(get_method(method)(record, position=position, **opts))
+    """Scores over the record's key tokens from ``method`` for the query ``position`` (see :class:`Method`)."""
+    fn = get_method(method)
+    return np.asarray(
+        fn(record, position=position, layers=layers, heads=heads, head_reduce=head_reduce, kind=kind, **options)
+    )
 
 
 __all__ = ["Method", "attribute", "get_method"]

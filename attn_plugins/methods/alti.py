@@ -10,7 +10,6 @@ so :func:`capture_alti` computes them with forward hooks and stores them in ``re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 
 from ..errors import InputError, MissingCaptureError, UnsupportedModelError
 from ..record import AttentionRecord
-from .base import Method, pick_layers, to_numpy
+from .base import Method, layers_of, to_numpy
 from .rollout import rollout_product
 
 EXTRAS_KEY = "alti"
@@ -161,12 +160,26 @@ def capture_alti(model: Any, tokenizer: Any, text: str, **capture_options: Any) 
 
 
 class Alti(Method):
-    """ALTI: per-layer contributions from ``record.extras['alti']``, multiplied from the first layer up."""
+    """ALTI: per-layer contributions from ``record.extras['alti']``, multiplied from the first layer up.
+
+    Contributions combine every head of a layer (they are token-to-token through the whole attention
+    block), so ``heads`` and ``head_reduce`` cannot select or combine heads here.
+    """
 
     name = "alti"
     requires = ("extras:alti",)
     kinds = ("self", "encoder")
     description = "ALTI (Ferrando et al. 2022) contributions with layer norm, rolled out over layers"
+    forward_passes = 2  # the capture, then a hooked forward for the per-layer contributions
+
+    def capture(
+        self, model: Any, tokenizer: Any = None, text: Any = None, *, inputs: Any = None, **options: Any
+    ) -> Any:
+        """A record with ALTI contributions: a capture plus a second, hooked forward (:func:`capture_alti`)."""
+        if inputs is not None or not isinstance(text, str):
+            raise InputError("alti captures from one plain text; it cannot explain pairs, batches or generations")
+        options.pop("gradient_target", None)
+        return capture_alti(model, tokenizer, text, **{**self.capture_options(), **options})
 
     def contributions(self, record: AttentionRecord) -> torch.Tensor:
         """The stored [L, T, T] contributions, checked against the record's tokens."""
@@ -184,13 +197,22 @@ class Alti(Method):
     def matrix(
         self,
         record: AttentionRecord,
-        kind: str | None = None,
-        layers: Sequence[int] | None = None,
+        *,
+        kind: str,
+        layers: list[int],
+        heads: list[int],
+        head_reduce: str,
         rollout: bool = True,
     ) -> np.ndarray:
         """[T, T] ALTI rollout over the chosen layers (default all); ``rollout=False``: the last one alone."""
-        self.resolve_kind(record, kind)
+        if len(heads) != record.attentions[kind].shape[1] or head_reduce != "mean":
+            raise InputError("alti combines every head of a layer itself; leave heads= and head_reduce= unset")
         c = self.contributions(record)
-        li = torch.tensor(sorted(pick_layers(c.shape[0], layers)))
-        c = c.index_select(0, li)
+        # Contributions cover every layer of the model, indexed by original layer number (a selection made
+        # after the capture keeps them whole), so the chosen layers are looked up by their numbers.
+        ids = record.layer_ids(kind)
+        wanted = sorted(ids[p] for p in layers)
+        if wanted[-1] >= c.shape[0]:
+            raise InputError(f"record.extras['alti'] has {c.shape[0]} layers; layer {wanted[-1]} was asked for")
+        c = layers_of(c, wanted)
         return to_numpy(rollout_product(c) if rollout else c[-1])

@@ -1,18 +1,16 @@
-"""Method base class: what a method needs from a record, its token-by-token matrix, and row selection."""
+"""The method contract: what every attribution method takes, reads, captures and returns."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import InputError, MissingCaptureError
-from ..record import AttentionRecord
-
-Position = str | int | Sequence[int]
+from ..record import AttentionRecord, Position, Selection, choose
+from ..record.selection import check_reduction, position_rows
 
 # How to obtain each optional record field, for MissingCaptureError messages.
 CAPTURE_HINTS = {
@@ -20,46 +18,138 @@ CAPTURE_HINTS = {
     "value_norms": "ap.capture(..., value_norms=True) (the 'huggingface' AttentionInterface adapter)",
     "values": "ap.capture(..., values=True)",
 }
+# The capture option that provides each optional record field.
+CAPTURE_OPTIONS = {"gradients": "gradients", "value_norms": "value_norms", "values": "values", "queries": "qk"}
 
 
 class Method:
-    """An attribution method over attention: ``matrix(record)`` is [queries, keys], ``method(record)`` a row."""
+    """Base class of attribution methods over attention records: the contract every method follows.
+
+    **Call.** ``method(record, position="first", *, layers=None, heads=None, head_reduce="mean",
+    kind=None, **options)`` returns scores over the key tokens of ``kind``: ``[keys]`` for one query
+    position, ``[rows, keys]`` for several. The words mean the same for every method
+    (:mod:`attn_plugins.record.selection`):
+
+    * ``position`` - the explained query row(s): ``"first"``, ``"last"``, ``"mean"``, ``"generated"``,
+      an index or a list of indices;
+    * ``layers`` / ``heads`` - original layer and head numbers to use (``None``: all);
+    * ``head_reduce`` - how the chosen heads are combined: ``"mean"``, ``"max"``, ``"min"`` or ``"sum"``;
+      layers are then combined by the method's own rule (a mean, a product, a flow, ...);
+    * ``kind`` - the attention kind (``None``: cross attention when the record has it and the method is
+      defined on it, else the record's default kind).
+
+    A method that cannot honour a word (ALTI combines every head itself) raises :class:`InputError`.
+
+    **Reads.** ``requires`` names the optional record fields the method reads (``"gradients"``,
+    ``"value_norms"``, ``"extras:<key>"``); :meth:`capture_options` turns them into ``ap.capture``
+    arguments and :meth:`capture` captures a record that has them, so explainers never special-case a
+    method by name. A method that needs more than one forward (ALTI) overrides :meth:`capture`.
+
+    **Implements.** :meth:`matrix`: token-by-token scores ``[queries, keys]`` with the selection already
+    resolved to positions in the record. A method whose rows are costly one by one (flow) overrides
+    :meth:`rows` to compute only the rows asked for.
+    """
 
     name: str = "method"
-    # Optional record fields the method reads, e.g. ("gradients",) or ("value_norms",).
     requires: tuple[str, ...] = ()
-    # Attention kinds the method is defined on.
     kinds: tuple[str, ...] = ("self", "encoder", "decoder", "cross")
     description: str = ""
+    # Model forwards one :meth:`capture` costs (for cost reports).
+    forward_passes: int = 1
 
-    # ------------------------------------------------------------------ contract
-    def matrix(self, record: AttentionRecord, kind: str | None = None, **opts: Any) -> np.ndarray:
-        """Token-by-token scores [queries, keys] of one attention kind."""
+    # ------------------------------------------------------------------ the call
+    def __call__(
+        self,
+        record: AttentionRecord,
+        position: Position = "first",
+        *,
+        layers: Selection = None,
+        heads: Selection = None,
+        head_reduce: str = "mean",
+        kind: str | None = None,
+        **options: Any,
+    ) -> np.ndarray:
+        """Scores over key tokens for the query ``position`` (see the class docstring)."""
+        kind = self.resolve_kind(record, kind)
+        self.check_options(options)
+        att = record.attentions[kind]
+        li = choose(layers, record.layer_ids(kind), "layer")
+        hi = choose(heads, record.head_ids(kind), "head")
+        check_reduction(head_reduce)
+        rows, how = position_rows(position, int(att.shape[2]), record, kind)
+        picked = self.rows(record, rows, kind=kind, layers=li, heads=hi, head_reduce=head_reduce, **options)
+        picked = np.asarray(picked, dtype=np.float64)
+        if not np.isfinite(picked).all():
+            raise InputError(f"method {self.name!r} gave non-finite scores on this record")
+        if how == "mean":
+            return picked.mean(0)
+        return picked[0] if how == "one" else picked
+
+    def rows(
+        self,
+        record: AttentionRecord,
+        rows: np.ndarray,
+        *,
+        kind: str,
+        layers: list[int],
+        heads: list[int],
+        head_reduce: str,
+        **options: Any,
+    ) -> np.ndarray:
+        """Scores ``[len(rows), keys]`` for the query ``rows`` (default: those rows of :meth:`matrix`)."""
+        m = self.matrix(record, kind=kind, layers=layers, heads=heads, head_reduce=head_reduce, **options)
+        return m[rows]
+
+    def matrix(
+        self,
+        record: AttentionRecord,
+        *,
+        kind: str,
+        layers: list[int],
+        heads: list[int],
+        head_reduce: str,
+        **options: Any,
+    ) -> np.ndarray:
+        """Token-by-token scores ``[queries, keys]``; ``layers`` and ``heads`` are positions in the record."""
         raise InputError(f"method {self.name!r} defines no token-by-token matrix")
 
-    def __call__(
-        self, record: AttentionRecord, position: Position = "first", kind: str | None = None, **opts: Any
-    ) -> np.ndarray:
-        """Scores over key tokens for the query ``position`` ([keys], or [rows, keys] for several rows)."""
-        kind = self.resolve_kind(record, kind)
-        self.check_options(self.matrix, opts)
-        m = self.matrix(record, kind=kind, **opts)
-        return select_rows(m, position, record, kind)
+    # ------------------------------------------------------------------ what it reads
+    def capture_options(self) -> dict[str, Any]:
+        """The ``ap.capture`` arguments that give a record with everything :attr:`requires` names."""
+        return {CAPTURE_OPTIONS[f]: True for f in self.requires if f in CAPTURE_OPTIONS}
 
-    def check_options(self, fn: Any, opts: dict[str, Any]) -> None:
-        """InputError naming the method's options when ``opts`` holds one it does not take."""
-        params = inspect.signature(fn).parameters
+    def capture(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        text: Any = None,
+        *,
+        inputs: Any = None,
+        gradient_target: Any = None,
+        **options: Any,
+    ) -> Any:
+        """A record (or a list, for a batch) this method can read: ``ap.capture`` with :meth:`capture_options`."""
+        from ..capture import capture
+
+        opts = {**self.capture_options(), **options}
+        if opts.get("gradients"):
+            opts["gradient_target"] = gradient_target
+        return capture(model, tokenizer, text, inputs=inputs, **opts)
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def check_options(self, options: dict[str, Any]) -> None:
+        """InputError naming the method's options when ``options`` holds one it does not take."""
+        params = inspect.signature(self.matrix).parameters
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return
-        known = [n for n in params if n not in ("self", "record", "kind", "position")]
-        unknown = sorted(set(opts) - set(known))
+        known = [n for n in params if n not in ("self", "record", "kind", "layers", "heads", "head_reduce")]
+        unknown = sorted(set(options) - set(known))
         if unknown:
             raise InputError(
                 f"method {self.name!r} has no option {', '.join(map(repr, unknown))}; "
-                f"its options are {', '.join(known) or 'none'}"
+                f"its options are layers, heads, head_reduce, kind{''.join(', ' + k for k in known)}"
             )
 
-    # ------------------------------------------------------------------ helpers for subclasses
     def resolve_kind(self, record: AttentionRecord, kind: str | None) -> str:
         """The kind to use: the one asked for, else cross attention when present, else the record's default."""
         if not isinstance(record, AttentionRecord):
@@ -90,45 +180,29 @@ class Method:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def attention(record: AttentionRecord, kind: str) -> torch.Tensor:
-    """The attention of ``kind`` as float64 [L, H, Q, K] (float64 keeps long products exact enough)."""
-    return record.attentions[kind].detach().to(torch.float64)
+def attention(record: AttentionRecord, kind: str, layers: list[int] | None = None) -> torch.Tensor:
+    """The attention of ``kind`` as float64 ``[L, H, Q, K]`` (float64 keeps long products exact enough).
+
+    ``layers`` (positions in the record) keeps only those layers, in the order given.
+    """
+    att = record.attentions[kind].detach().to(torch.float64)
+    return att if layers is None else layers_of(att, layers)
 
 
-def pick_layers(n_layers: int, layers: int | Sequence[int] | None) -> list[int]:
-    """Layer positions from an int, a sequence (negatives allowed) or None (all), checked against the range."""
-    if layers is None:
-        return list(range(n_layers))
-    chosen = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
-    if not chosen:
-        raise InputError("layers: the selection is empty")
-    out = []
-    for i in chosen:
-        if not -n_layers <= int(i) < n_layers:
-            raise InputError(f"layers: index {i} out of range for {n_layers} layers")
-        out.append(int(i) % n_layers)
-    return out
+def bottom_up(record: AttentionRecord, kind: str, layers: list[int]) -> list[int]:
+    """Layer positions ordered by their original layer number: products through layers run first to last."""
+    ids = record.layer_ids(kind)
+    return sorted(layers, key=lambda position: ids[position])
 
 
-def pick_heads(n_heads: int, heads: int | Sequence[int] | None) -> list[int]:
-    """Head positions, like :func:`pick_layers`."""
-    try:
-        return pick_layers(n_heads, heads)
-    except InputError as exc:
-        raise InputError(str(exc).replace("layers", "heads")) from None
+def layers_of(t: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """``t`` ``[L, ...]`` with only the layers at positions ``layers``, in that order."""
+    return t.index_select(0, torch.tensor(layers, dtype=torch.long))
 
 
-def reduce_heads(att: torch.Tensor, how: str) -> torch.Tensor:
-    """Combine the head axis (dim 1 of [L, H, Q, K]) by mean, max, min or sum."""
-    if how == "mean":
-        return att.mean(1)
-    if how == "max":
-        return att.amax(1)
-    if how == "min":
-        return att.amin(1)
-    if how == "sum":
-        return att.sum(1)
-    raise InputError(f"head reduction must be 'mean', 'max', 'min' or 'sum', not {how!r}")
+def heads_of(t: torch.Tensor, heads: list[int]) -> torch.Tensor:
+    """``t`` ``[L, H, ...]`` with only the heads at positions ``heads``."""
+    return t.index_select(1, torch.tensor(heads, dtype=torch.long))
 
 
 def square(att: torch.Tensor, kind: str, method: str) -> None:
@@ -138,51 +212,6 @@ def square(att: torch.Tensor, kind: str, method: str) -> None:
             f"method {method!r} propagates through layers and needs as many queries as keys; the {kind!r} "
             f"attention is {att.shape[-2]}x{att.shape[-1]} (capture the full sequence, not a generation suffix)"
         )
-
-
-def generated_rows(record: AttentionRecord, kind: str, n_rows: int) -> np.ndarray:
-    """Query rows that predict generated tokens: decoder rows but the last; causal rows from the prompt's end."""
-    if kind in ("decoder", "cross"):
-        if n_rows < 2:
-            raise InputError("position='generated' needs at least two decoder tokens")
-        return np.arange(n_rows - 1)
-    # ap.capture_generate writes meta['generation']['prompt_tokens']; explainers write meta['prompt_length'].
-    given = record.meta.get("prompt_length", (record.meta.get("generation") or {}).get("prompt_tokens"))
-    if given is None:
-        raise InputError(
-            "position='generated' on a single-stack record needs record.meta['prompt_length'] "
-            "(the number of prompt tokens before the generated ones), as ap.capture_generate records have"
-        )
-    prompt = int(given) - (len(record.tokens) - n_rows)  # rows may be a suffix of the tokens
-    if not 1 <= prompt < n_rows:
-        raise InputError(f"a prompt of {given} tokens leaves no generated token to explain")
-    return np.arange(prompt - 1, n_rows - 1)
-
-
-def select_rows(m: np.ndarray, position: Position, record: AttentionRecord, kind: str) -> np.ndarray:
-    """One row (first, last, an index), the mean row, or several rows (indices or the generated tokens)."""
-    n = m.shape[0]
-    if isinstance(position, str):
-        if position == "first":
-            return m[0]
-        if position == "last":
-            return m[-1]
-        if position == "mean":
-            return m.mean(0)
-        if position == "generated":
-            return m[generated_rows(record, kind, n)]
-        raise InputError(f"position must be 'first', 'last', 'mean', 'generated' or a token index, not {position!r}")
-    if isinstance(position, (int, np.integer)):
-        if not -n <= int(position) < n:
-            raise InputError(f"position {position} out of range for {n} query tokens")
-        return m[int(position)]
-    rows = list(position)
-    if not rows:
-        raise InputError("position: the list of query rows is empty")
-    for r in rows:
-        if not isinstance(r, (int, np.integer)) or not -n <= int(r) < n:
-            raise InputError(f"position {r!r} out of range for {n} query tokens")
-    return m[np.asarray(rows, dtype=int)]
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 import scipy.sparse
-import torch
 from scipy.sparse.csgraph import maximum_flow
 
-from ..errors import InputError
-from ..record import AttentionRecord
-from .base import Method, Position, attention, generated_rows, pick_layers, reduce_heads, square, to_numpy
+from ..record import AttentionRecord, reduce_axis
+from .base import Method, attention, bottom_up, heads_of, square, to_numpy
 from .rollout import residual_mix
 
 # scipy's maximum flow works on integer capacities; weights in [0, 1] are scaled to this resolution.
@@ -52,54 +47,30 @@ class Flow(Method):
     kinds = ("self", "encoder", "decoder")
     description = "attention flow: maximum flow through the layer graph of 0.5·A + 0.5·I"
 
-    def _maps(self, record: AttentionRecord, kind: str, layers: Sequence[int] | None, head_reduce: str) -> np.ndarray:
-        att = attention(record, kind)
+    def maps(
+        self, record: AttentionRecord, kind: str, layers: list[int], heads: list[int], head_reduce: str
+    ) -> np.ndarray:
+        """[L, N, N] residual-mixed, head-combined maps of the chosen layers, first layer first."""
+        att = heads_of(attention(record, kind, bottom_up(record, kind, layers)), heads)
         square(att, kind, self.name)
-        li = torch.tensor(sorted(pick_layers(att.shape[0], layers)))
-        return to_numpy(residual_mix(reduce_heads(att.index_select(0, li), head_reduce)))
+        return to_numpy(residual_mix(reduce_axis(att, head_reduce)))
 
     def matrix(
-        self,
-        record: AttentionRecord,
-        kind: str | None = None,
-        layers: Sequence[int] | None = None,
-        head_reduce: str = "mean",
+        self, record: AttentionRecord, *, kind: str, layers: list[int], heads: list[int], head_reduce: str
     ) -> np.ndarray:
         """[N, N] flow from every output token (rows) to every input token (columns)."""
-        kind = self.resolve_kind(record, kind)
-        maps = self._maps(record, kind, layers, head_reduce)
+        maps = self.maps(record, kind, layers, heads, head_reduce)
         return flow_rows(maps, np.arange(maps.shape[-1]))
 
-    def __call__(
+    def rows(
         self,
         record: AttentionRecord,
-        position: Position = "first",
-        kind: str | None = None,
-        **opts: Any,
+        rows: np.ndarray,
+        *,
+        kind: str,
+        layers: list[int],
+        heads: list[int],
+        head_reduce: str,
     ) -> np.ndarray:
-        """Flow for the chosen rows only: each row is its own set of max-flow problems."""
-        kind = self.resolve_kind(record, kind)
-        self.check_options(self.matrix, opts)
-        maps = self._maps(record, kind, opts.get("layers"), opts.get("head_reduce", "mean"))
-        n = maps.shape[-1]
-        if position == "mean":
-            return flow_rows(maps, np.arange(n)).mean(0)
-        if isinstance(position, str):
-            if position == "first":
-                return flow_rows(maps, np.array([0]))[0]
-            if position == "last":
-                return flow_rows(maps, np.array([n - 1]))[0]
-            if position == "generated":
-                return flow_rows(maps, generated_rows(record, kind, n))
-            raise InputError(
-                f"position must be 'first', 'last', 'mean', 'generated' or a token index, not {position!r}"
-            )
-        if isinstance(position, (int, np.integer)):
-            if not -n <= int(position) < n:
-                raise InputError(f"position {position} out of range for {n} query tokens")
-            return flow_rows(maps, np.array([int(position) % n]))[0]
-        rows = [int(r) for r in position]
-        for r in rows:
-            if not -n <= r < n:
-                raise InputError(f"position {r} out of range for {n} query tokens")
-        return flow_rows(maps, np.array(rows) % n)
+        """Flow for the rows asked for only: each row is its own set of max-flow problems."""
+        return flow_rows(self.maps(record, kind, layers, heads, head_reduce), rows)

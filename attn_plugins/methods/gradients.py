@@ -2,37 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import torch
 
-from ..record import AttentionRecord
-from .base import Method, attention, pick_heads, pick_layers, to_numpy
+from ..record import AttentionRecord, reduce_axis
+from .base import Method, attention, heads_of, layers_of, to_numpy
 
 
 class GradAttention(Method):
-    """Σ over layers and heads of A ⊙ ∂target/∂A: a first-order estimate of removing each attention edge."""
+    """A ⊙ ∂target/∂A per head, heads combined by ``head_reduce``, summed over the chosen layers.
+
+    A first-order estimate of removing each attention edge; ``positive`` clips each term at 0 first.
+    """
 
     name = "grad_attention"
     requires = ("gradients",)
-    description = "attention times its gradient, summed over layers and heads (signed, or positive part)"
+    description = "attention times its gradient (signed, or positive part), summed over layers"
 
     def matrix(
         self,
         record: AttentionRecord,
-        kind: str | None = None,
-        layers: int | Sequence[int] | None = None,
-        heads: int | Sequence[int] | None = None,
+        *,
+        kind: str,
+        layers: list[int],
+        heads: list[int],
+        head_reduce: str,
         positive: bool = False,
     ) -> np.ndarray:
-        """[Q, K] Σ_l Σ_h A ⊙ ∇A over the chosen layers and heads; ``positive`` clips each term at 0."""
-        kind = self.resolve_kind(record, kind)
-        grad = self.require(record, "gradients", kind)
-        att = attention(record, kind)
-        li = torch.tensor(pick_layers(att.shape[0], layers))
-        hi = torch.tensor(pick_heads(att.shape[1], heads))
-        prod = (att * grad).index_select(0, li).index_select(1, hi)
+        """[Q, K] Σ_l reduce_h(A ⊙ ∇A) over the chosen layers and heads; ``positive`` clips each term at 0."""
+        grad = heads_of(layers_of(self.require(record, "gradients", kind), layers), heads)
+        prod = heads_of(attention(record, kind, layers), heads) * grad
         if positive:
             prod = prod.clamp_min(0)
-        return to_numpy(prod.sum((0, 1)))
+        return to_numpy(reduce_axis(prod, head_reduce).sum(0))

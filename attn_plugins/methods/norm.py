@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import torch
 
-from ..record import AttentionRecord
-from .base import Method, attention, pick_heads, pick_layers, to_numpy
+from ..record import AttentionRecord, reduce_axis
+from .base import Method, attention, heads_of, layers_of, to_numpy
 
 
 class NormBased(Method):
-    """Σ_h α^h_ij·‖f^h(x_j)‖ per layer, with f^h the value and output projections of head h; mean over layers."""
+    """α^h_ij·‖f^h(x_j)‖ per head, with f^h the value and output projections of head h.
+
+    Heads are combined by ``head_reduce`` (``"sum"`` gives Kobayashi's Σ_h; the default mean ranks the
+    same), then layers are averaged.
+    """
 
     name = "norm"
     requires = ("value_norms",)
-    kinds = ("self", "encoder", "decoder", "cross")
-    description = "Kobayashi et al. 2020: ‖α·f(x)‖ with value and output projections, summed over heads"
+    description = "Kobayashi et al. 2020: ‖α·f(x)‖ with value and output projections"
 
     def matrix(
-        self,
-        record: AttentionRecord,
-        kind: str | None = None,
-        layers: int | Sequence[int] | None = -1,
-        heads: int | Sequence[int] | None = None,
+        self, record: AttentionRecord, *, kind: str, layers: list[int], heads: list[int], head_reduce: str
     ) -> np.ndarray:
-        """[Q, K] Σ_h α^h_ij ‖f^h(x_j)‖ of the chosen layers (default: last), averaged over layers."""
-        kind = self.resolve_kind(record, kind)
-        norms = self.require(record, "value_norms", kind)  # [L, H, K]
-        att = attention(record, kind)
-        li = torch.tensor(pick_layers(att.shape[0], layers))
-        hi = torch.tensor(pick_heads(att.shape[1], heads))
-        att = att.index_select(0, li).index_select(1, hi)
-        norms = norms.index_select(0, li).index_select(1, hi)
+        """[Q, K] α^h_ij ‖f^h(x_j)‖, heads combined by ``head_reduce``, averaged over the chosen layers."""
+        norms = heads_of(layers_of(self.require(record, "value_norms", kind), layers), heads)  # [L, H, K]
+        att = heads_of(attention(record, kind, layers), heads)
         # α_ij·‖f(x_j)‖ scales every key column j of head h by that head's transformed value norm.
-        return to_numpy(torch.einsum("lhqk,lhk->qk", att, norms) / len(li))
+        return to_numpy(reduce_axis(att * norms[:, :, None, :], head_reduce).mean(0))

@@ -1,34 +1,22 @@
-"""Raw attention: chosen layers and heads, combined by mean or max over heads and mean over layers."""
+"""Raw attention: the chosen layers and heads, heads combined by ``head_reduce``, layers averaged."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import torch
 
-from ..record import AttentionRecord
-from .base import Method, attention, pick_heads, pick_layers, reduce_heads, to_numpy
+from ..record import AttentionRecord, reduce_axis
+from .base import Method, attention, heads_of, to_numpy
 
 
 class RawAttention(Method):
-    """The attention weights themselves; by default the last layer, mean over heads."""
+    """The attention weights themselves: heads combined by ``head_reduce``, then the mean over layers."""
 
     name = "raw"
-    description = "raw attention weights of chosen layers/heads (mean or max over heads, mean over layers)"
+    description = "raw attention weights of the chosen layers and heads (heads combined, layers averaged)"
 
     def matrix(
-        self,
-        record: AttentionRecord,
-        kind: str | None = None,
-        layers: int | Sequence[int] | None = -1,
-        heads: int | Sequence[int] | None = None,
-        head_reduce: str = "mean",
+        self, record: AttentionRecord, *, kind: str, layers: list[int], heads: list[int], head_reduce: str
     ) -> np.ndarray:
-        """[Q, K] attention of the chosen layers (default: last) reduced over the chosen heads."""
-        kind = self.resolve_kind(record, kind)
-        att = attention(record, kind)
-        li = torch.tensor(pick_layers(att.shape[0], layers))
-        hi = torch.tensor(pick_heads(att.shape[1], heads))
-        att = att.index_select(0, li).index_select(1, hi)
-        return to_numpy(reduce_heads(att, head_reduce).mean(0))
+        """[Q, K] attention of the chosen layers, heads combined by ``head_reduce``, averaged over layers."""
+        att = heads_of(attention(record, kind, layers), heads)
+        return to_numpy(reduce_axis(att, head_reduce).mean(0))

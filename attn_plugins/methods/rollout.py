@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..record import AttentionRecord
-from .base import Method, attention, pick_layers, reduce_heads, square, to_numpy
+from ..record import AttentionRecord, reduce_axis
+from .base import Method, attention, bottom_up, heads_of, square, to_numpy
 from .relevance import encoder_decoder_rule
 
 
@@ -37,26 +35,28 @@ class Rollout(Method):
     def matrix(
         self,
         record: AttentionRecord,
-        kind: str | None = None,
-        layers: Sequence[int] | None = None,
-        head_reduce: str = "mean",
+        *,
+        kind: str,
+        layers: list[int],
+        heads: list[int],
+        head_reduce: str,
         residual: float = 0.5,
     ) -> np.ndarray:
-        """[Q, K] rollout over the chosen layers (default all), heads combined by ``head_reduce``."""
-        kind = self.resolve_kind(record, kind)
+        """[Q, K] rollout over the chosen layers (products bottom-up), heads combined by ``head_reduce``."""
         if not 0.0 <= residual <= 1.0:
             raise InputError(f"residual must be within [0, 1], got {residual}")
         if kind == "cross":
             # Cross attention has no identity to mix in; relevance flows through encoder, decoder and cross
-            # maps with Chefer's rules using head-averaged attention in place of gradient-weighted maps.
-            if "encoder" not in record.attentions or "decoder" not in record.attentions:
-                raise InputError("rollout on cross attention needs the record's encoder and decoder attention too")
-            enc = reduce_heads(attention(record, "encoder"), head_reduce)
-            dec = reduce_heads(attention(record, "decoder"), head_reduce)
-            cross = reduce_heads(attention(record, "cross"), head_reduce)
+            # maps with Chefer's rules using head-combined attention in place of gradient-weighted maps.
+            # layers/heads select the decoder side (decoder self- and cross attention share their layers).
+            missing = [k for k in ("encoder", "decoder") if k not in record.attentions]
+            if missing:
+                raise InputError(f"rollout on cross attention needs the record's {' and '.join(missing)} attention too")
+            order = bottom_up(record, kind, layers)
+            enc = reduce_axis(attention(record, "encoder"), head_reduce)
+            dec = reduce_axis(heads_of(attention(record, "decoder", order), heads), head_reduce)
+            cross = reduce_axis(heads_of(attention(record, "cross", order), heads), head_reduce)
             return to_numpy(encoder_decoder_rule(enc, dec, cross))
-        att = attention(record, kind)
+        att = heads_of(attention(record, kind, bottom_up(record, kind, layers)), heads)
         square(att, kind, self.name)
-        li = torch.tensor(sorted(pick_layers(att.shape[0], layers)))  # products run bottom-up
-        maps = residual_mix(reduce_heads(att.index_select(0, li), head_reduce), residual)
-        return to_numpy(rollout_product(maps))
+        return to_numpy(rollout_product(residual_mix(reduce_axis(att, head_reduce), residual)))

@@ -7,7 +7,8 @@ Adapters, methods, views, reducers and third-party plugins all select through :f
   *original* layer and head numbers of the model (a record made from a selection remembers them);
   negative numbers count from the end of what is available.
 * ``position=``: the query row(s) a method explains: ``"first"``, ``"last"``, ``"mean"`` (mean row),
-  ``"generated"`` (the rows that predict generated tokens), a row index, or a list of row indices.
+  ``"all"`` (every row: the token-by-token matrix), ``"generated"`` (the rows that predict generated
+  tokens), a row index, or a list of row indices.
 * ``head_reduce=``: how heads (or any axis) are combined: ``"mean"``, ``"max"``, ``"min"`` or ``"sum"``.
 """
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 Selection = int | Sequence[int] | None
 Position = str | int | Sequence[int]
-POSITIONS = ("first", "last", "mean", "generated")
+POSITIONS = ("first", "last", "mean", "all", "generated")
 REDUCTIONS = ("mean", "max", "min", "sum")
 
 
@@ -104,29 +105,31 @@ def generated_rows(record: AttentionRecord, kind: str, n_rows: int) -> np.ndarra
     return np.arange(prompt - 1, n_rows - 1)
 
 
-def select_rows(m: Any, position: Position, record: AttentionRecord | None = None, kind: str = "self") -> Any:
-    """Rows of ``m`` (``[queries, ...]``, NumPy or torch) for ``position``; see the module docstring.
+def position_rows(
+    position: Position, n: int, record: AttentionRecord | None = None, kind: str = "self"
+) -> tuple[np.ndarray, str]:
+    """The query rows ``position`` names among ``n``, and how to answer: ``"one"`` row, ``"many"`` or their ``"mean"``.
 
-    One position gives one row; a list of indices or ``"generated"`` gives ``[rows, ...]``.
     ``record`` and ``kind`` are needed only for ``"generated"``.
     """
-    n = m.shape[0]
     if isinstance(position, str):
         if position == "first":
-            return m[0]
+            return np.array([0]), "one"
         if position == "last":
-            return m[-1]
+            return np.array([n - 1]), "one"
         if position == "mean":
-            return m.mean(0)
+            return np.arange(n), "mean"
+        if position == "all":
+            return np.arange(n), "many"
         if position == "generated":
             if record is None:
                 raise InputError("position='generated' needs the record")
-            return m[generated_rows(record, kind, n)]
+            return generated_rows(record, kind, n), "many"
         raise InputError(f"position must be one of {', '.join(POSITIONS)} or a token index, not {position!r}")
     if _is_int(position):
         if not -n <= int(position) < n:
             raise InputError(f"position {position} out of range for {n} query tokens")
-        return m[int(position)]
+        return np.array([int(position) % n]), "one"
     if not isinstance(position, Sequence | np.ndarray):
         raise InputError(f"position must be a string, an index or a list of indices, not {type(position).__name__}")
     rows = list(position)
@@ -135,4 +138,16 @@ def select_rows(m: Any, position: Position, record: AttentionRecord | None = Non
     for r in rows:
         if not _is_int(r) or not -n <= int(r) < n:
             raise InputError(f"position {r!r} out of range for {n} query tokens")
-    return m[np.asarray(rows, dtype=int)]
+    return np.asarray(rows, dtype=int) % n, "many"
+
+
+def select_rows(m: Any, position: Position, record: AttentionRecord | None = None, kind: str = "self") -> Any:
+    """Rows of ``m`` (``[queries, ...]``, NumPy or torch) for ``position``; see the module docstring.
+
+    One position gives one row; a list of indices or ``"generated"`` gives ``[rows, ...]``.
+    """
+    rows, how = position_rows(position, m.shape[0], record, kind)
+    if how == "mean":
+        return m.mean(0)
+    picked = m[rows]
+    return picked[0] if how == "one" else picked

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError, MissingCaptureError
-from ..record import KINDS, AttentionRecord
+from ..record import KINDS, AttentionRecord, Selection, choose
 from .bertviz_js import bertviz_script
 from .page import Fragment, View, escape, json_block, new_id
 from .payload import DEFAULT_THRESHOLD, check_threshold, encode_floats, encode_weights, reference
@@ -33,6 +33,8 @@ class Section:
     right: list[str]
     layers: list[int]  # original layer numbers
     heads: list[int]  # original head numbers
+    layer_positions: list[int]  # where those layers sit in the record
+    head_positions: list[int]  # where those heads sit in the record
 
 
 def prettify(tokens: Sequence[str]) -> list[str]:
@@ -47,60 +49,57 @@ def check_record(record: object) -> AttentionRecord:
     return record.validate()
 
 
-def _check_kinds(record: AttentionRecord, kinds: Sequence[str] | str | None) -> list[str]:
-    if kinds is None:
+def check_kinds(record: AttentionRecord, kind: Sequence[str] | str | None) -> list[str]:
+    """The kinds a view draws: ``kind`` (one or several), or every kind of the record when None."""
+    if kind is None:
         return record.kinds
-    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-    for kind in kinds:
-        if kind not in KINDS:
-            raise InputError(f"unknown attention kind {kind!r}; kinds are {', '.join(KINDS)}")
-        if kind not in record.attentions:
-            raise InputError(f"the record has no {kind!r} attention; it holds {', '.join(record.kinds)}")
+    kinds = [kind] if isinstance(kind, str) else list(kind)
     if not kinds:
-        raise InputError("kinds is empty: choose at least one attention kind")
+        raise InputError("kind is empty: choose at least one attention kind")
+    for k in kinds:
+        if k not in KINDS:
+            raise InputError(f"unknown attention kind {k!r}; kinds are {', '.join(KINDS)}")
+        if k not in record.attentions:
+            raise InputError(f"the record has no {k!r} attention; it holds {', '.join(record.kinds)}")
     return kinds
 
 
-def _positions(wanted: Sequence[int] | None, available: list[int], what: str, kind: str) -> list[int]:
-    """Positions (in the record) of the wanted original layer/head numbers."""
-    if wanted is None:
-        return list(range(len(available)))
-    wanted = list(wanted)
-    if not wanted:
-        raise InputError(f"include_{what} is empty")
-    missing = [w for w in wanted if w not in available]
-    if missing:
-        hint = "" if kind == "self" else "; pass kinds= to draw only the kinds that have them"
-        raise InputError(f"{kind!r} attention has no {what} {missing}; it holds {what} {available}{hint}")
-    return [available.index(w) for w in wanted]
+def select(record: AttentionRecord, kind: str, layers: Selection, heads: Selection) -> tuple[list[int], list[int]]:
+    """Positions in the record of the chosen layers and heads (original numbers) of one kind."""
+    try:
+        return choose(layers, record.layer_ids(kind), "layer"), choose(heads, record.head_ids(kind), "head")
+    except InputError as exc:
+        hint = "" if len(record.kinds) == 1 else "; pass kind= to draw only the kinds that have them"
+        raise InputError(f"{kind!r} attention: {exc}{hint}") from None
 
 
 def sections(
     record: AttentionRecord,
-    kinds: Sequence[str] | str | None = None,
-    include_layers: Sequence[int] | None = None,
-    include_heads: Sequence[int] | None = None,
+    kind: Sequence[str] | str | None = None,
+    layers: Selection = None,
+    heads: Selection = None,
     prettify_tokens: bool = True,
 ) -> list[Section]:
     """One section per attention kind, each with its own layer list (a decoder may have fewer layers)."""
     out = []
-    for kind in _check_kinds(record, kinds):
-        layer_ids, head_ids = record.layer_ids(kind), record.head_ids(kind)
-        li = _positions(include_layers, layer_ids, "layers", kind)
-        hi = _positions(include_heads, head_ids, "heads", kind)
-        att = record.attentions[kind].index_select(0, torch.tensor(li)).index_select(1, torch.tensor(hi))
-        left, right = record.axes(kind)
+    for k in check_kinds(record, kind):
+        li, hi = select(record, k, layers, heads)
+        layer_ids, head_ids = record.layer_ids(k), record.head_ids(k)
+        att = record.attentions[k].index_select(0, torch.tensor(li)).index_select(1, torch.tensor(hi))
+        left, right = record.axes(k)
         if prettify_tokens:
             left, right = prettify(left), prettify(right)
         out.append(
             Section(
-                kind,
-                _KIND_NAMES[kind],
+                k,
+                _KIND_NAMES[k],
                 att,
                 list(left),
                 list(right),
                 [layer_ids[i] for i in li],
                 [head_ids[i] for i in hi],
+                li,
+                hi,
             )
         )
     return out
@@ -186,47 +185,38 @@ class NeuronView(View):
 def head_view(
     record: AttentionRecord,
     *,
-    kinds: Sequence[str] | str | None = None,
-    layer: int | None = None,
-    heads: Sequence[int] | None = None,
-    include_layers: Sequence[int] | None = None,
+    kind: Sequence[str] | str | None = None,
+    layers: Selection = None,
+    heads: Selection = None,
     prettify_tokens: bool = True,
     renderer: str = "auto",
     threshold: float = DEFAULT_THRESHOLD,
 ) -> HeadView:
-    """Attention between tokens for one layer, every head in its colour; encoder/decoder/cross for seq2seq.
+    """Attention between tokens, one layer at a time (a menu picks it), every head in its colour.
 
-    Layers and heads are named by their original numbers (``record.layer_ids(kind)``). Above
+    ``kind``, ``layers`` and ``heads`` choose what is drawn (original numbers; the first chosen layer is
+    shown first); encoder, decoder and cross attention of seq2seq records get one view each. Above
     ``HEAD_SVG_LIMIT`` lines per layer (or with ``renderer="canvas"``) a canvas heatmap is drawn instead.
     """
     record = check_record(record)
     threshold = check_threshold(threshold)
-    secs = sections(record, kinds, include_layers, None, prettify_tokens)
+    secs = sections(record, kind, layers, heads, prettify_tokens)
     lines = max(int(s.attn.shape[1] * s.attn.shape[2] * s.attn.shape[3]) for s in secs)
     if _renderer(renderer, lines, HEAD_SVG_LIMIT) == "canvas":
-        first = secs[0]
-        layer_pos = 0 if layer is None else _positions([layer], first.layers, "layers", first.kind)[0]
-        # The canvas shows one head or the mean of all: a single chosen head is shown, several mean all.
-        head_pos = -1
-        if heads is not None:
-            chosen = _positions(heads, first.heads, "heads", first.kind)
-            head_pos = chosen[0] if len(chosen) == 1 else -1
-        return HeadView([_canvas_fragment(secs, "head", threshold, "Head view", layer_pos, head_pos)], "Head view")
+        # The canvas shows one head or the mean of the drawn heads: a single chosen head is shown alone.
+        head = 0 if heads is not None and len(secs[0].heads) == 1 else -1
+        return HeadView([_canvas_fragment(secs, "head", threshold, "Head view", 0, head)], "Head view")
     fragments = []
     for group in _groups(secs):
         layer_ids = group[0].layers
-        if layer is not None and layer not in layer_ids:
-            raise InputError(f"layer {layer} is not among the drawn layers {layer_ids}")
-        # bertviz selects heads by position; users name them by their original numbers.
-        head_pos = None if heads is None else _positions(heads, group[0].heads, "heads", group[0].kind)
         root, pid = new_id("bertviz"), new_id("attn-params")
         blocks: dict[str, dict] = {}
         params = {
             "attention": _bertviz_data(group, threshold, blocks),
             "default_filter": "0",
             "root_div_id": root,
-            "layer": layer,
-            "heads": head_pos,
+            "layer": None if layers is None else layer_ids[0],
+            "heads": None,
             "include_layers": layer_ids,  # explicit, per kind: a decoder may have fewer layers
         }
         title = "Head view" + ("" if len(group) > 1 or group[0].kind == "self" else f" ({group[0].name})")
@@ -251,20 +241,20 @@ def head_view(
 def model_view(
     record: AttentionRecord,
     *,
-    kinds: Sequence[str] | str | None = None,
-    include_layers: Sequence[int] | None = None,
-    include_heads: Sequence[int] | None = None,
+    kind: Sequence[str] | str | None = None,
+    layers: Selection = None,
+    heads: Selection = None,
     display_mode: str = "light",
     prettify_tokens: bool = True,
     renderer: str = "auto",
     threshold: float = DEFAULT_THRESHOLD,
 ) -> ModelView:
-    """Every layer and head at once as thumbnails; click one to enlarge it."""
+    """Every chosen layer and head at once as thumbnails; click one to enlarge it."""
     record = check_record(record)
     threshold = check_threshold(threshold)
     if display_mode not in ("light", "dark"):
         raise InputError(f"display_mode must be 'light' or 'dark', got {display_mode!r}")
-    secs = sections(record, kinds, include_layers, include_heads, prettify_tokens)
+    secs = sections(record, kind, layers, heads, prettify_tokens)
     lines = max(int(s.attn.numel()) for s in secs)
     if _renderer(renderer, lines, MODEL_SVG_LIMIT) == "canvas":
         return ModelView([_canvas_fragment(secs, "model", threshold, "Model view")], "Model view")
@@ -303,37 +293,37 @@ def model_view(
 def neuron_view(
     record: AttentionRecord,
     *,
-    kinds: Sequence[str] | str | None = None,
-    layer: int | None = None,
-    head: int | None = None,
+    kind: Sequence[str] | str | None = None,
+    layers: Selection = None,
+    heads: Selection = None,
     display_mode: str = "light",
     prettify_tokens: bool = True,
     threshold: float = DEFAULT_THRESHOLD,
 ) -> NeuronView:
-    """How queries and keys produce each weight, for any record holding query and key vectors."""
+    """How queries and keys produce each weight, for any record holding query and key vectors.
+
+    ``layers`` and ``heads`` choose what the menus offer (the first chosen is shown first).
+    """
     record = check_record(record)
     threshold = check_threshold(threshold)
     if display_mode not in ("light", "dark"):
         raise InputError(f"display_mode must be 'light' or 'dark', got {display_mode!r}")
-    if kinds is None:
-        kinds = [k for k in record.kinds if k in record.queries and k in record.keys]
-        if not kinds:
+    if kind is None:
+        kind = [k for k in record.kinds if k in record.queries and k in record.keys]
+        if not kind:
             raise MissingCaptureError(
                 "the neuron view needs query and key vectors; capture them with ap.capture(..., qk=True) "
                 "or set record.queries / record.keys"
             )
     fragments = []
-    for sec in sections(record, kinds, None, None, prettify_tokens):
+    for sec in sections(record, kind, layers, heads, prettify_tokens):
         if sec.kind not in record.queries or sec.kind not in record.keys:
             raise MissingCaptureError(
                 f"the record has no query/key vectors for {sec.kind!r} attention (capture qk=True)"
             )
-        layer_pos = 0
-        if layer is not None:
-            if layer not in sec.layers:
-                raise InputError(f"layer {layer} is not among the {sec.kind!r} layers {sec.layers}")
-            layer_pos = sec.layers.index(layer)
-        head_pos = None if head is None else _positions([head], sec.heads, "heads", sec.kind)[0]
+        li, hi = torch.tensor(sec.layer_positions), torch.tensor(sec.head_positions)
+        queries = record.queries[sec.kind].index_select(0, li).index_select(1, hi)
+        keys = record.keys[sec.kind].index_select(0, li).index_select(1, hi)
         lines = int(sec.attn.shape[2] * sec.attn.shape[3])
         if lines > HEAD_SVG_LIMIT:
             # The neuron view has no canvas form: one SVG line per weight of a head would hang the page.
@@ -347,8 +337,8 @@ def neuron_view(
             "attn": reference(encode_weights(sec.attn, threshold), blocks),
             "left_text": sec.left,
             "right_text": sec.right,
-            "queries": reference(encode_floats(record.queries[sec.kind]), blocks),
-            "keys": reference(encode_floats(record.keys[sec.kind]), blocks),
+            "queries": reference(encode_floats(queries), blocks),
+            "keys": reference(encode_floats(keys), blocks),
         }
         params = {
             "attention": {"all": data},
@@ -356,8 +346,8 @@ def neuron_view(
             "root_div_id": root,
             "bidirectional": not record.is_causal(sec.kind),
             "display_mode": display_mode,
-            "layer": layer_pos,
-            "head": head_pos,
+            "layer": 0,
+            "head": None if heads is None else 0,
         }
         title = "Neuron view" + ("" if sec.kind == "self" else f" ({sec.name})")
         body = (

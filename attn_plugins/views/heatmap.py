@@ -8,28 +8,14 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..record import AttentionRecord
-from .attention import check_record, prettify
+from ..record import AttentionRecord, Selection, reduce_axis
+from ..record.selection import check_reduction
+from .attention import check_kinds, check_record, prettify, select
 from .figure import FigureView, mpl_label
 
-AGGREGATES = ("mean", "max")
 SCALES = ("linear", "sqrt")
 # Beyond this many tokens an axis shows every n-th label so the labels stay legible.
 MAX_LABELS = 80
-
-
-def _pick(att: torch.Tensor, dim: int, which: int | str, ids: list[int], what: str) -> tuple[torch.Tensor, str]:
-    """Select one original layer/head number along ``dim``, or aggregate over the axis."""
-    if isinstance(which, str):
-        if which not in AGGREGATES:
-            raise InputError(f"{what} must be a {what} number or one of {', '.join(AGGREGATES)}, got {which!r}")
-        agg = att.mean(dim) if which == "mean" else att.amax(dim)
-        return agg, f"{which} of {what}s"
-    if isinstance(which, bool) or not isinstance(which, (int, np.integer)):
-        raise InputError(f"{what} must be an int or one of {', '.join(AGGREGATES)}, got {type(which).__name__}")
-    if int(which) not in ids:
-        raise InputError(f"{what} {which} is not in the record; it holds {what}s {ids}")
-    return att.select(dim, ids.index(int(which))), f"{what} {which}"
 
 
 def check_cmap(cmap: str) -> str:
@@ -91,12 +77,22 @@ class Heatmap(FigureView):
         return fig
 
 
+def _named(ids: list[int], what: str, how: str, total: int) -> str:
+    if len(ids) == 1:
+        return f"{what} {ids[0]}"
+    if len(ids) == total and ids == list(range(total)):
+        return f"{how} of {what}s"
+    return f"{how} of {what}s {', '.join(map(str, ids))}"
+
+
 def heatmap(
     record: AttentionRecord,
     *,
     kind: str | None = None,
-    layer: int | str = 0,
-    head: int | str = "mean",
+    layers: Selection = None,
+    heads: Selection = None,
+    head_reduce: str = "mean",
+    layer_reduce: str = "mean",
     drop_special: bool = False,
     cmap: str = "Blues",
     annotate: bool = False,
@@ -104,19 +100,29 @@ def heatmap(
     dpi: int = 150,
     scale: str = "linear",
 ) -> Heatmap:
-    """Heatmap of one layer and head (original numbers) or an aggregate (``"mean"``/``"max"``) of a record."""
+    """Query-by-key heatmap of the chosen layers and heads (original numbers; several are combined).
+
+    Several heads are combined by ``head_reduce``, then several layers by ``layer_reduce`` (``"mean"``,
+    ``"max"``, ``"min"`` or ``"sum"``); by default every head and layer, averaged.
+    """
     record = check_record(record)
     check_cmap(cmap)
+    check_reduction(head_reduce)
+    check_reduction(layer_reduce)
     if scale not in SCALES:
         raise InputError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if drop_special:
         record = record.drop_special_tokens()
-    kind = kind or record.default_kind
-    if kind not in record.attentions:
-        raise InputError(f"the record has no {kind!r} attention; it holds {', '.join(record.kinds)}")
-    att = record.attentions[kind].detach().float()
-    att, head_name = _pick(att, 1, head, record.head_ids(kind), "head")
-    att, layer_name = _pick(att, 0, layer, record.layer_ids(kind), "layer")
+    kinds = check_kinds(record, kind or record.default_kind)
+    if len(kinds) != 1:
+        raise InputError("a heatmap draws one attention kind; pass kind= as a single kind")
+    kind = kinds[0]
+    li, hi = select(record, kind, layers, heads)
+    att = record.attentions[kind].detach().float().index_select(0, torch.tensor(li)).index_select(1, torch.tensor(hi))
+    att = reduce_axis(reduce_axis(att, head_reduce, dim=1), layer_reduce, dim=0)
+    layer_ids, head_ids = record.layer_ids(kind), record.head_ids(kind)
+    layer_name = _named([layer_ids[i] for i in li], "layer", layer_reduce, len(layer_ids))
+    head_name = _named([head_ids[i] for i in hi], "head", head_reduce, len(head_ids))
     queries, keys = record.axes(kind)
     label = title if title is not None else f"{kind} attention, {layer_name}, {head_name}"
     return Heatmap(

@@ -10,8 +10,8 @@ import torch
 
 from ..errors import InputError
 from ..metrics.diagnostics import diagnose, disagreement
-from ..record import AttentionRecord
-from .attention import check_record, head_view, model_view, neuron_view
+from ..record import AttentionRecord, Selection
+from .attention import check_kinds, check_record, head_view, model_view, neuron_view
 from .highlight import side_by_side
 from .page import Fragment, View, escape
 from .payload import DEFAULT_THRESHOLD
@@ -22,7 +22,9 @@ NEURON_MAX_TOKENS = 64
 
 
 class Report(View):
-    """One standalone page about one or more records (``.html``, ``.save(path)``)."""
+    """One standalone page about one or more records (``.html``, ``.save(path)``, ``.records``)."""
+
+    records: list[AttentionRecord]
 
 
 def describe_output(record: AttentionRecord) -> str | None:
@@ -123,6 +125,9 @@ def report(
     *,
     reference: str | None = None,
     title: str | None = None,
+    kind: Sequence[str] | str | None = None,
+    layers: Selection = None,
+    heads: Selection = None,
     renderer: str = "auto",
     threshold: float = DEFAULT_THRESHOLD,
 ) -> Report:
@@ -132,6 +137,8 @@ def report(
     ``output_summary`` describes the model output (one string per record for several); by default it is
     read from ``record.outputs["logits"]``. ``reference`` names the entry of ``scores`` that is a faithful
     attribution (e.g. shap values): every other method is checked against it and flagged when it disagrees.
+    ``kind``, ``layers`` and ``heads`` choose what the attention views draw, as in every view. The page's
+    ``records`` are the records it shows.
     """
     recs = (
         [records] if isinstance(records, AttentionRecord) else list(records) if isinstance(records, Sequence) else None
@@ -158,13 +165,18 @@ def report(
             fragments.extend(side_by_side(rec, rec_scores).fragments_for_page())
         fragments.append(trust_section(rec, rec_scores, reference))
         fragments.append(Fragment("<h2>Attention</h2>", height=40))
-        fragments.extend(head_view(rec, renderer=renderer, threshold=threshold).fragments)
-        fragments.extend(model_view(rec, renderer=renderer, threshold=threshold).fragments)
+        chosen = {"kind": kind, "layers": layers, "heads": heads, "threshold": threshold}
+        fragments.extend(head_view(rec, renderer=renderer, **chosen).fragments)
+        fragments.extend(model_view(rec, renderer=renderer, **chosen).fragments)
+        drawn = check_kinds(rec, kind)
         if (
-            any(k in rec.queries and k in rec.keys for k in rec.kinds)
+            any(k in rec.queries and k in rec.keys for k in drawn)
             and rec.attentions[rec.default_kind].shape[-1] <= NEURON_MAX_TOKENS
         ):
-            fragments.extend(neuron_view(rec, threshold=threshold).fragments)
+            qk_kinds = [k for k in drawn if k in rec.queries and k in rec.keys]
+            fragments.extend(neuron_view(rec, **{**chosen, "kind": qk_kinds}).fragments)
         fragments.append(Fragment("<h2>Per-head summary</h2>", height=40))
-        fragments.extend(head_summary(rec, kind).fragment() for kind in rec.kinds)
-    return Report(fragments, page_title)
+        fragments.extend(head_summary(rec, k).fragment() for k in drawn)
+    page = Report(fragments, page_title)
+    page.records = recs
+    return page

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..record import AttentionRecord
+from ..record import AttentionRecord, statistics
+from ..record.kinds import sides
 from .page import Fragment, escape
 
 STATISTICS = {
-    "entropy": "mean row entropy / log(keys): 0 = one key, 1 = uniform",
+    "entropy": "mean row entropy / log(keys the row may see): 0 = one key, 1 = uniform",
     "special": "share of mass on special tokens",
     "self": "share of mass on the query's own position",
     "previous": "share of mass on the previous position",
@@ -59,33 +60,29 @@ class HeadSummary:
 
 
 def head_summary(record: AttentionRecord, kind: str | None = None) -> HeadSummary:
-    """Entropy and the share of mass on special tokens, on the query itself and on the previous token, per head."""
+    """Entropy and the share of mass on special tokens, on the query itself and on the previous token, per head.
+
+    The statistics are those of :mod:`attn_plugins.record.statistics`, the same :func:`diagnose` reports.
+    """
     if not isinstance(record, AttentionRecord):
         raise InputError(f"head_summary takes an AttentionRecord, got {type(record).__name__}")
     kind = kind or record.default_kind
     if kind not in record.attentions:
         raise InputError(f"the record has no {kind!r} attention; it holds {', '.join(record.kinds)}")
-    a = record.attentions[kind].detach().to(torch.float64)
-    n_layers, n_heads, n_q, n_k = a.shape
+    a = record.attentions[kind].detach()
+    n_layers, n_heads, _, n_k = a.shape
+    missing = np.full((n_layers, n_heads), np.nan)
     values: dict[str, np.ndarray] = {}
-    plogp = torch.where(a > 0, a * torch.log(a.clamp_min(1e-300)), torch.zeros_like(a))
-    entropy = -plogp.sum(-1).mean(-1)
-    values["entropy"] = (entropy / np.log(n_k) if n_k > 1 else torch.zeros_like(entropy)).numpy()
+    values["entropy"] = (
+        statistics.head_entropy(a, causal=record.is_causal(kind)).numpy() if n_k > 1 else np.zeros((n_layers, n_heads))
+    )
     # Keys are the decoder side only for decoder self-attention; cross attention attends to the source.
-    special_mask = record.target_special_tokens_mask if kind == "decoder" else record.special_tokens_mask
+    special_mask = record.target_special_tokens_mask if sides(kind)[1] == "target" else record.special_tokens_mask
     if special_mask is not None and len(special_mask) == n_k:
-        keys_special = torch.tensor([bool(m) for m in special_mask], dtype=torch.float64)
-        values["special"] = (a @ keys_special).mean(-1).numpy()
+        values["special"] = statistics.mass_on(a, torch.tensor([bool(m) for m in special_mask])).numpy()
     else:
-        values["special"] = np.full((n_layers, n_heads), np.nan)
-    if kind != "cross":
-        # Queries may be a suffix of the keys (generation), so query i sits at key position i + offset.
-        offset = n_k - n_q
-        values["self"] = torch.diagonal(a, offset=offset, dim1=2, dim2=3).mean(-1).numpy()
-        prev = torch.diagonal(a, offset=offset - 1, dim1=2, dim2=3)
-        # The first position has no previous token; average over the queries that do.
-        values["previous"] = prev.mean(-1).numpy() if prev.shape[-1] > 0 else np.full((n_layers, n_heads), np.nan)
-    else:
-        values["self"] = np.full((n_layers, n_heads), np.nan)
-        values["previous"] = np.full((n_layers, n_heads), np.nan)
+        values["special"] = missing
+    square = sides(kind)[0] == sides(kind)[1]
+    values["self"] = statistics.diagonal_mass(a, 0).numpy() if square else missing
+    values["previous"] = statistics.diagonal_mass(a, -1).numpy() if square else missing
     return HeadSummary(kind, record.layer_ids(kind), record.head_ids(kind), values)

@@ -8,30 +8,34 @@ from pathlib import Path
 import numpy as np
 
 from attn_plugins import AttentionRecord, hookimpl
+from attn_plugins.record import choose, reduce_axis, select_rows
 
 
 class MaxAttention:
-    """Scores each key token by the strongest attention it gets from the query, over all layers and heads."""
+    """Scores each key token by the strongest attention it gets from the query, over layers and heads.
+
+    It follows the method contract with the package's own selection functions, so ``position``,
+    ``layers``, ``heads`` and ``kind`` mean what they mean for every built-in method.
+    """
 
     name = "max_attention"
 
     def __call__(
-        self, record: AttentionRecord, position: int | str | list[int] = 0, kind: str | None = None, **_: object
+        self,
+        record: AttentionRecord,
+        position: int | str | list[int] = 0,
+        *,
+        layers: int | list[int] | None = None,
+        heads: int | list[int] | None = None,
+        head_reduce: str = "max",
+        kind: str | None = None,
     ) -> np.ndarray:
-        """Max over layers and heads of the row of ``position``: an index, a list of them, first, last or mean."""
-        att = record.attentions[kind or record.default_kind].float().numpy()  # [L, H, Q, K]
-        strongest = att.max(axis=(0, 1))  # [Q, K]
-        if isinstance(position, str):
-            if position == "mean":
-                return strongest.mean(axis=0)
-            if position not in ("first", "last"):
-                raise ValueError(f"position must be first, last, mean or token indices, not {position!r}")
-            return strongest[0 if position == "first" else -1]
-        rows = np.atleast_1d(np.asarray(position))
-        n = strongest.shape[0]
-        if rows.dtype.kind not in "iu" or ((rows < -n) | (rows >= n)).any():
-            raise ValueError(f"position {position!r} out of range for {n} queries")
-        return strongest[rows] if isinstance(position, (list, tuple, np.ndarray)) else strongest[int(position)]
+        """Max over the chosen layers and heads of the rows of ``position``."""
+        kind = kind or record.default_kind
+        att = record.attentions[kind].float()  # [L, H, Q, K]
+        att = att[choose(layers, record.layer_ids(kind), "layer")][:, choose(heads, record.head_ids(kind), "head")]
+        strongest = reduce_axis(reduce_axis(att, head_reduce, dim=1), "max", dim=0)  # [Q, K]
+        return select_rows(strongest.numpy(), position, record, kind)
 
 
 class TokenTable:

@@ -32,9 +32,9 @@ def _reducers() -> list:
 def _check_against_record(result: dict, rec: AttentionRecord, kind: str) -> None:
     att = rec.attentions[kind].double()
     if kind != "cross":
-        np.testing.assert_allclose(result["rollout"][kind], Rollout().matrix(rec, kind=kind), atol=1e-6)
+        np.testing.assert_allclose(result["rollout"][kind], Rollout()(rec, "all", kind=kind), atol=1e-6)
     np.testing.assert_allclose(result["head_mean"][kind], att.mean(1).numpy(), atol=1e-6)
-    raw_max = RawAttention().matrix(rec, kind=kind, layers=None, head_reduce="max")
+    raw_max = RawAttention()(rec, "all", kind=kind, head_reduce="max")
     np.testing.assert_allclose(result["head_max_layer_mean"][kind], raw_max, atol=1e-6)
     # Reference for the entropies: the diagnostics module computes them from a full record.
     np.testing.assert_allclose(result["head_entropy"][kind], head_entropy(rec, kind), atol=1e-5)
@@ -85,7 +85,7 @@ def test_reducers_fed_by_hand_equal_reduction_of_a_record() -> None:
     for layer in range(3):
         for r in (roll, mean):
             r.update("self", layer, att[layer][None], torch.ones(1, 5))
-    np.testing.assert_allclose(roll.results()[0]["self"], Rollout().matrix(rec, residual=0.3), atol=1e-10)
+    np.testing.assert_allclose(roll.results()[0]["self"], Rollout()(rec, "all", residual=0.3), atol=1e-10)
     np.testing.assert_allclose(mean.results()[0]["self"], att[[0, 2]].double().mean(1).numpy(), atol=1e-7)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import shap
 import torch
-from explain_models import bart_seq2seq, bert_head, gpt2_lm, minilm
+from helpers.models import bart_seq2seq, bert_head, gpt2_lm, minilm
 
 import attn_plugins as ap
 from attn_plugins.errors import InputError, UnsupportedModelError
@@ -204,3 +204,26 @@ def test_seq2seq_generation_explains_source_tokens_by_cross_attention():
     assert "outputs" in shap.plots.text(expl[1], display=False)
     raw = ap.explain(model, tok, ["a bad film"], method="raw", max_new_tokens=3)
     np.testing.assert_allclose(raw.values[0].sum(0), 1.0, atol=1e-5)  # cross-attention rows sum to 1
+
+
+def test_the_explainer_captures_what_a_method_declares_it_reads():
+    """No method is special-cased by name: `requires` (or an overridden capture()) decides the capture."""
+    from attn_plugins.methods.base import Method
+
+    seen = {}
+
+    class ValueNorm(Method):
+        name = "value_norm_probe"
+        requires = ("values",)
+
+        def matrix(self, record, *, kind, layers, heads, head_reduce):
+            values = self.require(record, "values", kind)  # [L, H, K, d]
+            seen["values"] = tuple(values.shape)
+            norms = values.norm(dim=-1).mean((0, 1))
+            return np.tile(norms.numpy(), (len(record.tokens), 1))
+
+    model, tok = tiny_bert(num_labels=2), tiny_tokenizer("bert")
+    assert ValueNorm().capture_options() == {"values": True}
+    expl = ap.explain(model, tok, "the movie was good", method=ValueNorm())
+    assert seen["values"][:2] == (model.config.num_hidden_layers, model.config.num_attention_heads)
+    assert expl.values.shape == (1, len(expl.data[0]))

@@ -12,10 +12,8 @@ from attn_plugins.zoo import tiny_model, tiny_tokenizer, tiny_vocab
 
 
 @pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+def _quiet(quiet):
+    yield
 
 
 def build(model_type: str, style: str, eager: bool = False):

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import torch
-from test_views_records import (
+from helpers.records import (
     XSS_TOKENS,
     captured_decoder,
     captured_encoder,
@@ -167,7 +167,7 @@ def test_kinds_sharing_layers_become_one_view_with_a_filter() -> None:
 
 def test_views_use_original_layer_and_head_numbers_after_select() -> None:
     rec = softmax_record(layers=4, heads=5).select(layers=[1, 3], heads=[0, 4])
-    params = page_params(ap.views.model_view(rec, include_layers=[3], include_heads=[4]).html)[0]
+    params = page_params(ap.views.model_view(rec, layers=[3], heads=[4]).html)[0]
     assert params["include_layers"] == [3] and params["include_heads"] == [4]
     got = payload.decode(params["attention"][0]["attn"])
     assert np.allclose(got[0, 0], rec.attentions["self"][1, 1].numpy(), atol=1 / 255)
@@ -176,14 +176,14 @@ def test_views_use_original_layer_and_head_numbers_after_select() -> None:
 def test_view_arguments_are_checked() -> None:
     rec = softmax_record()
     with pytest.raises(InputError, match="no 'cross'"):
-        ap.views.head_view(rec, kinds="cross")
+        ap.views.head_view(rec, kind="cross")
     with pytest.raises(InputError, match="unknown attention kind"):
-        ap.views.head_view(rec, kinds=["selff"])
-    with pytest.raises(InputError, match="no layers"):
-        ap.views.head_view(rec, include_layers=[7])
-    with pytest.raises(InputError, match="layer 1 is not among"):
-        ap.views.head_view(rec, include_layers=[0], layer=1)
-    with pytest.raises(InputError, match=r"no heads \[9\]"):
+        ap.views.head_view(rec, kind=["selff"])
+    with pytest.raises(InputError, match="layer 7 out of range"):
+        ap.views.head_view(rec, layers=[7])
+    with pytest.raises(InputError, match="the layer selection is empty"):
+        ap.views.model_view(rec, layers=[])
+    with pytest.raises(InputError, match="head 9 out of range"):
         ap.views.head_view(rec, heads=[9])
     with pytest.raises(InputError, match="renderer"):
         ap.views.model_view(rec, renderer="webgl")
@@ -216,17 +216,24 @@ def test_neuron_view_needs_queries_and_keys() -> None:
 
 def test_neuron_view_feeds_the_record_vectors_and_causality() -> None:
     rec = captured_decoder()
-    params = page_params(ap.views.neuron_view(rec, layer=1, head=2).html)[0]
+    params = page_params(ap.views.neuron_view(rec).html)[0]
     data = params["attention"]["all"]
     assert np.array_equal(payload.decode(data["queries"]), rec.queries["self"].numpy())
     assert np.array_equal(payload.decode(data["keys"]), rec.keys["self"].numpy())
-    assert params["bidirectional"] is False and params["layer"] == 1 and params["head"] == 2
+    assert params["bidirectional"] is False and params["layer"] == 0 and params["head"] is None
+    # layers= and heads= choose what the menus offer: the vectors and weights of exactly those
+    params = page_params(ap.views.neuron_view(rec, layers=[1], heads=[2]).html)[0]
+    data = params["attention"]["all"]
+    assert np.array_equal(payload.decode(data["queries"]), rec.queries["self"][1:2, 2:3].numpy())
+    assert np.array_equal(payload.decode(data["keys"]), rec.keys["self"][1:2, 2:3].numpy())
+    assert np.allclose(payload.decode(data["attn"]), rec.attentions["self"][1:2, 2:3].numpy(), atol=1 / 255)
+    assert params["layer"] == 0 and params["head"] == 0
     assert page_params(ap.views.neuron_view(captured_encoder()).html)[0]["bidirectional"] is True
-    with pytest.raises(InputError, match=r"no heads \[9\]"):
-        ap.views.neuron_view(rec, head=9)
+    with pytest.raises(InputError, match="head 9 out of range"):
+        ap.views.neuron_view(rec, heads=9)
     sub = rec.select(heads=[1, 3])
-    assert page_params(ap.views.neuron_view(sub, head=3).html)[0]["head"] == 1
-    assert page_params(ap.views.head_view(sub, heads=[3]).html)[0]["heads"] == [1]
+    got = payload.decode(page_params(ap.views.head_view(sub, heads=[3]).html)[0]["attention"][0]["attn"])
+    assert np.allclose(got, rec.attentions["self"][:, 3:4].numpy(), atol=1 / 255)
 
 
 def test_save_writes_html_and_refuses_other_formats(tmp_path) -> None:
@@ -245,21 +252,27 @@ def test_save_writes_html_and_refuses_other_formats(tmp_path) -> None:
 def test_heatmap_matrix_is_the_chosen_layer_and_head_or_aggregate() -> None:
     rec = softmax_record(layers=3, heads=4)
     att = rec.attentions["self"]
-    assert np.allclose(ap.views.heatmap(rec, layer=2, head=1).matrix, att[2, 1].numpy())
-    assert np.allclose(ap.views.heatmap(rec, layer=0).matrix, att[0].mean(0).numpy())
-    assert np.allclose(ap.views.heatmap(rec, layer="mean", head="max").matrix, att.amax(1).mean(0).numpy())
+    assert np.allclose(ap.views.heatmap(rec, layers=2, heads=1).matrix, att[2, 1].numpy())
+    assert np.allclose(ap.views.heatmap(rec, layers=0).matrix, att[0].mean(0).numpy())
+    assert np.allclose(ap.views.heatmap(rec, head_reduce="max").matrix, att.amax(1).mean(0).numpy())
+    assert np.allclose(
+        ap.views.heatmap(rec, layers=[0, 2], layer_reduce="max").matrix, att[[0, 2]].mean(1).amax(0).numpy()
+    )
+    assert ap.views.heatmap(rec, layers=[0, 2], heads=1).title == "self attention, mean of layers 0, 2, head 1"
     sub = rec.select(layers=[2], heads=[3])
-    assert np.allclose(ap.views.heatmap(sub, layer=2, head=3).matrix, att[2, 3].numpy())
+    assert np.allclose(ap.views.heatmap(sub, layers=2, heads=3).matrix, att[2, 3].numpy())
 
 
 def test_heatmap_arguments_are_checked() -> None:
     rec = softmax_record()
-    with pytest.raises(InputError, match="layer 5"):
-        ap.views.heatmap(rec, layer=5)
+    with pytest.raises(InputError, match="layer 5 out of range"):
+        ap.views.heatmap(rec, layers=5)
     with pytest.raises(InputError, match="median"):
-        ap.views.heatmap(rec, head="median")
-    with pytest.raises(InputError, match="int"):
-        ap.views.heatmap(rec, head=True)
+        ap.views.heatmap(rec, head_reduce="median")
+    with pytest.raises(InputError, match="head True is not an integer"):
+        ap.views.heatmap(rec, heads=[True])
+    with pytest.raises(InputError, match="one attention kind"):
+        ap.views.heatmap(captured_seq2seq(), kind=["encoder", "cross"])
     with pytest.raises(InputError, match="colormap"):
         ap.views.heatmap(rec, cmap="no-such-map")
     with pytest.raises(InputError, match="scale"):
@@ -269,7 +282,7 @@ def test_heatmap_arguments_are_checked() -> None:
 
 
 def test_heatmap_exports_png_svg_pdf_and_html(tmp_path) -> None:
-    view = ap.views.heatmap(xss_record(), layer=1, head=0, annotate=True)
+    view = ap.views.heatmap(xss_record(), layers=1, heads=0, annotate=True)
     assert view.save(tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert view.save(tmp_path / "h.pdf").read_bytes()[:5] == b"%PDF-"
     svg = view.save(tmp_path / "h.svg").read_text(encoding="utf-8")
@@ -284,7 +297,7 @@ def test_heatmap_exports_png_svg_pdf_and_html(tmp_path) -> None:
 
 def test_heatmap_of_cross_attention_and_without_special_tokens() -> None:
     rec = captured_seq2seq()
-    view = ap.views.heatmap(rec, kind="cross", layer=1, head=0)
+    view = ap.views.heatmap(rec, kind="cross", layers=1, heads=0)
     assert view.matrix.shape == (len(rec.target_tokens), len(rec.tokens))
     enc = captured_encoder()
     assert ap.views.heatmap(enc, drop_special=True).matrix.shape == (len(enc.tokens) - 2,) * 2
@@ -471,7 +484,7 @@ def test_neuron_view_refuses_inputs_too_long_for_svg() -> None:
 
 def test_layers_missing_from_one_kind_name_the_kind_and_the_way_out() -> None:
     rec = captured_seq2seq()
-    with pytest.raises(InputError, match="'decoder' attention has no layers \\[2\\].*kinds="):
-        ap.views.head_view(rec, include_layers=[2])
-    page = ap.views.head_view(rec, include_layers=[2], kinds="encoder").html
+    with pytest.raises(InputError, match="'decoder' attention: layer 2 out of range.*kind="):
+        ap.views.head_view(rec, layers=[2])
+    page = ap.views.head_view(rec, layers=[2], kind="encoder").html
     assert [p["include_layers"] for p in page_params(page)] == [[2]]

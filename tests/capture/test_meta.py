@@ -49,7 +49,7 @@ def test_negative_selections_are_stored_as_original_numbers(adapter):
     assert rec.layer_ids() == [2, 0] and rec.head_ids() == [2]
     assert torch.equal(rec.attentions["self"][0, 0], full.attentions["self"][2, 2])
     # the views and methods can then address them by their real numbers
-    ap.views.heatmap(rec, layer=2, head=2)
+    ap.views.heatmap(rec, layers=2, heads=2)
     with pytest.raises(ap.InputError, match=r"layer 3 out of range: there are 3 .*layers \(0\.\.2"):
         ap.capture(model, tok, "good movie", adapter=adapter, layers=[3])
     with pytest.raises(ap.InputError, match="head -5 out of range"):

@@ -10,17 +10,7 @@ import torch
 import attn_plugins as ap
 from attn_plugins.adapters import move_inputs
 from attn_plugins.errors import AttnPluginsError, InputError, UnsupportedModelError
-from attn_plugins.zoo import peaked_, tiny_bert, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def bert():
-    return peaked_(tiny_bert(num_labels=2))
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer("bert")
+from attn_plugins.zoo import peaked_, tiny_bert
 
 
 def test_unknown_architecture_names_the_class_and_the_plugin_docs():

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_views_records import (
+from helpers.records import (
     XSS_TOKENS,
     captured_decoder,
     captured_encoder,
@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 
 
@@ -219,7 +219,7 @@ def test_canvas_head_view_for_long_input(open_view: Any) -> None:
 
 def test_canvas_head_view_starts_at_the_chosen_layer_and_head(open_view: Any) -> None:
     rec = softmax_record(n=30, layers=3, heads=4)
-    view = ap.views.head_view(rec, renderer="canvas", layer=2, heads=[3])
+    view = ap.views.head_view(rec, renderer="canvas", layers=[2], heads=[3])
     page = open_view(view, "document.querySelector('[data-rendered=\"1\"]') !== null")
     chosen = "Array.from(document.querySelectorAll('.attn-controls select')).map(s => s.selectedOptions[0].text)"
     assert page.js(chosen) == ["2", "head 3"]
@@ -274,7 +274,7 @@ def test_bertviz_own_page_runs_the_injected_token(open_view: Any) -> None:
 
 def test_heatmap_and_text_pages_show_tokens_literally(open_view: Any) -> None:
     rec = xss_record()
-    heat = open_view(ap.views.heatmap(rec, layer=1), "document.querySelector('svg') !== null", "heatmap_page")
+    heat = open_view(ap.views.heatmap(rec, layers=1), "document.querySelector('svg') !== null", "heatmap_page")
     assert XSS_TOKENS[0] in heat.js("document.querySelector('svg').textContent")
     heat.assert_clean()
     scores = {"rollout": np.linspace(-1, 1, len(rec.tokens)), "<img src=x onerror=alert(3)>": np.ones(len(rec.tokens))}

@@ -70,20 +70,20 @@ def test_generated_rows_of_a_causal_record():
 
 
 def test_generated_rows_of_capture_generate_records():
-    from explain_models import bart_seq2seq, gpt2_lm
+    from helpers.models import bart_seq2seq, gpt2_lm
 
     model, tok = gpt2_lm()
     r = ap.capture_generate(model, tok, "the movie was", max_new_tokens=3)
     prompt = r.meta["generation"]["prompt_tokens"]
     out = ap.attribute(r, "rollout", position="generated")
     assert out.shape == (3, len(r.tokens))
-    np.testing.assert_allclose(out, get_method("rollout").matrix(r)[prompt - 1 : prompt + 2], atol=1e-12)
+    np.testing.assert_allclose(out, get_method("rollout")(r, "all")[prompt - 1 : prompt + 2], atol=1e-12)
     model, tok = bart_seq2seq()
     r = ap.capture_generate(model, tok, "a bad film", max_new_tokens=3)
     # decoder rows are the start token and each generated token; all but the last predicted a token
     out = ap.attribute(r, "raw", position="generated")
     assert out.shape == (len(r.target_tokens) - 1, len(r.tokens))
-    np.testing.assert_allclose(out, r.attentions["cross"][-1].double().mean(0)[:-1].numpy(), atol=1e-7)
+    np.testing.assert_allclose(out, r.attentions["cross"].double().mean(1).mean(0)[:-1].numpy(), atol=1e-7)
 
 
 # ---------------------------------------------------------------------------- raw
@@ -91,24 +91,25 @@ def test_raw_mean_and_max_over_heads_and_layer_choice():
     layer0 = [[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.25, 0.75]]]
     layer1 = [[[0.2, 0.8], [0.6, 0.4]], [[0.4, 0.6], [1.0, 0.0]]]
     r = rec([layer0, layer1])
-    # default: last layer, mean over heads
-    np.testing.assert_allclose(get_method("raw").matrix(r), [[0.3, 0.7], [0.8, 0.2]])
-    np.testing.assert_allclose(get_method("raw").matrix(r, layers=0, head_reduce="max"), [[1.0, 1.0], [0.5, 0.75]])
-    np.testing.assert_allclose(get_method("raw").matrix(r, layers=[0, 1], heads=[1]), [[0.2, 0.8], [0.625, 0.375]])
-    with pytest.raises(InputError, match="heads: index 5"):
-        get_method("raw").matrix(r, heads=5)
-    with pytest.raises(InputError, match="head reduction"):
-        get_method("raw").matrix(r, head_reduce="median")
+    # default (every method's): all layers, mean over heads, then the mean over layers
+    np.testing.assert_allclose(get_method("raw")(r, "all"), [[0.4, 0.6], [0.5875, 0.4125]])
+    np.testing.assert_allclose(get_method("raw")(r, "all", layers=-1), [[0.3, 0.7], [0.8, 0.2]])
+    np.testing.assert_allclose(get_method("raw")(r, "all", layers=0, head_reduce="max"), [[1.0, 1.0], [0.5, 0.75]])
+    np.testing.assert_allclose(get_method("raw")(r, "all", layers=[0, 1], heads=[1]), [[0.2, 0.8], [0.625, 0.375]])
+    with pytest.raises(InputError, match="head 5 out of range"):
+        get_method("raw")(r, "all", heads=5)
+    with pytest.raises(InputError, match="head_reduce must be one of"):
+        get_method("raw")(r, "all", head_reduce="median")
 
 
 # ---------------------------------------------------------------------------- rollout
 def test_rollout_by_hand():
     # Â1 = 0.5·A1 + 0.5·I = [[.6,.4],[.3,.7]];  Â2 = [[.5,.5],[.5,.5]];  R = Â2·Â1 = [[.45,.55],[.45,.55]]
     r = rec([[[[0.2, 0.8], [0.6, 0.4]]], [[[0.0, 1.0], [1.0, 0.0]]]])
-    np.testing.assert_allclose(get_method("rollout").matrix(r), [[0.45, 0.55], [0.45, 0.55]], atol=1e-7)
+    np.testing.assert_allclose(get_method("rollout")(r, "all"), [[0.45, 0.55], [0.45, 0.55]], atol=1e-7)
     np.testing.assert_allclose(ap.attribute(r, "rollout", position=0), [0.45, 0.55], atol=1e-7)
     # one layer: just the residual-mixed first layer
-    np.testing.assert_allclose(get_method("rollout").matrix(r, layers=[0]), [[0.6, 0.4], [0.3, 0.7]], atol=1e-7)
+    np.testing.assert_allclose(get_method("rollout")(r, "all", layers=[0]), [[0.6, 0.4], [0.3, 0.7]], atol=1e-7)
 
 
 def test_rollout_matches_abnar_formula_on_random_attention():
@@ -120,17 +121,17 @@ def test_rollout_matches_abnar_formula_on_random_attention():
     joint = aug[0]
     for i in range(1, 3):
         joint = aug[i].dot(joint)
-    np.testing.assert_allclose(get_method("rollout").matrix(r), joint, atol=1e-10)
-    np.testing.assert_allclose(get_method("rollout").matrix(r).sum(-1), 1.0, atol=1e-10)
+    np.testing.assert_allclose(get_method("rollout")(r, "all"), joint, atol=1e-10)
+    np.testing.assert_allclose(get_method("rollout")(r, "all").sum(-1), 1.0, atol=1e-10)
 
 
 def test_rollout_rejects_non_square_and_bad_residual():
     att = torch.full((1, 1, 2, 4), 0.25)
     r = AttentionRecord(tokens=list("abcd"), attentions={"self": att}, meta={"causal": False})
     with pytest.raises(InputError, match="as many queries as keys"):
-        get_method("rollout").matrix(r)
+        get_method("rollout")(r, "all")
     with pytest.raises(InputError, match="residual"):
-        get_method("rollout").matrix(rec([[[[1.0]]]]), residual=2.0)
+        get_method("rollout")(rec([[[[1.0]]]]), "all", residual=2.0)
 
 
 # ---------------------------------------------------------------------------- flow
@@ -155,7 +156,7 @@ def test_flow_matches_networkx_on_random_attention():
                 g.add_edge((layer + 1, i), (layer, j), capacity=a[layer, i, j])
     expected = np.array([[nx.maximum_flow_value(g, (3, i), (0, j)) for j in range(4)] for i in range(4)])
     expected /= expected.sum(-1, keepdims=True)
-    m = get_method("flow").matrix(r)
+    m = get_method("flow")(r, "all")
     np.testing.assert_allclose(m, expected, atol=1e-5)
     np.testing.assert_allclose(ap.attribute(r, "flow", position="last"), expected[-1], atol=1e-5)
     np.testing.assert_allclose(ap.attribute(r, "flow", position="mean"), expected.mean(0), atol=1e-5)
@@ -177,10 +178,13 @@ def test_grad_attention_by_hand_and_missing_gradients():
     att = [[[[0.5, 0.5], [0.2, 0.8]], [[1.0, 0.0], [0.4, 0.6]]]]
     grad = [[[[2.0, -1.0], [1.0, 1.0]], [[-3.0, 5.0], [0.5, -2.0]]]]
     r = grad_record(att, grad)
-    # head 0: [[1, -.5], [.2, .8]]; head 1: [[-3, 0], [.2, -1.2]]; sum: [[-2, -.5], [.4, -.4]]
-    np.testing.assert_allclose(get_method("grad_attention").matrix(r), [[-2.0, -0.5], [0.4, -0.4]], atol=1e-6)
+    # head 0: [[1, -.5], [.2, .8]]; head 1: [[-3, 0], [.2, -1.2]]; mean: [[-1, -.25], [.2, -.2]]
+    np.testing.assert_allclose(get_method("grad_attention")(r, "all"), [[-1.0, -0.25], [0.2, -0.2]], atol=1e-6)
+    sums = get_method("grad_attention")(r, "all", head_reduce="sum")
+    np.testing.assert_allclose(sums, [[-2.0, -0.5], [0.4, -0.4]], atol=1e-6)
+    # positive parts: head 0 [[1, 0], [.2, .8]], head 1 [[0, 0], [.2, 0]]
     np.testing.assert_allclose(
-        get_method("grad_attention").matrix(r, positive=True), [[1.0, 0.0], [0.4, 0.8]], atol=1e-6
+        get_method("grad_attention")(r, "all", positive=True, head_reduce="sum"), [[1.0, 0.0], [0.4, 0.8]], atol=1e-6
     )
     bare = rec(att)
     for name in ("grad_attention", "gae"):
@@ -199,7 +203,7 @@ def test_gae_by_hand_two_layers():
     a0 = np.array([[0.5, 0.0], [0.2, 0.4]])
     a1 = np.array([[0.0, 0.6], [0.3, 0.0]])
     expected = (np.eye(2) + a1) @ (np.eye(2) + a0)  # R = I; R += Ā0 R; R += Ā1 R
-    np.testing.assert_allclose(get_method("gae").matrix(r), expected, atol=1e-6)
+    np.testing.assert_allclose(get_method("gae")(r, "all"), expected, atol=1e-6)
     np.testing.assert_allclose(ap.attribute(r, "gae", position=0), expected[0], atol=1e-6)
 
 
@@ -250,19 +254,19 @@ def test_gae_encoder_decoder_matches_the_paper_rules():
         return (r.attentions[kind].double() * r.gradients[kind].double()).clamp_min(0).mean(1).numpy()
 
     expected = chefer_encoder_decoder(cam("encoder"), cam("decoder"), cam("cross"))
-    np.testing.assert_allclose(get_method("gae").matrix(r), expected, atol=1e-10)  # default kind: cross
+    np.testing.assert_allclose(get_method("gae")(r, "all"), expected, atol=1e-10)  # default kind: cross
     out = ap.attribute(r, "gae", position="generated")
     assert out.shape == (2, 4)
     np.testing.assert_allclose(out, expected[:2], atol=1e-10)
     # encoder alone: R = Π (I + Ā) over encoder layers
     enc = cam("encoder")
     np.testing.assert_allclose(
-        get_method("gae").matrix(r, kind="encoder"), (np.eye(4) + enc[1]) @ (np.eye(4) + enc[0]), atol=1e-10
+        get_method("gae")(r, "all", kind="encoder"), (np.eye(4) + enc[1]) @ (np.eye(4) + enc[0]), atol=1e-10
     )
     # decoder self-attention of the same record
     dec = cam("decoder")
     np.testing.assert_allclose(
-        get_method("gae").matrix(r, kind="decoder"), (np.eye(3) + dec[1]) @ (np.eye(3) + dec[0]), atol=1e-10
+        get_method("gae")(r, "all", kind="decoder"), (np.eye(3) + dec[1]) @ (np.eye(3) + dec[0]), atol=1e-10
     )
 
 
@@ -282,7 +286,7 @@ def test_gae_encoder_decoder_by_hand_single_target_token():
             "cross": torch.tensor([[[[0.6, 1.2]]]]),
         },
     ).validate()
-    np.testing.assert_allclose(get_method("gae").matrix(r), [[1.6, 2.0]], atol=1e-6)
+    np.testing.assert_allclose(get_method("gae")(r, "all"), [[1.6, 2.0]], atol=1e-6)
 
 
 def test_grad_attention_on_a_real_classifier_matches_autograd():
@@ -303,7 +307,7 @@ def test_grad_attention_on_a_real_classifier_matches_autograd():
     finally:
         model.set_attn_implementation(previous)
         model.zero_grad()
-    np.testing.assert_allclose(get_method("grad_attention").matrix(r), expected, atol=1e-5)
+    np.testing.assert_allclose(get_method("grad_attention")(r, "all", head_reduce="sum"), expected, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- norm
@@ -313,8 +317,9 @@ def test_norm_by_hand_and_missing_value_norms():
     r = AttentionRecord(tokens=["a", "b"], attentions={"self": torch.tensor(att)}, value_norms={"self": norms})
     r.validate()
     # Σ_h α^h_ij ‖f^h(x_j)‖: row 0 = [.5·2 + 1·.5, .5·1 + 0·4] = [1.5, .5]; row 1 = [.4 + .2, .8 + 2.4]
-    np.testing.assert_allclose(get_method("norm").matrix(r), [[1.5, 0.5], [0.6, 3.2]], atol=1e-6)
-    np.testing.assert_allclose(ap.attribute(r, "norm", position="last"), [0.6, 3.2], atol=1e-6)
+    np.testing.assert_allclose(get_method("norm")(r, "all", head_reduce="sum"), [[1.5, 0.5], [0.6, 3.2]], atol=1e-6)
+    # the default combines heads by their mean, as every method does
+    np.testing.assert_allclose(ap.attribute(r, "norm", position="last"), [0.3, 1.6], atol=1e-6)
     with pytest.raises(MissingCaptureError, match="value_norms=True"):
         ap.attribute(rec(att), "norm")
 
@@ -336,7 +341,9 @@ def test_norm_matches_kobayashi_definition_on_a_real_bert():
     w = layer.attention.output.dense.weight.detach().view(32, 4, 8)  # [D, H, d]
     fx_norm = torch.einsum("thv,dhv->htd", v, w).norm(dim=-1)  # [H, T]
     expected = torch.einsum("hqk,hk->qk", r.attentions["self"][-1].double(), fx_norm.double()).numpy()
-    np.testing.assert_allclose(get_method("norm").matrix(r), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        get_method("norm")(r, "all", layers=-1, head_reduce="sum"), expected, rtol=1e-4, atol=1e-5
+    )
 
 
 # ---------------------------------------------------------------------------- alti
@@ -344,8 +351,8 @@ def test_alti_rollout_by_hand_and_missing_extras():
     r = rec([[[[0.5, 0.5], [0.5, 0.5]]], [[[0.5, 0.5], [0.5, 0.5]]]])
     r.extras["alti"] = torch.tensor([[[0.8, 0.2], [0.4, 0.6]], [[1.0, 0.0], [0.5, 0.5]]])
     # C2 · C1 = [[.8, .2], [.6, .4]]
-    np.testing.assert_allclose(get_method("alti").matrix(r), [[0.8, 0.2], [0.6, 0.4]], atol=1e-7)
-    np.testing.assert_allclose(get_method("alti").matrix(r, rollout=False), [[1.0, 0.0], [0.5, 0.5]])
+    np.testing.assert_allclose(get_method("alti")(r, "all"), [[0.8, 0.2], [0.6, 0.4]], atol=1e-7)
+    np.testing.assert_allclose(get_method("alti")(r, "all", rollout=False), [[1.0, 0.0], [0.5, 0.5]])
     with pytest.raises(MissingCaptureError, match="capture_alti"):
         ap.attribute(rec([[[[1.0]]]]), "alti")
     r.extras["alti"] = torch.ones(2, 3, 3)
@@ -407,7 +414,7 @@ def test_alti_capture_matches_an_independent_implementation():
     assert r.meta["alti_reconstruction_error"] < 1e-4  # Σ_j T̃_i(x_j) + bias is the layer norm's output
     expected = independent_alti(model.bert, tok, "a very good movie")
     np.testing.assert_allclose(r.extras["alti"].numpy(), expected, atol=1e-5)
-    np.testing.assert_allclose(get_method("alti").matrix(r), expected[1] @ expected[0], atol=1e-5)
+    np.testing.assert_allclose(get_method("alti")(r, "all"), expected[1] @ expected[0], atol=1e-5)
     assert ap.attribute(r, "alti", position="first").shape == (len(r.tokens),)
 
 
@@ -428,7 +435,56 @@ def test_cross_rollout_and_raw_on_encoder_decoder_records():
     r = encoder_decoder_record(seed=9)
     mean = {k: v.double().mean(1).numpy() for k, v in r.attentions.items()}
     expected = chefer_encoder_decoder(mean["encoder"], mean["decoder"], mean["cross"])
-    np.testing.assert_allclose(get_method("rollout").matrix(r), expected, atol=1e-10)
-    np.testing.assert_allclose(ap.attribute(r, "raw", position="last"), mean["cross"][-1][-1], atol=1e-7)
+    np.testing.assert_allclose(get_method("rollout")(r, "all"), expected, atol=1e-10)
+    np.testing.assert_allclose(ap.attribute(r, "raw", position="last"), mean["cross"].mean(0)[-1], atol=1e-7)
+    np.testing.assert_allclose(ap.attribute(r, "raw", position="last", layers=-1), mean["cross"][-1][-1], atol=1e-7)
     with pytest.raises(InputError, match="not 'cross'"):
         ap.attribute(r, "flow", kind="cross")
+
+
+# ---------------------------------------------------------------------------- the contract
+def contract_record() -> AttentionRecord:
+    """A 3-layer record with everything the built-in methods read (gradients, value norms, ALTI extras)."""
+    g = torch.Generator().manual_seed(5)
+    att = torch.softmax(torch.randn(3, 2, 4, 4, generator=g) * 2, -1)
+    return AttentionRecord(
+        tokens=["[CLS]", "a", "b", "[SEP]"],
+        attentions={"self": att},
+        gradients={"self": torch.randn(3, 2, 4, 4, generator=g)},
+        value_norms={"self": torch.rand(3, 2, 4, generator=g) + 0.5},
+        extras={"alti": torch.softmax(torch.randn(3, 4, 4, generator=g), -1)},
+    ).validate()
+
+
+@pytest.mark.parametrize("name", ["raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti"])
+def test_every_method_takes_the_same_call(name):
+    r = contract_record()
+    method = get_method(name)
+    full = ap.attribute(r, name, position="first", layers=None, heads=None, head_reduce="mean", kind=None)
+    assert full.shape == (4,) and np.isfinite(full).all()
+    np.testing.assert_allclose(ap.attribute(r, name, position="all")[0], full, atol=1e-12)
+    np.testing.assert_allclose(ap.attribute(r, name, position="mean"), ap.attribute(r, name, "all").mean(0), atol=1e-12)
+    with pytest.raises(InputError, match=f"method {name!r} has no option 'bogus'.*layers, heads, head_reduce, kind"):
+        method(r, bogus=1)
+    with pytest.raises(InputError, match="layer 3 out of range"):
+        method(r, layers=[3])
+    # layers are original numbers and products run bottom-up, whatever order a selection stored them in
+    reordered = r.select(layers=[2, 0, 1])
+    assert reordered.layer_ids() == [2, 0, 1]
+    np.testing.assert_allclose(ap.attribute(reordered, name), full, atol=1e-10)
+    if name != "alti":  # ALTI combines every head itself
+        one_head = ap.attribute(r, name, heads=[1])
+        np.testing.assert_allclose(ap.attribute(r.select(heads=[1]), name), one_head, atol=1e-10)
+    else:
+        with pytest.raises(InputError, match="alti combines every head"):
+            method(r, heads=[1])
+
+
+def test_a_later_layer_selection_changes_what_propagating_methods_see():
+    r = contract_record()
+    for name in ("rollout", "flow", "gae", "raw"):
+        assert not np.allclose(ap.attribute(r, name, layers=[0]), ap.attribute(r, name, layers=[1, 2])), name
+    # rollout of one layer is that layer's residual mix
+    a = r.attentions["self"][1].double().mean(0)
+    mixed = 0.5 * a + 0.5 * torch.eye(4, dtype=torch.float64)
+    np.testing.assert_allclose(ap.attribute(r, "rollout", "all", layers=1), mixed.numpy(), atol=1e-12)

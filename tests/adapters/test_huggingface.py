@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import warnings
 
 import pytest
 import torch
@@ -18,20 +17,8 @@ TEXTS = ["the movie was great fun", "bad plot"]
 
 
 @pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-@pytest.fixture(scope="module")
-def bert():
-    return peaked_(tiny_bert(num_labels=2))
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer("bert")
+def _quiet(quiet):
+    yield
 
 
 def eager_attentions(model, **inputs):

@@ -1,4 +1,4 @@
-"""Plugin discovery through real entry points: built-ins, the example third-party package, broken plugins."""
+"""Plugin discovery: built-ins registered directly, third parties through real entry points, broken plugins."""
 
 from __future__ import annotations
 
@@ -27,11 +27,87 @@ def fresh_registry() -> PluginRegistry:
     return PluginRegistry().load_builtins().load_entry_points().collect()
 
 
-def test_builtins_register_through_the_entry_point():
+def test_builtins_register_directly_without_install_metadata():
     infos = {(i.kind, i.name): i for i in ap.plugins()}
     eager = infos[("adapter", "eager")]
-    assert eager.distribution == "attn-plugins"
+    assert eager.distribution == "attn-plugins" and eager.plugin == "attn_adapters.eager"
     assert eager.version == ap.__version__
+    # No entry point at all (a source checkout never installed, or installed before a built-in was added):
+    # every built-in is still there, because the core registers its DEFAULT_PLUGINS itself.
+    bare = PluginRegistry().load_builtins().load_entry_points(eps=[]).collect()
+    expected = {
+        "adapter": {"eager", "huggingface", "torch_mha", "sentence_transformers"},
+        "method": {"raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti"},
+        "view": {"head_view", "model_view", "neuron_view", "heatmap", "text", "side_by_side", "report"},
+        "metric": {"comprehensiveness", "sufficiency", "deletion", "insertion", "token_f1", "spearman"},
+    }
+    for kind, names in expected.items():
+        assert names <= set(bare.names(kind)), kind
+    assert "max_attention" not in bare.names("method")
+    # and `import attn_plugins` itself imports no built-in adapter: the registry does, when first used
+    import subprocess
+    import sys
+
+    code = "import sys, attn_plugins; print(sorted(m for m in sys.modules if m.startswith('attn_adapters')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_environment_variable_chooses_which_installed_plugins_load(monkeypatch):
+    from attn_plugins.plugins import ENV_VAR
+
+    monkeypatch.setenv(ENV_VAR, "none")
+    assert "max_attention" not in fresh_registry().names("method")
+    assert "rollout" in fresh_registry().names("method"), "built-ins always load"
+    monkeypatch.setenv(ENV_VAR, "attn-example-plugin")  # by distribution name
+    assert "max_attention" in fresh_registry().names("method")
+    monkeypatch.setenv(ENV_VAR, "example")  # by entry-point name
+    assert "max_attention" in fresh_registry().names("method")
+    monkeypatch.setenv(ENV_VAR, "example, not-installed")
+    with pytest.warns(PluginWarning, match="'not-installed'.*no installed plugin has that name"):
+        reg = fresh_registry()
+    assert "max_attention" in reg.names("method")
+    monkeypatch.setenv(ENV_VAR, "all")
+    assert "max_attention" in fresh_registry().names("method")
+
+
+def test_hooks_are_called_through_pluggy_tryfirst_and_tracing_work():
+    order = []
+
+    class Late:
+        @ap.hookimpl(trylast=True)
+        def attn_plugins_register_views(self, register):
+            order.append("late")
+
+    class Early:
+        @ap.hookimpl(tryfirst=True)
+        def attn_plugins_register_views(self, register):
+            order.append("early")
+
+    reg = PluginRegistry().load_builtins([])
+    reg.pm.register(Late(), name="late")
+    reg.pm.register(Early(), name="early")
+    traced = []
+    reg.pm.trace.root.setwriter(traced.append)
+    reg.pm.enable_tracing()
+    reg.collect()
+    assert order == ["early", "late"]
+    assert any("attn_plugins_register_views" in line for line in traced)
+
+
+def test_a_raising_hook_is_isolated_inside_the_pluggy_call():
+    class Broken:
+        @ap.hookimpl(tryfirst=True)
+        def attn_plugins_register_methods(self, register):
+            register("half_registered", object())
+            raise RuntimeError("boom")
+
+    reg = PluginRegistry().load_builtins()
+    with pytest.warns(PluginWarning, match="'broken'.*raised RuntimeError: boom"):
+        reg.register(Broken(), name="broken", distribution="broken-dist")
+    reg.collect()
+    assert "half_registered" not in reg.names("method"), "what it registered before raising is dropped"
+    assert "rollout" in reg.names("method")
 
 
 def test_third_party_example_is_discovered_without_changes():

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import scipy.stats
 import shap
-from explain_models import gpt2_lm, minilm
+from helpers.models import gpt2_lm, minilm
 
 import attn_plugins as ap
-from attn_plugins.errors import InputError, PluginError
+from attn_plugins.errors import InputError, MissingCaptureError, PluginError
 from attn_plugins.explain.compare import agreement
 from attn_plugins.explain.targets import resolve
 from attn_plugins.methods.base import Method
@@ -78,15 +78,17 @@ def test_compare_reports_a_failing_method_and_rejects_bad_input():
     model, tok = tiny_bert(num_labels=2), tiny_tokenizer("bert")
 
     class NeedsValues(Method):
-        name = "needs_values"
-        requires = ("values",)
+        """Reads an extra no capture provides: it fails on every record."""
 
-        def matrix(self, record, kind=None):
-            return self.require(record, "values", self.resolve_kind(record, kind)).sum(-1).mean((0, 1)).numpy()
+        name = "needs_values"
+        requires = ("extras:not_captured",)
+
+        def matrix(self, record, *, kind, layers, heads, head_reduce):
+            raise MissingCaptureError("method 'needs_values' needs record.extras['not_captured']")
 
     result = ap.compare(model, tok, TEXTS[:1], methods=[NeedsValues(), "raw"], max_evals=20)
     rows = {r["method"]: r for r in result.methods}
-    assert "MissingCaptureError" in rows["needs_values"]["error"] and "values=True" in rows["needs_values"]["error"]
+    assert "MissingCaptureError" in rows["needs_values"]["error"] and "not_captured" in rows["needs_values"]["error"]
     assert "error" not in rows["raw"]
     assert "needs_values" in str(result) and "error:" in str(result)
     with pytest.raises(InputError, match="reference must be 'shap'"):

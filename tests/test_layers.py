@@ -1,0 +1,111 @@
+"""The tree reads as the pipeline: imports run one way, and only the named layers touch shap, bertviz, adapters.
+
+The rules are those of docs/architecture.md; every import statement of the package (function-level ones
+included) is read with ``ast`` and checked, so a new upward import fails here with its file and line.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "attn_plugins"
+ADAPTERS = ROOT / "adapters"
+
+# Layer ranks: a module may import its own layer and lower ranks, never a higher one.
+RANKS = {
+    "errors": 0,
+    "results": 0,
+    "plugins": 1,
+    "record": 2,
+    "adapters": 3,
+    "capture": 4,
+    "zoo": 4.5,
+    "methods": 5,
+    "metrics": 6,
+    "views": 7,
+    "explain": 8,
+    "corpus": 9,
+    "bench": 10,
+    "cli": 11,
+    "__main__": 12,
+    "__init__": 12,  # the package's lazy public names point anywhere
+}
+# Third-party libraries that only some layers may import.
+ONLY = {"shap": {"explain", "bench"}, "bertviz": {"views"}}
+# What the built-in adapters may import from the core: the adapter contract and what it is made of.
+ADAPTER_CONTRACT = {"attn_plugins.adapters", "attn_plugins.record", "attn_plugins.errors", "attn_plugins.plugins"}
+
+
+def layer_of(module: str) -> str:
+    """The layer of a module name inside attn_plugins (``attn_plugins.capture.forward`` -> ``capture``)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports(path: Path, package: str) -> list[tuple[int, str]]:
+    """Every (line, absolute module name) a file imports, relative imports resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    own = package.split(".")
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = own[: len(own) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+                # `from . import x` imports the submodule x
+                out += [(node.lineno, f"{name}.{a.name}" if not node.module else name) for a in node.names]
+            else:
+                out.append((node.lineno, node.module))
+    return out
+
+
+def test_core_imports_run_one_way() -> None:
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).with_suffix("").parts
+        package = ".".join(["attn_plugins", *rel[:-1]])
+        me = rel[0] if len(rel) > 1 else rel[0]
+        for line, target in imports(path, package):
+            where = f"{path.relative_to(ROOT)}:{line}"
+            if target.startswith("attn_adapters"):
+                problems.append(f"{where}: the core imports the built-in adapter {target}")
+            top = target.split(".")[0]
+            if top in ONLY and me not in ONLY[top]:
+                problems.append(f"{where}: only {sorted(ONLY[top])} may import {top}")
+            if target.startswith("attn_plugins.") and me in RANKS:
+                other = layer_of(target)
+                if other not in RANKS and not (PACKAGE / other).exists():
+                    other = "errors"  # `from . import __version__`: a name of the package itself
+                if RANKS.get(other, 99) > RANKS[me]:
+                    problems.append(f"{where}: {me} imports {target}, a later layer ({other})")
+    assert not problems, "\n".join(problems)
+
+
+def test_built_in_adapters_depend_only_on_the_contract() -> None:
+    problems = []
+    for path in sorted(ADAPTERS.rglob("*.py")):
+        for line, target in imports(path, "attn_adapters"):
+            if target.startswith("attn_plugins") and not any(
+                target == allowed or target.startswith(allowed + ".") for allowed in ADAPTER_CONTRACT
+            ):
+                problems.append(f"{path.relative_to(ROOT)}:{line}: imports {target}, not the adapter contract")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("layer", sorted(set(RANKS) - {"__init__", "__main__"}))
+def test_every_layer_named_here_exists(layer: str) -> None:
+    assert (PACKAGE / layer).is_dir() or (PACKAGE / f"{layer}.py").is_file()
+
+
+def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from ..explain import explain\nimport shap\n")
+    found = imports(bad, "attn_plugins.record")
+    assert found == [(1, "attn_plugins.explain"), (2, "shap")]
+    assert RANKS[layer_of(found[0][1])] > RANKS["record"]
