@@ -1,4 +1,12 @@
-"""Tiny offline models and tokenizers for tests, examples and benchmarks (fixed seeds, no hub access)."""
+"""The tiny-model zoo: small random-init models of each architecture, built offline from config classes.
+
+A public module, for tests (this package's and plugins'), examples and benchmarks: nothing here downloads
+anything. ``tiny_tokenizer(style)`` builds a WordPiece/BPE-like tokenizer with ``tokenizers``;
+``tiny_model(model_type)`` a model of any type in :func:`zoo_types` (fixed seed, optionally with peaked
+attention so mask and scale bugs show, see :func:`peaked_`); :func:`verify_capture` checks a capture of one
+type against eager ``output_attentions=True`` (``scripts/write_architectures.py`` writes docs/architectures.md
+from it).
+"""
 
 from __future__ import annotations
 

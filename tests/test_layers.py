@@ -109,3 +109,32 @@ def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
     found = imports(bad, "attn_plugins.record")
     assert found == [(1, "attn_plugins.explain"), (2, "shap")]
     assert RANKS[layer_of(found[0][1])] > RANKS["record"]
+
+
+def test_every_result_object_follows_the_result_contract() -> None:
+    """Result classes print as tables and convert to dicts and DataFrames (see attn_plugins/results.py)."""
+    import numpy as np
+    import torch
+
+    import attn_plugins as ap
+    from attn_plugins.metrics import diagnose, disagreement
+    from attn_plugins.metrics.faithfulness import AOPC, Curve
+    from attn_plugins.views import head_summary
+
+    att = torch.softmax(torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(0)), -1)
+    rec = ap.AttentionRecord(tokens=["[CLS]", "a", "[SEP]"], attentions={"self": att}, special_tokens_mask=[1, 0, 1])
+    results = [
+        ap.plugins(),
+        diagnose(rec),
+        disagreement([0.1, 0.5, 0.2], [0.2, 0.6, 0.1]),
+        head_summary(rec),
+        AOPC(0.5, (0.1, 0.2), (0.4, 0.6), 0.9),
+        Curve(np.array([0.0, 1.0]), np.array([0.9, 0.1]), 0.5),
+    ]
+    for result in results:
+        data = result.to_dict()
+        assert isinstance(data, dict) and data, type(result)
+        frame = result.to_frame()
+        assert len(frame) == len(result.rows()) > 0, type(result)
+        assert str(result).strip(), type(result)
+        result.to_json()  # strict JSON: no NaN

@@ -33,6 +33,7 @@ from ..record import SQUARE_KINDS
 from ..record.kinds import sides
 from ..record.selection import check_reduction, reduce_axis
 from ..record.statistics import head_entropy
+from ..results import Result, plain
 from .encoding import encode, encode_inputs
 from .forward import select_adapter
 
@@ -297,7 +298,7 @@ class TopK(Reducer):
 
 # ---------------------------------------------------------------------------- running a model with reducers
 @dataclass
-class StreamResult:
+class StreamResult(Result):
     """One example of a streaming run: its tokens and ``{reducer name: {kind: result}}``."""
 
     tokens: list[str]
@@ -306,6 +307,25 @@ class StreamResult:
     word_ids: list[int | None] | None = None
     special_tokens_mask: list[bool] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per reducer and kind: the shape of what it kept."""
+        out = []
+        for name, per_kind in self.results.items():
+            for kind, value in per_kind.items():
+                shape = value.values.shape if isinstance(value, TopKResult) else np.shape(value)
+                out.append({"reducer": name, "kind": kind, "shape": "x".join(map(str, shape))})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Tokens, metadata and every reducer's result as nested lists."""
+        results = {
+            name: {k: (vars(v) if isinstance(v, TopKResult) else v) for k, v in per_kind.items()}
+            for name, per_kind in self.results.items()
+        }
+        return plain(
+            {"tokens": self.tokens, "target_tokens": self.target_tokens, "meta": self.meta, "results": results}
+        )
 
 
 def stream(

@@ -67,7 +67,7 @@ class AttentionRecord:
     @property
     def default_kind(self) -> str:
         """``"self"`` for single-stack records, ``"encoder"`` for encoder-decoder ones."""
-        for kind in ("self", "encoder", "decoder", "cross"):
+        for kind in KINDS:
             if kind in self.attentions:
                 return kind
         raise RecordValidationError("attentions", "the record holds no attention")

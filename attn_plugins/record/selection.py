@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .kinds import sides
 
 if TYPE_CHECKING:
     from .record import AttentionRecord
@@ -88,7 +89,7 @@ def check_reduction(how: str) -> str:
 
 def generated_rows(record: AttentionRecord, kind: str, n_rows: int) -> np.ndarray:
     """Query rows that predict generated tokens: decoder rows but the last; causal rows from the prompt's end."""
-    if kind in ("decoder", "cross"):
+    if sides(kind)[0] == "target":  # decoder-side rows: the start token and every generated token
         if n_rows < 2:
             raise InputError("position='generated' needs at least two decoder tokens")
         return np.arange(n_rows - 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ import torch
 from ..errors import InputError
 from ..record import AttentionRecord, statistics
 from ..record.kinds import sides
+from ..results import Result, plain
 from .page import Fragment, escape
 
 STATISTICS = {
@@ -21,13 +23,25 @@ STATISTICS = {
 
 
 @dataclass
-class HeadSummary:
+class HeadSummary(Result):
     """Statistics of one attention kind, each an array ``[layers, heads]`` (NaN where undefined)."""
 
     kind: str
     layers: list[int]
     heads: list[int]
     values: dict[str, np.ndarray]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per head (original layer and head numbers) with every statistic."""
+        return [
+            {"layer": layer, "head": head, **{name: float(v[li, hi]) for name, v in self.values.items()}}
+            for li, layer in enumerate(self.layers)
+            for hi, head in enumerate(self.heads)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The kind, the layer and head numbers, and each statistic as nested lists (NaN as None)."""
+        return plain({"kind": self.kind, "layers": self.layers, "heads": self.heads, **self.values})
 
     def fragment(self) -> Fragment:
         """HTML grids (layers by heads), one per statistic, cells shaded by value."""
