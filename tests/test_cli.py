@@ -193,7 +193,7 @@ def test_view_exports_a_static_heatmap(tiny_model_dir, tmp_path, capsys):
     assert main(["view", str(rec_path), "--image", str(svg), "--layers", "0", "--heads", "2"]) == 0
     assert "<svg" in svg.read_text(encoding="utf-8")
     assert main(["view", str(rec_path), "--image", str(png), "--layers", "7"]) == 2
-    assert "layer 7 is not in the record" in capsys.readouterr().err
+    assert "layer 7 out of range: there are 2 layers (0..1" in capsys.readouterr().err
 
 
 def test_explain_corpus_run_resumes_on_the_packaged_minilm(tmp_path, capsys):
