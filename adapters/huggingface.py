@@ -28,12 +28,15 @@ import torch
 
 from attn_adapters.eager import EagerAdapter, all_configs, is_hf_model, kept_outputs
 from attn_plugins.adapters import (
+    ATTENTION_RULES,
     Adapter,
     AttentionCall,
     CaptureOptions,
     EncodedBatch,
     model_device,
     move_inputs,
+    rule_operands,
+    rule_output,
     split_batch,
     target_scalar,
 )
@@ -91,30 +94,31 @@ def attention_probs(
     sinks: torch.Tensor | None = None,
     causal_if_unmasked: bool = False,
 ) -> torch.Tensor:
-    """Softmax attention probabilities [B, H, Q, K] in float32, computed as transformers' eager functions do."""
+    """Softmax attention probabilities [B, H, Q, K] in float32 (float64 for a float64 model), as eager computes them."""
+    work = torch.promote_types(query.dtype, torch.float32)
     n_rep = query.shape[1] // key.shape[1]
-    k = repeat_kv(key, n_rep).float()
+    k = repeat_kv(key, n_rep).to(work)
     q_len, k_len = query.shape[2], k.shape[2]
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query.float(), k.transpose(-1, -2)) * scale
+    scores = torch.matmul(query.to(work), k.transpose(-1, -2)) * scale
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if position_bias is not None:
-        scores = scores + position_bias[..., :k_len].float()
+        scores = scores + position_bias[..., :k_len].to(work)
     if attention_mask is not None:
         mask = attention_mask[..., :k_len]
         if mask.dtype == torch.bool:
             # Eager masks add the dtype's minimum; filling with it keeps fully masked rows uniform, like eager.
             scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
         else:
-            scores = scores + mask.float()
+            scores = scores + mask.to(work)
     elif causal_if_unmasked and q_len > 1:
         # sdpa's is_causal: upper-left aligned (only used when no mask was built).
         allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril()
         scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)
     if sinks is not None:
         # A learned sink logit per head takes part in the softmax and is dropped afterwards (gpt-oss).
-        sink = sinks.float().reshape(1, -1, 1, 1).expand(scores.shape[0], -1, q_len, 1)
+        sink = sinks.to(work).reshape(1, -1, 1, 1).expand(scores.shape[0], -1, q_len, 1)
         logits = torch.cat([scores, sink], dim=-1)
         logits = logits - logits.amax(dim=-1, keepdim=True)
         return torch.softmax(logits, dim=-1)[..., :-1]
@@ -297,6 +301,8 @@ class CaptureContext:
         softcap = kwargs.get("softcap")
         sinks = kwargs.get("s_aux")
         position_bias = kwargs.get("position_bias")
+        rule = self.options.attention_rule
+        query, key = rule_operands(rule, query, key)
         # Grad mode is the caller's: ap.capture enables it only when gradients are asked for.
         probs = attention_probs(
             query,
@@ -312,11 +318,12 @@ class CaptureContext:
         # sdpa refuses soft-capping and ignores sinks; eager functions are model-specific and not reachable
         # from here; gradients must flow through the recomputed probabilities: in those cases the output is
         # computed from the probabilities, which is exactly what eager attention does.
-        own = backend_fn is None or softcap is not None or sinks is not None or self.options.gradients
+        # A relevance rule (CaptureOptions.attention_rule) also needs the product computed here.
+        own = backend_fn is None or softcap is not None or sinks is not None or self.options.gradients or bool(rule)
         if own:
             weights = torch.nn.functional.dropout(probs, p=float(dropout or 0.0), training=module.training)
             n_rep = query.shape[1] // value.shape[1]
-            output = torch.matmul(weights.to(value.dtype), repeat_kv(value, n_rep)).transpose(1, 2).contiguous()
+            output = rule_output(rule, weights.to(value.dtype), repeat_kv(value, n_rep)).transpose(1, 2).contiguous()
         else:
             output, _ = backend_fn(
                 module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -453,6 +460,10 @@ class HuggingFaceAdapter(Adapter):
     def supports(self, model: Any) -> bool:
         """Any transformers model; those not on the interface are served by the eager path."""
         return is_hf_model(model)
+
+    def attention_rules(self, model: Any) -> tuple[str, ...]:
+        """Every relevance rule, for models whose attention runs through the capture function."""
+        return tuple(ATTENTION_RULES) if is_hf_model(model) and on_interface(model) else ()
 
     def describe(self, model: Any) -> dict[str, Any]:
         """Model type, class and the backend its attention runs with."""

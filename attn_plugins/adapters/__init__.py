@@ -6,9 +6,21 @@ the core never imports an adapter.
 """
 
 from .batch import library_versions, model_device, move_inputs, split_batch
-from .contract import Adapter, AttentionCall, CaptureOptions, EncodedBatch, TokenInfo, target_scalar
+from .contract import (
+    ATTENTION_RULES,
+    Adapter,
+    AttentionCall,
+    CaptureOptions,
+    EncodedBatch,
+    TokenInfo,
+    rule_operands,
+    rule_output,
+    scale_gradient,
+    target_scalar,
+)
 
 __all__ = [
+    "ATTENTION_RULES",
     "Adapter",
     "AttentionCall",
     "CaptureOptions",
@@ -17,6 +29,9 @@ __all__ = [
     "library_versions",
     "model_device",
     "move_inputs",
+    "rule_operands",
+    "rule_output",
+    "scale_gradient",
     "split_batch",
     "target_scalar",
 ]

@@ -27,6 +27,54 @@ class CaptureOptions:
     gradients: bool = False  # d(target)/d(attention probabilities)
     # Scalar target for gradients: a class index, or a callable(model_output) -> scalar tensor.
     target: int | Callable[[Any], torch.Tensor] | None = None
+    # A relevance rule applied inside the attention computation (a key of ATTENTION_RULES; None: none).
+    # It changes the backward pass only; adapters that apply rules list them in Adapter.attention_rules().
+    attention_rule: str | None = None
+
+
+# Relevance rules for the attention computation softmax(Q·Kᵀ·s + mask)·V, as used by LRP methods that
+# read relevance as input × modified gradient. Forward values are unchanged in every case.
+ATTENTION_RULES = {
+    # AttnLRP (Achtibat et al. 2024): the uniform rule on the two bilinear products. Each operand of Q·Kᵀ
+    # and of A·V receives half the product's relevance: the gradient into each product is halved. The
+    # softmax keeps its plain gradient, which is AttnLRP's softmax rule (Prop. 3.1) in this formulation.
+    "uniform": "AttnLRP: gradients into Q·Kᵀ and into A·V halved (q, k get 1/4, v gets 1/2)",
+    # CP-LRP (Ali et al. 2022): attention probabilities are held constant, relevance flows through V only.
+    "detached": "CP-LRP: attention probabilities detached (no relevance through Q and K)",
+}
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming gradient by a constant."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.factor, None
+
+
+def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` unchanged in the forward pass; its gradient multiplied by ``factor`` in the backward pass."""
+    return _ScaleGradient.apply(x, factor)
+
+
+def rule_operands(rule: str | None, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query and key as the attention ``rule`` wants them before the scores Q·Kᵀ are formed."""
+    if rule == "uniform":  # halving the gradient of both operands is halving the gradient into Q·Kᵀ
+        return scale_gradient(query, 0.5), scale_gradient(key, 0.5)
+    return query, key
+
+
+def rule_output(rule: str | None, weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``weights @ value`` with the attention ``rule`` applied to the product (``None``: plain)."""
+    if rule == "detached":
+        return torch.matmul(weights.detach(), value)
+    out = torch.matmul(weights, value)
+    return scale_gradient(out, 0.5) if rule == "uniform" else out
 
 
 @dataclass
@@ -116,6 +164,10 @@ class Adapter(ABC):
             f"adapter {self.name!r} cannot hand over attention while the model runs (no listen()); "
             "generation and streaming need an adapter that can"
         )
+
+    def attention_rules(self, model: Any) -> tuple[str, ...]:
+        """The :data:`ATTENTION_RULES` this adapter applies inside ``model``'s attention (default: none)."""
+        return ()
 
     def call(self, model: Any, inputs: dict[str, torch.Tensor]) -> Any:
         """Run one forward of ``model`` on encoded ``inputs`` (keyword arguments by default)."""
