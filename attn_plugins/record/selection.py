@@ -8,7 +8,9 @@ Adapters, methods, views, reducers and third-party plugins all select through :f
   negative numbers count from the end of what is available.
 * ``position=``: the query row(s) a method explains: ``"first"``, ``"last"``, ``"mean"`` (mean row),
   ``"all"`` (every row: the token-by-token matrix), ``"generated"`` (the rows that predict generated
-  tokens), a row index, or a list of row indices.
+  tokens), a row index, a list of row indices, or row weights: a sequence of floats, one per query row,
+  for the weighted sum of the rows (a mean-pooled target reads every row, each by how much it moves
+  the target; see :func:`attn_plugins.explain.targets.row_weights`).
 * ``head_reduce=``: how heads (or any axis) are combined: ``"mean"``, ``"max"``, ``"min"`` or ``"sum"``.
 """
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from .record import AttentionRecord
 
 Selection = int | Sequence[int] | None
-Position = str | int | Sequence[int]
+Position = str | int | Sequence[int] | Sequence[float]
 POSITIONS = ("first", "last", "mean", "all", "generated")
 REDUCTIONS = ("mean", "max", "min", "sum")
 
@@ -106,10 +108,30 @@ def generated_rows(record: AttentionRecord, kind: str, n_rows: int) -> np.ndarra
     return np.arange(prompt - 1, n_rows - 1)
 
 
+def is_row_weights(position: Any) -> bool:
+    """Whether ``position`` gives row weights (floats) rather than row indices."""
+    if isinstance(position, np.ndarray):
+        return position.dtype.kind == "f"
+    if isinstance(position, (str, bytes)) or not isinstance(position, Sequence):
+        return False
+    return any(isinstance(p, (float, np.floating)) for p in position)
+
+
+def row_weights(position: Any, n: int) -> np.ndarray:
+    """``position`` as ``n`` finite row weights, or InputError naming what is wrong."""
+    w = np.asarray(position, dtype=np.float64)
+    if w.ndim != 1 or len(w) != n:
+        raise InputError(f"position: row weights need one weight per query row ({n}), got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise InputError("position: row weights must be finite")
+    return w
+
+
 def position_rows(
     position: Position, n: int, record: AttentionRecord | None = None, kind: str = "self"
 ) -> tuple[np.ndarray, str]:
-    """The query rows ``position`` names among ``n``, and how to answer: ``"one"`` row, ``"many"`` or their ``"mean"``.
+    """The query rows ``position`` names among ``n``, and how to answer: ``"one"`` row, ``"many"``, their ``"mean"``,
+    or their sum ``"weighted"`` by :func:`row_weights`.
 
     ``record`` and ``kind`` are needed only for ``"generated"``.
     """
@@ -131,6 +153,9 @@ def position_rows(
         if not -n <= int(position) < n:
             raise InputError(f"position {position} out of range for {n} query tokens")
         return np.array([int(position) % n]), "one"
+    if is_row_weights(position):
+        row_weights(position, n)
+        return np.arange(n), "weighted"
     if not isinstance(position, Sequence | np.ndarray):
         raise InputError(f"position must be a string, an index or a list of indices, not {type(position).__name__}")
     rows = list(position)
@@ -150,5 +175,8 @@ def select_rows(m: Any, position: Position, record: AttentionRecord | None = Non
     rows, how = position_rows(position, m.shape[0], record, kind)
     if how == "mean":
         return m.mean(0)
+    if how == "weighted":
+        w = row_weights(position, m.shape[0])
+        return w @ m if isinstance(m, np.ndarray) else torch.as_tensor(w, dtype=m.dtype) @ m
     picked = m[rows]
     return picked[0] if how == "one" else picked
