@@ -10,7 +10,7 @@ import torch
 
 from ..errors import InputError, MissingCaptureError
 from ..record import AttentionRecord, Position, Selection, choose
-from ..record.selection import check_reduction, position_rows
+from ..record.selection import check_reduction, position_rows, row_weights
 
 # How to obtain each optional record field, for MissingCaptureError messages.
 CAPTURE_HINTS = {
@@ -31,7 +31,7 @@ class Method:
     (:mod:`attn_plugins.record.selection`):
 
     * ``position`` - the explained query row(s): ``"first"``, ``"last"``, ``"mean"``, ``"generated"``,
-      an index or a list of indices;
+      an index, a list of indices, or row weights (floats, one per query row: the weighted sum of rows);
     * ``layers`` / ``heads`` - original layer and head numbers to use (``None``: all);
     * ``head_reduce`` - how the chosen heads are combined: ``"mean"``, ``"max"``, ``"min"`` or ``"sum"``;
       layers are then combined by the method's own rule (a mean, a product, a flow, ...);
@@ -47,15 +47,20 @@ class Method:
 
     **Implements.** :meth:`matrix`: token-by-token scores ``[queries, keys]`` with the selection already
     resolved to positions in the record. A method whose rows are costly one by one (flow) overrides
-    :meth:`rows` to compute only the rows asked for.
+    :meth:`rows` to compute only the rows asked for. A method that explains the captured target itself
+    rather than query rows (LRP, output decompositions) subclasses :class:`TargetMethod`.
     """
 
     name: str = "method"
     requires: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ("self", "encoder", "decoder", "cross")
     description: str = ""
-    # Model forwards one :meth:`capture` costs (for cost reports).
+    # Model forwards one :meth:`capture` costs (for cost reports); a capture that knows better writes
+    # record.meta["forward_passes"].
     forward_passes: int = 1
+    # True when the scores explain the gradient target given to capture() (one capture per explained
+    # output) rather than query rows of the attention.
+    explains_target: bool = False
 
     # ------------------------------------------------------------------ the call
     def __call__(
@@ -83,6 +88,8 @@ class Method:
             raise InputError(f"method {self.name!r} gave non-finite scores on this record")
         if how == "mean":
             return picked.mean(0)
+        if how == "weighted":
+            return row_weights(position, len(rows)) @ picked
         return picked[0] if how == "one" else picked
 
     def rows(
@@ -139,7 +146,7 @@ class Method:
     # ------------------------------------------------------------------ helpers for subclasses
     def check_options(self, options: dict[str, Any]) -> None:
         """InputError naming the method's options when ``options`` holds one it does not take."""
-        params = inspect.signature(self.matrix).parameters
+        params = inspect.signature(self.scores if isinstance(self, TargetMethod) else self.matrix).parameters
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return
         known = [n for n in params if n not in ("self", "record", "kind", "layers", "heads", "head_reduce")]
@@ -178,6 +185,49 @@ class Method:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+class TargetMethod(Method):
+    """A method whose scores explain the target it was captured with: one score vector per record.
+
+    LRP and output decompositions propagate the explained output (a class logit, a similarity) back to
+    the input tokens, so their scores do not belong to query rows: ``position`` is checked but selects
+    nothing (every row would be the same vector; ``"all"`` or a list of rows repeats it), and layers and
+    heads cannot be chosen. The explained output is the ``gradient_target`` given to :meth:`capture`.
+
+    **Implements.** :meth:`scores`: the score vector over key tokens read from the record.
+    """
+
+    explains_target = True
+
+    def __call__(
+        self,
+        record: AttentionRecord,
+        position: Position = "first",
+        *,
+        layers: Selection = None,
+        heads: Selection = None,
+        head_reduce: str = "mean",
+        kind: str | None = None,
+        **options: Any,
+    ) -> np.ndarray:
+        """The record's score vector (see the class docstring); ``[rows, keys]`` when several rows are asked for."""
+        kind = self.resolve_kind(record, kind)
+        self.check_options(options)
+        if layers is not None or heads is not None or head_reduce != "mean":
+            raise InputError(
+                f"method {self.name!r} explains the captured output through every layer and head; "
+                "leave layers=, heads= and head_reduce= unset"
+            )
+        rows, how = position_rows(position, int(record.attentions[kind].shape[2]), record, kind)
+        scores = np.asarray(self.scores(record, kind=kind, **options), dtype=np.float64)
+        if not np.isfinite(scores).all():
+            raise InputError(f"method {self.name!r} gave non-finite scores on this record")
+        return np.tile(scores, (len(rows), 1)) if how == "many" else scores
+
+    def scores(self, record: AttentionRecord, *, kind: str, **options: Any) -> np.ndarray:
+        """Scores over the key tokens of ``kind``, read from what :meth:`capture` stored in the record."""
+        raise InputError(f"method {self.name!r} defines no scores")
 
 
 def attention(record: AttentionRecord, kind: str, layers: list[int] | None = None) -> torch.Tensor:
