@@ -113,8 +113,8 @@ def decompose(
     """Per-token contributions to the explained output of one example: ``{"scores", "bias", "value", ...}``."""
     if bias not in BIASES:
         raise InputError(f"bias must be one of {', '.join(BIASES)}, not {bias!r}")
-    check_model(model, "detached", adapter)
     layers = blocks(model)
+    check_model(model, None, adapter, "DecompX")  # no attention rule: the probabilities are read, frozen
     if inputs["input_ids"].shape[0] != 1:
         raise InputError("DecompX explains one example at a time")
     owner = threading.get_ident()

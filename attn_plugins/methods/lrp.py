@@ -118,25 +118,28 @@ def module_rule(module: torch.nn.Module) -> str | None:
     return None
 
 
-def check_model(model: Any, rule: str, adapter: Any) -> None:
-    """UnsupportedModelError naming the first module LRP has no rule for, or the attention it cannot reach."""
+def check_model(model: Any, rule: str | None, adapter: Any, what: str = "LRP") -> None:
+    """UnsupportedModelError naming the first module ``what`` has no rule for, or the attention ``rule`` cannot reach."""
     if not isinstance(model, torch.nn.Module):
-        raise UnsupportedModelError(f"LRP needs a torch model, got {type(model).__name__}")
-    for name, module in model.named_modules():
+        raise UnsupportedModelError(f"{what} needs a torch model, got {type(model).__name__}")
+    modules = list(model.named_modules())
+    # Leaves first: a missing rule deep inside (a normalization, an activation) says more than the model's class.
+    ordered = [m for m in modules if not any(True for _ in m[1].children())] + modules
+    for name, module in ordered:
         if module_rule(module) is None:
             raise UnsupportedModelError(
-                f"LRP has no rule for module {name or '(the model)'!r} ({type(module).__name__}) of "
+                f"{what} has no rule for module {name or '(the model)'!r} ({type(module).__name__}) of "
                 f"{type(model).__name__}; rules exist for BERT-family encoders (Linear, Embedding, LayerNorm, "
                 "GELU/tanh activations, attention through the capture function)"
             )
-    if rule not in adapter.attention_rules(model):
+    if rule is not None and rule not in adapter.attention_rules(model):
         where = next((n for n, m in model.named_modules() if type(m).__name__.endswith("SelfAttention")), "attention")
         raise UnsupportedModelError(
-            f"LRP needs the {rule!r} attention rule inside {where!r} of {type(model).__name__}, and the "
+            f"{what} needs the {rule!r} attention rule inside {where!r} of {type(model).__name__}, and the "
             f"{adapter.name!r} adapter cannot apply it (it applies {list(adapter.attention_rules(model)) or 'none'})"
         )
     if getattr(model, "training", False):
-        raise InputError("LRP needs the model in eval mode (dropout would change the relevance): call model.eval()")
+        raise InputError(f"{what} needs the model in eval mode (dropout would change the result): call model.eval()")
 
 
 class _IdentityRule(torch.autograd.Function):
@@ -322,7 +325,9 @@ def lrp(
     g = dict(zip(reads, grads[: len(reads)]))
     parts: dict[str, torch.Tensor] = {}
     if baseline_ids is not None:
-        parts["delta"] = ((store["x"] - base_out) * g["z"]).sum(-1)[0].detach()
+        delta = ((store["x"] - base_out) * g["z"]).sum(-1)[0].detach()
+        # Tokens the baseline keeps (special tokens) did not change: nothing to explain there.
+        parts["delta"] = torch.where(baseline_ids[0].to(ids.device) == ids[0], torch.zeros_like(delta), delta)
     else:
         for n in reads:
             r = (store[n] * g[n]).sum(-1).detach()
@@ -336,7 +341,7 @@ def lrp(
     if budget:
         rest = grads[len(reads) :]
         for (n, p), gp in zip(params, rest[: len(params)]):
-            result.biases[n] = float((p * gp).sum()) if gp is not None else 0.0
+            result.biases[n] = float((p.detach() * gp).sum()) if gp is not None else 0.0
         leak_grads = rest[len(params) :]
         result.softmax_leak = [softmax_leak(p, gp) if gp is not None else 0.0 for p, gp in zip(probs, leak_grads)] or [
             0.0
