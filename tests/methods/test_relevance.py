@@ -145,12 +145,14 @@ def functional_relevance(model, ids, rule, head, baseline=None):
 
 
 def _with_biases(model, seed):
-    """Random-init BERT biases are zero; non-zero ones make every bias rule (and sink) count."""
+    """Random-init BERT has zero biases and LayerNorm gains of one; random ones make every rule (and sink) count."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("bias"):
                 param.copy_(torch.randn(param.shape, generator=g) * 0.2)
+            elif "LayerNorm.weight" in name:
+                param.copy_(1 + torch.randn(param.shape, generator=g) * 0.2)
     return model
 
 
