@@ -170,6 +170,7 @@ def explain_batch(explainer: Any, examples: Sequence[Example]) -> list[tuple[dic
     batched = (
         len(examples) > 1
         and not requires
+        and not getattr(explainer.method, "explains_target", False)
         and all(s.inputs is None and s.text is not None and len(s.positions) == 1 for s in specs)
     )
     out = []
@@ -177,7 +178,8 @@ def explain_batch(explainer: Any, examples: Sequence[Example]) -> list[tuple[dic
         records = capture(explainer.model, explainer.tokenizer, [s.text for s in specs])
         explainer.forward_passes += 1
         for example, spec, record in zip(examples, specs, records):
-            row = explainer.method(record, position=spec.positions[0], kind=spec.kind, **explainer.method_options)
+            position = explainer.positions(spec)[0]
+            row = explainer.method(record, position=position, kind=spec.kind, **explainer.method_options)
             values = np.asarray(row)[spec.keys]
             out.append((_row(example, spec, values, record, explainer.method_name), record))
         return out

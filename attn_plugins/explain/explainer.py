@@ -1,9 +1,11 @@
 """Explainers that speak shap: attention-method scores returned as a ``shap.Explanation``.
 
 The explanation has the structure of shap's own text explanations: one row per text, values over the
-text's tokens (special tokens included, as shap keeps them), the token strings as data, and for
-multi-output targets (QA start/end, generated tokens) a second axis with the output names — shap's
-text-to-text form for generation, so ``shap.plots.text`` shows its input/output view.
+text's tokens, the token strings as data, and for multi-output targets (QA start/end, generated tokens)
+a second axis with the output names — shap's text-to-text form for generation, so ``shap.plots.text``
+shows its input/output view. Special tokens ([CLS], [SEP], ...) are left out unless
+``special_tokens=True``: shap never masks them (their Shapley value is 0), while attention methods give
+them large scores (rows attend to them), which would dominate every plot.
 """
 
 from __future__ import annotations
@@ -60,9 +62,18 @@ class AttentionExplainer:
     """``AttentionExplainer(model, tokenizer, method="rollout")(texts)`` -> ``shap.Explanation``.
 
     ``task`` is detected from the model's head unless given; ``target`` picks a class, ``token`` the
-    explained token of a token classifier, ``reference`` the text a sentence embedding is compared to,
-    ``max_new_tokens`` the length of generations, ``position`` overrides the query row of single-output
-    tasks (e.g. ``"mean"`` for a classifier). Other keyword options go to the method.
+    explained token of a token classifier, ``reference`` the text a sentence embedding is compared to (a
+    base encoder without a head and without ``reference`` explains its own embedding: the cosine
+    similarity of the embedding with tokens masked to the text's unmasked embedding), ``max_new_tokens``
+    the length of generations, ``position`` overrides the query row of single-output tasks (e.g.
+    ``"mean"`` for a classifier, or row weights). ``special_tokens=True`` keeps [CLS], [SEP], ... in the
+    explanation. Other keyword options go to the method.
+
+    Query rows of a mean-pooled similarity: the pooling reads every row of the last layer, so by default
+    rows are weighted by their share of the similarity, w_i = h_i · ∂f/∂h_i
+    (:func:`~attn_plugins.explain.targets.row_weights`, one forward per text) for methods that read
+    attention rows without a gradient of the target; measured on exact Shapley values
+    (docs/faithfulness.md), this beats the mean row for each of them.
     """
 
     def __init__(
@@ -76,7 +87,8 @@ class AttentionExplainer:
         token: int | None = None,
         reference: str | None = None,
         max_new_tokens: int = 8,
-        position: str | int | None = None,
+        position: Any = None,
+        special_tokens: bool = False,
         **method_options: Any,
     ):
         self.model, self.tokenizer, self.pooling = unwrap(model, tokenizer)
@@ -88,6 +100,7 @@ class AttentionExplainer:
         self.reference = reference
         self.max_new_tokens = max_new_tokens
         self.position = position
+        self.special_tokens = bool(special_tokens)
         self.method_options = method_options
         self._targets_cache: dict[Any, Any] = {}  # e.g. the reference embedding, computed once per explainer
         self.forward_passes = 0  # model forwards spent on captures (for cost reports)
@@ -117,26 +130,42 @@ class AttentionExplainer:
         """A record the method can read: the method captures it (see :meth:`Method.capture`)."""
         # A plain callable plugin (not a Method) gets the base class's capture of what it `requires`.
         method = self.method if isinstance(self.method, Method) else _CallableMethod(self.method)
-        self.forward_passes += method.forward_passes
         if spec.inputs is not None:
             record = method.capture(self.model, self.tokenizer, inputs=spec.inputs, gradient_target=gradient_target)
         else:
             record = method.capture(self.model, self.tokenizer, spec.text, gradient_target=gradient_target)
+        self.forward_passes += int(record.meta.get("forward_passes", method.forward_passes))
         record.meta.update({k: v for k, v in spec.meta.items() if k == "prompt_length"})
         return record
 
+    def uses_row_weights(self, spec: Target) -> bool:
+        """Whether this explainer reads ``spec``'s rows weighted by :attr:`Target.row_weights` (see the class)."""
+        if self.position is not None or spec.row_weights is None:
+            return False
+        requires = tuple(getattr(self.method, "requires", ()))
+        return not getattr(self.method, "explains_target", False) and "gradients" not in requires
+
+    def positions(self, spec: Target) -> list[Any]:
+        """The query position of each explained output: the spec's, or its row weights (see the class)."""
+        if self.uses_row_weights(spec):
+            self.forward_passes += 1  # the forward that gives the last hidden states
+            return [np.asarray(spec.row_weights(), dtype=np.float64)]
+        return list(spec.positions)
+
     def scores(self, spec: Target) -> tuple[np.ndarray, AttentionRecord]:
         """Method scores [keys] (one output) or [keys, outputs] and the (last) record they came from."""
-        needs_grad = "gradients" in tuple(getattr(self.method, "requires", ()))
+        requires = tuple(getattr(self.method, "requires", ()))
+        # A gradient (or a relevance propagated from the output) is specific to its output: one capture each.
+        per_output = "gradients" in requires or getattr(self.method, "explains_target", False)
+        positions = self.positions(spec)
         columns = []
-        if needs_grad:
-            # A gradient is specific to its output: one capture per explained output.
-            for position, grad_target in zip(spec.positions, spec.gradient_targets):
+        if per_output:
+            for position, grad_target in zip(positions, spec.gradient_targets):
                 record = self._capture(spec, grad_target)
                 columns.append(self._row(record, position, spec))
         else:
             record = self._capture(spec)
-            m = self._rows(record, spec)
+            m = self._rows(record, spec, positions)
             columns = list(m)
         values = np.stack(columns, -1)
         return (values[:, 0] if spec.output_names is None else values), record
@@ -145,12 +174,22 @@ class AttentionExplainer:
         out = np.asarray(self.method(record, position=position, kind=spec.kind, **self.method_options))
         return out[spec.keys]
 
-    def _rows(self, record: AttentionRecord, spec: Target) -> list[np.ndarray]:
-        if all(isinstance(p, (int, np.integer)) for p in spec.positions) and len(spec.positions) > 1:
+    def _rows(self, record: AttentionRecord, spec: Target, positions: list[Any]) -> list[np.ndarray]:
+        if all(isinstance(p, (int, np.integer)) for p in positions) and len(positions) > 1:
             # One call for all rows: flow solves max-flow problems per row asked for, not for all.
-            out = np.asarray(self.method(record, position=list(spec.positions), kind=spec.kind, **self.method_options))
+            out = np.asarray(self.method(record, position=list(positions), kind=spec.kind, **self.method_options))
             return [row[spec.keys] for row in out]
-        return [self._row(record, p, spec) for p in spec.positions]
+        return [self._row(record, p, spec) for p in positions]
+
+    def kept(self, spec: Target, record: AttentionRecord) -> np.ndarray:
+        """Which explained key tokens the explanation shows: all but the special tokens unless they are asked for."""
+        tokens = record.tokens[spec.keys]
+        special = record.special_tokens_mask
+        if self.special_tokens or special is None:
+            return np.ones(len(tokens), dtype=bool)
+        keep = ~np.asarray(special[spec.keys], dtype=bool)
+        # A text of special tokens only keeps them (an explanation needs at least one token).
+        return keep if keep.any() else np.ones(len(tokens), dtype=bool)
 
     def data(self, spec: Target, record: AttentionRecord) -> np.ndarray:
         """Token strings as shap's Text masker cuts them (with trailing spaces), else the record's tokens."""
@@ -169,8 +208,9 @@ class AttentionExplainer:
         for example in examples:
             spec = self.resolve(example)
             v, record = self.scores(spec)
-            values.append(v)
-            data.append(self.data(spec, record))
+            keep = self.kept(spec, record)
+            values.append(v[keep])
+            data.append(self.data(spec, record)[keep])
             # Attention scores are not a decomposition of the output, so nothing is claimed as a base value.
             bases.append(np.zeros(()) if spec.output_names is None else np.zeros(len(spec.output_names)))
             names.append(None if spec.output_names is None else np.array(spec.output_names))

@@ -3,8 +3,8 @@ function shap calls on masked texts.
 
 Tasks: ``classification`` (predicted or given class), ``token_classification`` (one token's class),
 ``question_answering`` (start and end of the predicted span), ``similarity`` (cosine similarity of the
-mean-pooled sentence embedding to a reference text), ``generation`` (each token a causal LM generates) and
-``seq2seq`` (each token an encoder-decoder generates).
+mean-pooled sentence embedding to a reference text; without a reference, to the text's own embedding),
+``generation`` (each token a causal LM generates) and ``seq2seq`` (each token an encoder-decoder generates).
 """
 
 from __future__ import annotations
@@ -23,6 +23,22 @@ TASKS = ("classification", "token_classification", "question_answering", "simila
 ModelFn = Callable[[Sequence[str]], np.ndarray]
 
 
+class GradientTarget:
+    """The explained scalar of a model output, as a callable, with its conservative form for relevance methods.
+
+    ``GradientTarget(fn)(output)`` is the scalar gradient methods differentiate; ``relevance(output)`` is
+    the same value written so that it is linear in the last hidden states (LRP and decompositions
+    start their backward there, and input × gradient of it adds up to the value).
+    """
+
+    def __init__(self, fn: Callable[[Any], torch.Tensor], relevance: Callable[[Any], torch.Tensor] | None = None):
+        self.fn = fn
+        self.relevance = relevance or fn
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        return self.fn(output)
+
+
 @dataclass
 class Target:
     """One example's explained outputs: how to capture it, which rows to read, what shap should call."""
@@ -38,6 +54,9 @@ class Target:
     fn: ModelFn | None = None  # masked texts -> [N] or [N, outputs]; None when shap cannot mask this task
     label: str | None = None  # a human name for a single output (the class label)
     meta: dict[str, Any] = field(default_factory=dict)
+    # The weight of each query row in the explained output (a mean-pooled target reads every row): a
+    # callable computing them (one forward), None when the target reads one row. See row_weights().
+    row_weights: Callable[[], np.ndarray] | None = None
 
 
 # ---------------------------------------------------------------------------- models
@@ -61,7 +80,8 @@ def unwrap(model: Any, tokenizer: Any) -> tuple[Any, Any, str]:
 
 
 def detect_task(model: Any, reference: str | None = None) -> str:
-    """The task a model's head performs, from its class; base models explain similarity to ``reference``."""
+    """The task a model's head performs, from its class; base models explain similarity (to ``reference``, or
+    to the text's own embedding)."""
     name = type(model).__name__
     config = getattr(model, "config", None)
     if name.endswith("ForSequenceClassification"):
@@ -74,12 +94,23 @@ def detect_task(model: Any, reference: str | None = None) -> str:
         return "seq2seq"
     if name.endswith(("ForCausalLM", "LMHeadModel")):
         return "generation"
-    if reference is not None:
+    if reference is not None or _is_encoder(model):
         return "similarity"
     raise UnsupportedModelError(
         f"{name} has no task head to explain (classification, token classification, question answering or a "
-        "language-model head); for a sentence-embedding model pass reference='a text' to explain similarity"
+        "language-model head) and is no encoder whose embedding could be explained; pass task= and reference="
     )
+
+
+def _is_encoder(model: Any) -> bool:
+    """A base encoder without a head (a sentence-embedding model): its output has last hidden states to pool."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False) or getattr(config, "is_decoder", False):
+        return False
+    if not type(model).__name__.endswith("Model") or not hasattr(model, "modules"):
+        return False
+    # Decoder-only base models (GPT-2, Llama) run causal attention: not sentence encoders.
+    return not any(getattr(m, "is_causal", False) is True for m in model.modules())
 
 
 def _device(model: Any) -> torch.device:
@@ -243,10 +274,24 @@ def _qa(model: Any, tokenizer: Any, example: Any) -> Target:
     )
 
 
+def row_weights(hidden: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
+    """w_i = h_i · ∂f/∂h_i for f = cos(mean_i h_i, r) with the norm of the mean held constant: Σ_i w_i = f.
+
+    A mean-pooled similarity reads every row of the last layer, each by how far it points along the
+    reference: ∂f/∂h_i = r / (T ‖e‖ ‖r‖), so no backward pass is needed. Used as query-row weights,
+    they give a method's rows the share each has in the explained similarity.
+    """
+    h = hidden.detach().double()
+    r = reference.detach().double()
+    e = h.mean(0)
+    return ((h @ r) / (h.shape[0] * e.norm() * r.norm())).cpu().numpy()
+
+
 def _similarity(
     model: Any, tokenizer: Any, text: str, reference: str | None, pooling: str, cache: dict[Any, Any] | None = None
 ) -> Target:
-    if reference is None or not str(reference).strip():
+    """Cosine similarity to the reference's embedding; with ``reference=None``, to the text's own embedding."""
+    if reference is not None and not str(reference).strip():
         raise InputError("similarity needs a non-empty reference text: pass reference='...'")
     if pooling not in ("mean", "cls"):
         raise InputError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
@@ -255,20 +300,39 @@ def _similarity(
         enc = _encode(tokenizer, texts, model)
         return pooled(_forward(model, enc).last_hidden_state, enc["attention_mask"], pooling)
 
-    key = ("similarity", reference, pooling)
-    ref = cache.get(key) if cache is not None else None
+    own = reference is None
+    key = ("similarity", text if own else reference, pooling)
+    ref = cache.get(key) if cache is not None and not own else None
     if ref is None:
-        ref = embed([reference])[0]
-        if cache is not None:
+        ref = embed([text if own else reference])[0]
+        if cache is not None and not own:
             cache[key] = ref
 
     def fn(texts: Sequence[str]) -> np.ndarray:
         return torch.nn.functional.cosine_similarity(embed(texts), ref[None], dim=-1).float().cpu().numpy()
 
-    def grad_target(out: Any) -> torch.Tensor:
+    def embedding(out: Any) -> torch.Tensor:
         hidden = out.last_hidden_state
-        mask = torch.ones(hidden.shape[:2], device=hidden.device)
-        return torch.nn.functional.cosine_similarity(pooled(hidden, mask, pooling)[0], ref, dim=0)
+        return pooled(hidden, torch.ones(hidden.shape[:2], device=hidden.device), pooling)[0]
+
+    def cosine(out: Any) -> torch.Tensor:
+        return torch.nn.functional.cosine_similarity(embedding(out), ref, dim=0)
+
+    def linear(out: Any) -> torch.Tensor:
+        # The same value with ‖e‖ held constant: linear in the pooled embedding, so relevance adds up to it.
+        e = embedding(out)
+        return e @ ref.to(e.dtype) / (e.norm().detach() * ref.norm().to(e.dtype))
+
+    # At the text itself the full cosine to its own embedding is at its maximum (1) and its gradient is
+    # zero; gradient methods then differentiate the linear form, whose gradient is r / (‖e‖ ‖r‖).
+    grad_target = GradientTarget(linear if own else cosine, relevance=linear)
+    weights: dict[str, np.ndarray] = {}
+
+    def rows() -> np.ndarray:
+        if "w" not in weights:  # one forward of the text, computed once per example
+            enc = _encode(tokenizer, [text], model)
+            weights["w"] = row_weights(_forward(model, enc).last_hidden_state[0], ref)
+        return weights["w"]
 
     return Target(
         task="similarity",
@@ -278,8 +342,9 @@ def _similarity(
         output_names=None,
         text=text,
         fn=fn,
-        label=f"similarity to {reference!r}",
-        meta={"reference": reference},
+        label="similarity to its own embedding" if own else f"similarity to {reference!r}",
+        meta={"reference": reference, "own_embedding": own},
+        row_weights=rows if pooling == "mean" else None,
     )
 
 

@@ -52,7 +52,7 @@ def test_run_equals_the_explainer_and_writes_records(setup, tmp_path: Path) -> N
     assert summary["explained"] == len(TEXTS) and summary["skipped"] == 0
     assert summary["examples_per_second"] > 0
     rows = _rows(tmp_path / "out")
-    explainer = AttentionExplainer(model, tok, method="rollout")
+    explainer = AttentionExplainer(model, tok, method="rollout", special_tokens=True)
     for i, text in enumerate(TEXTS):
         row = rows[f"t{i}"]
         expected = explainer(text)  # one text, its own forward: the batched run must agree
@@ -74,7 +74,7 @@ def test_gradient_method_goes_through_the_explainer(setup, tmp_path: Path) -> No
     ds.run_corpus(model, tok, src, tmp_path / "out", method="grad_attention", save_records=False, progress=False)
     rows = _rows(tmp_path / "out")
     assert set(rows) == {"1", "2"}  # ids default to the line numbers
-    expected = AttentionExplainer(model, tok, method="grad_attention")(TEXTS[1])
+    expected = AttentionExplainer(model, tok, method="grad_attention", special_tokens=True)(TEXTS[1])
     np.testing.assert_allclose(rows["2"]["scores"], expected.values[0], atol=1e-6)
     assert rows["2"]["record"] is None
 

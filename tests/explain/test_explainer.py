@@ -16,6 +16,7 @@ from helpers.models import bart_seq2seq, bert_head, gpt2_lm, minilm
 import attn_plugins as ap
 from attn_plugins.errors import InputError, UnsupportedModelError
 from attn_plugins.explain.targets import resolve, unwrap
+from attn_plugins.methods import get_method
 from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
 TEXTS = ["the movie was good", "a bad film and a very boring plot"]
@@ -34,7 +35,7 @@ def renders(expl) -> None:
 
 def test_classification_has_shaps_own_structure(classifier):
     model, tok = classifier
-    expl = ap.explain(model, tok, TEXTS, method="rollout")
+    expl = ap.explain(model, tok, TEXTS, method="rollout", special_tokens=True)
     # shap's own Partition explanation of the same target function (the predicted class's logit).
     spec = resolve(model, tok, TEXTS[0])
     own = shap.Explainer(spec.fn, shap.maskers.Text(tok), algorithm="partition")(TEXTS, max_evals=40)
@@ -56,13 +57,13 @@ def test_classification_has_shaps_own_structure(classifier):
 
 def test_explainer_object_is_reusable_and_names_the_class(classifier):
     model, tok = classifier
-    explainer = ap.AttentionExplainer(model, tok, method="raw", target=1, layers=0)
+    explainer = ap.AttentionExplainer(model, tok, method="raw", target=1, layers=0, special_tokens=True)
     one = explainer("a good film")
     assert one.shape == (1, 5)
     assert one.output_names == "LABEL_1"
     rec = ap.capture(model, tok, "a good film")
     np.testing.assert_allclose(one.values[0], ap.attribute(rec, "raw", position="first", layers=0), atol=1e-9)
-    mean = ap.explain(model, tok, "a good film", method="raw", position="mean", layers=0)
+    mean = ap.explain(model, tok, "a good film", method="raw", position="mean", layers=0, special_tokens=True)
     np.testing.assert_allclose(mean.values[0], ap.attribute(rec, "raw", position="mean", layers=0), atol=1e-9)
     same_length = explainer(["a good film", "a bad film"])
     assert same_length.shape == (2, 5)  # equal lengths give a regular array, as shap does
@@ -71,10 +72,10 @@ def test_explainer_object_is_reusable_and_names_the_class(classifier):
 
 def test_gradient_method_uses_the_explained_class(classifier):
     model, tok = classifier
-    expl = ap.explain(model, tok, TEXTS[:1], method="gae", target=2)
+    expl = ap.explain(model, tok, TEXTS[:1], method="gae", target=2, special_tokens=True)
     rec = ap.capture(model, tok, TEXTS[0], gradients=True, gradient_target=2)
     np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "gae", position="first"), atol=1e-9)
-    other = ap.explain(model, tok, TEXTS[:1], method="gae", target=0)
+    other = ap.explain(model, tok, TEXTS[:1], method="gae", target=0, special_tokens=True)
     assert not np.allclose(expl.values[0], other.values[0])  # the gradient depends on the class
 
 
@@ -82,11 +83,11 @@ def test_methods_needing_extra_captures_get_them(classifier):
     from attn_plugins.methods.alti import capture_alti
 
     model, tok = classifier
-    alti = ap.explain(model, tok, "a good film", method="alti")
+    alti = ap.explain(model, tok, "a good film", method="alti", special_tokens=True)
     np.testing.assert_allclose(
         alti.values[0], ap.attribute(capture_alti(model, tok, "a good film"), "alti", position="first"), atol=1e-9
     )
-    norm = ap.explain(model, tok, "a good film", method="norm", layers=None)
+    norm = ap.explain(model, tok, "a good film", method="norm", layers=None, special_tokens=True)
     rec = ap.capture(model, tok, "a good film", value_norms=True)
     np.testing.assert_allclose(norm.values[0], ap.attribute(rec, "norm", position="first", layers=None), atol=1e-9)
 
@@ -100,7 +101,7 @@ def test_bad_inputs_give_clear_errors(classifier):
     with pytest.raises(InputError, match="empty"):
         ap.explain(model, tok, [], method="raw")
     with pytest.raises(UnsupportedModelError, match="no task head"):
-        ap.explain(tiny_bert(), tok, "a good film", method="raw")
+        ap.explain(gpt2_lm()[0].transformer, tiny_tokenizer("gpt"), "a good film", method="raw")
     with pytest.raises(InputError, match="out of range"):
         ap.explain(model, tok, "a good film", method="raw", task="token_classification", token=40)
     with pytest.raises(InputError, match="unknown task"):
@@ -109,7 +110,7 @@ def test_bad_inputs_give_clear_errors(classifier):
 
 def test_token_classification_reads_the_explained_token():
     model, tok = bert_head("token"), tiny_tokenizer("bert")
-    expl = ap.explain(model, tok, ["the movie was good"], method="raw", token=2)
+    expl = ap.explain(model, tok, ["the movie was good"], method="raw", token=2, special_tokens=True)
     rec = ap.capture(model, tok, "the movie was good")
     np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "raw", position=2), atol=1e-9)
     spec = resolve(model, tok, "the movie was good", token=2)
@@ -122,7 +123,7 @@ def test_token_classification_reads_the_explained_token():
 def test_question_answering_explains_start_and_end():
     model, tok = bert_head("qa"), tiny_tokenizer("bert")
     pair = ("what is the capital", "paris is the capital of france")
-    expl = ap.explain(model, tok, [pair], method="rollout")
+    expl = ap.explain(model, tok, [pair], method="rollout", special_tokens=True)
     spec = resolve(model, tok, pair)
     start, end = spec.positions
     assert 0 <= start <= end
@@ -141,7 +142,13 @@ def test_sentence_similarity_on_the_packaged_minilm():
     expl = ap.explain(model, tok, ["a good film", "the plot was boring"], method="rollout", reference="a great movie")
     assert expl.output_names == "similarity to 'a great movie'"
     rec = ap.capture(model, tok, "a good film")
-    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "rollout", position="mean"), atol=1e-9)
+    # A mean-pooled target reads every row, each weighted by its share of the similarity (special tokens left out).
+    spec = resolve(model, tok, "a good film", reference="a great movie")
+    weights = spec.row_weights()
+    assert weights.sum() == pytest.approx(float(spec.fn(["a good film"])[0]), abs=1e-5)  # Σ w_i = f
+    full = ap.attribute(rec, "rollout", position=weights)
+    np.testing.assert_allclose(expl.values[0], full[1:-1], atol=1e-9)
+    np.testing.assert_allclose(full, weights @ ap.attribute(rec, "rollout", position="all"), atol=1e-12)
     spec = resolve(model, tok, "a good film", reference="a great movie")
     sim = spec.fn(["a great movie", "a good film"])
     assert sim[0] == pytest.approx(1.0, abs=1e-5) and -1 <= sim[1] < 1
@@ -164,7 +171,7 @@ def test_a_sentence_transformers_model_is_explained_with_its_own_pooling():
     assert spec.fn(["a good film"])[0] == pytest.approx(
         cosine, abs=1e-5
     )  # the same target sentence-transformers computes
-    assert expl.values[0].shape == (5,)
+    assert expl.values[0].shape == (3,)  # a good film: [CLS] and [SEP] are left out
 
 
 def test_causal_generation_in_shaps_text_to_text_form():
@@ -191,7 +198,9 @@ def test_causal_generation_in_shaps_text_to_text_form():
 
 def test_seq2seq_generation_explains_source_tokens_by_cross_attention():
     model, tok = bart_seq2seq()
-    expl = ap.explain(model, tok, ["the movie was good", "a bad film"], method="gae", max_new_tokens=3)
+    expl = ap.explain(
+        model, tok, ["the movie was good", "a bad film"], method="gae", max_new_tokens=3, special_tokens=True
+    )
     spec = resolve(model, tok, "a bad film", max_new_tokens=3)
     assert spec.kind == "cross"
     n_src = spec.inputs["input_ids"].shape[1]
@@ -202,7 +211,7 @@ def test_seq2seq_generation_explains_source_tokens_by_cross_attention():
     rec = ap.capture(model, tok, inputs=spec.inputs, gradients=True, gradient_target=spec.gradient_targets[-1])
     np.testing.assert_allclose(expl.values[1][:, -1], ap.attribute(rec, "gae", position=col), atol=1e-9)
     assert "outputs" in shap.plots.text(expl[1], display=False)
-    raw = ap.explain(model, tok, ["a bad film"], method="raw", max_new_tokens=3)
+    raw = ap.explain(model, tok, ["a bad film"], method="raw", max_new_tokens=3, special_tokens=True)
     np.testing.assert_allclose(raw.values[0].sum(0), 1.0, atol=1e-5)  # cross-attention rows sum to 1
 
 
@@ -227,3 +236,49 @@ def test_the_explainer_captures_what_a_method_declares_it_reads():
     expl = ap.explain(model, tok, "the movie was good", method=ValueNorm())
     assert seen["values"][:2] == (model.config.num_hidden_layers, model.config.num_attention_heads)
     assert expl.values.shape == (1, len(expl.data[0]))
+
+
+def test_special_tokens_are_left_out_unless_asked(classifier):
+    model, tok = classifier
+    rec = ap.capture(model, tok, TEXTS[0], gradients=True, gradient_target=0)
+    full = ap.attribute(rec, "gae", position="first")
+    assert full[0] > 0.5 and full[0] > 2 * full[1:-1].max()  # [CLS] dominates a gae row
+    expl = ap.explain(model, tok, TEXTS[0], method="gae", target=0)
+    np.testing.assert_allclose(expl.values[0], full[1:-1], atol=1e-9)
+    assert [str(t).strip() for t in expl.data[0]] == TEXTS[0].split()
+    kept = ap.explain(model, tok, TEXTS[0], method="gae", target=0, special_tokens=True)
+    np.testing.assert_allclose(kept.values[0], full, atol=1e-9)
+    renders(expl)
+
+
+def test_a_sentence_embedding_model_explains_its_own_embedding():
+    model, tok = minilm()
+    text = "a good film with a great plot"
+    spec = resolve(model, tok, text)
+    assert spec.task == "similarity" and spec.meta["own_embedding"] is True
+    values = spec.fn([text, "a good [MASK] with a great [MASK]"])
+    assert values[0] == pytest.approx(1.0, abs=1e-5) and values[1] < 0.99
+    expl = ap.explain(model, tok, text, method="attnlrp")
+    assert expl.output_names == "similarity to its own embedding"
+    rec = get_method("attnlrp").capture(model, tok, text, gradient_target=spec.gradient_targets[0])
+    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "attnlrp")[1:-1], atol=1e-6)
+    assert rec.meta["attnlrp"]["explained_value"] == pytest.approx(1.0, abs=1e-5)
+    # At the text itself the full cosine is at its maximum: gradient methods differentiate its linear form.
+    out = model(**tok(text, return_tensors="pt"))
+    target = spec.gradient_targets[0]
+    assert float(target(out)) == pytest.approx(1.0, abs=1e-5)
+    g = ap.explain(model, tok, text, method="grad_attention")
+    assert np.abs(g.values[0]).max() > 1e-4
+    # a tiny BERT encoder without a head is explained the same way, instead of being refused
+    small = ap.explain(tiny_bert(), tiny_tokenizer("bert"), "a good film", method="rollout")
+    assert small.values.shape == (1, 3)
+
+
+def test_relevance_methods_explain_the_targets_output(classifier):
+    model, tok = classifier
+    expl = ap.explain(model, tok, TEXTS[1], method="cplrp", target=2)
+    rec = get_method("cplrp").capture(model, tok, TEXTS[1], gradient_target=2)
+    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "cplrp")[1:-1], atol=1e-9)
+    explainer = ap.AttentionExplainer(model, tok, method="attnlrp")
+    explainer(TEXTS[0])
+    assert explainer.forward_passes == 1
