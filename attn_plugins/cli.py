@@ -207,6 +207,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         reference=args.reference,
         truncation=args.truncate,
         shap_evals=args.shap_evals,
+        faithful_reference=args.faithful_reference,
     )
     page.save(args.output)
     print(f"wrote {args.output}: {len(page.records)} text(s), methods {', '.join(methods)}")
@@ -304,6 +305,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model_name=display_name(name),
         reference=args.reference,
         shap_evals=args.shap_evals,
+        faithful_reference=args.faithful_reference,
     )
     page.save(args.output)
     record = page.records[0]
@@ -333,20 +335,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
         max_evals=args.max_evals,
         top_k=args.top_k,
         task=args.task,
+        reference=args.faithful_reference,
     )
     print(result.to_json() if args.json else str(result))
     return 0
 
 
-BENCHMARKS = ("planted", "align", "capture", "memory", "cost")
+BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "faithful")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run one of the packaged benchmarks and print its JSON."""
     import importlib
+    import inspect
 
     module = importlib.import_module(f"attn_plugins.bench.{args.name}")
-    result = module.run(quick=args.quick, seed=args.seed)
+    options = {"quick": args.quick, "seed": args.seed}
+    if args.recompute:
+        if "recompute" not in inspect.signature(module.run).parameters:
+            raise CliError(f"--recompute: the {args.name} benchmark caches nothing to recompute")
+        options["recompute"] = True
+    result = module.run(**options)
     print(json.dumps(result, indent=None if args.json else 2, default=float))
     return 0
 
@@ -371,6 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
             help="local path or hub id of a transformers model (default: the packaged all-MiniLM-L6-v2)",
         )
 
+    def faithful_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--faithful-reference",
+            choices=("auto", "exact", "shap"),
+            default="auto",
+            help="what methods are checked against: exact Shapley values when the text is short enough (auto, "
+            "the default), always exact, or shap's Partition estimate",
+        )
+
     p = sub.add_parser("plugins", help="list registered adapters, methods, views and metrics")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
@@ -393,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
     p.add_argument("--quick", action="store_true", help="a small, fast configuration (smoke test)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--recompute", action="store_true", help="faithful: recompute the cached exact Shapley values and write them"
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("explain", help="explain texts with attention methods: a standalone HTML report")
@@ -410,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shap-evals", type=int, default=500, help="shap's budget per text for the faithful reference (0: skip it)"
     )
+    faithful_arg(p)
     p.add_argument("--input", help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run')
     p.add_argument("--out", help="results directory of a corpus run (resumable)")
     p.add_argument("--batch-size", type=int, default=8, help="texts per batch in a corpus run")
@@ -428,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-evals", type=int, help="shap's budget of model evaluations per text (default 500)")
     p.add_argument("--top-k", type=int, help="size of the top-k overlap (default 3)")
+    p.add_argument(
+        "--faithful-reference",
+        choices=("shap", "exact", "auto"),
+        default="shap",
+        help="compare with shap's Partition estimate (default), exact Shapley values, or exact when short enough",
+    )
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_compare)
 
@@ -447,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", default=DEMO_TEXT)
     p.add_argument("--reference", default=DEMO_REFERENCE, help="the sentence whose similarity is explained")
     p.add_argument("--shap-evals", type=int, default=500, help="shap's budget for the faithful reference (0: skip it)")
+    faithful_arg(p)
     p.add_argument("-o", "--output", default="attn-demo.html", help="HTML file to write")
     p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
     model_arg(p)

@@ -198,22 +198,14 @@ Scorer = Callable[[Example, int], np.ndarray]
 
 
 def capture_for(method: Any, model: Any, tokenizer: Any, text: str, target: int) -> Any:
-    """Capture a record holding what ``method`` requires (gradients for the target, value norms, ALTI)."""
-    import attn_plugins as ap
+    """A record holding what ``method`` reads for the ``target`` class: the method's own capture (see Method.capture)."""
+    from ..methods.base import Method
 
-    requires = set(getattr(method, "requires", ()))
-    if "extras:alti" in requires:
-        from ..methods.alti import capture_alti
-
-        return capture_alti(model, tokenizer, text)
-    opts: dict[str, Any] = {}
-    if "gradients" in requires:
-        opts.update(gradients=True, gradient_target=target)
-    if "value_norms" in requires:
-        opts["value_norms"] = True
-    if "values" in requires:
-        opts["values"] = True
-    return ap.capture(model, tokenizer, text, **opts)
+    if not isinstance(method, Method):  # a plain callable plugin: the base capture of what it requires
+        base = Method()
+        base.requires = tuple(getattr(method, "requires", ()))
+        method = base
+    return method.capture(model, tokenizer, text, gradient_target=target)
 
 
 def method_scorer(name: str, model: Any, tokenizer: Any) -> Scorer:

@@ -1,14 +1,23 @@
-"""ap.compare: attention methods against shap's own Partition explainer on the same target function.
+"""ap.compare: attention methods against Shapley values of the same target function.
 
-For every text, shap's ``Partition`` explainer with a ``Text`` masker explains the target (the predicted or
-given class's logit, a token's class logit, or the cosine similarity to a reference sentence), and each
-method's scores are compared with it over the non-special tokens: Spearman's rho, Kendall's tau and top-k
-overlap, with the cost of each (wall time, forward passes).
+For every text, a faithful reference explains the target (the predicted or given class's logit, a
+token's class logit, or the cosine similarity to a reference sentence), and each method's scores are
+compared with it over the non-special tokens: Spearman's rho, Kendall's tau and top-k overlap, with the
+cost of each (wall time, forward passes). The reference is one of
+
+* ``"shap"``: shap's ``Partition`` explainer with a ``Text`` masker at ``max_evals`` evaluations (an
+  estimate of Owen values over shap's token hierarchy);
+* ``"exact"``: exact Shapley values, every coalition of the maskable tokens evaluated with the same
+  ``Text`` masker (2^p evaluations; texts with more than ``exact_max`` maskable tokens fall back to
+  ``"shap"`` with a warning naming the text);
+* ``"auto"``: exact values when the text is short enough, else shap's Partition explainer; each text's
+  detail says which was used and why.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +30,13 @@ from ..methods.base import Method
 from ..metrics.agreement import kendall, spearman, top_k_overlap
 from ..results import Result, plain
 from .explainer import AttentionExplainer, as_batch
+from .maskers import exact_shapley, maskable_positions
 from .targets import Target
 
 DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae")
+REFERENCES = ("shap", "exact", "auto")
+# Exact values over 10 maskable tokens take 2^10 = 1024 evaluations, about twice shap's default budget.
+EXACT_MAX = 10
 
 
 def agreement(scores: np.ndarray, reference: np.ndarray, k: int) -> dict[str, float]:
@@ -66,11 +79,21 @@ class CompareResult(Result):
     reference_cost: dict[str, float] = field(default_factory=dict)
     details: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def reference_used(self) -> str:
+        """What the methods were compared with: exact values, shap's estimate, or each for some texts."""
+        used = [d.get("reference", "shap") for d in self.details]
+        names = {u: reference_name(u, self.max_evals) for u in used}
+        if len(names) == 1:
+            return next(iter(names.values()))
+        return " / ".join(f"{name} ({used.count(u)} texts)" for u, name in names.items())
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data (NaN as None) for JSON."""
         return plain(
             {
                 "reference": self.reference,
+                "reference_used": self.reference_used,
                 "task": self.task,
                 "target": self.target,
                 "n_texts": len(self.texts),
@@ -100,7 +123,7 @@ class CompareResult(Result):
         cost = self.reference_cost
         out.append(
             {
-                "method": self.reference,
+                "method": self.reference_used,
                 "spearman": None,
                 "kendall": None,
                 f"top-{self.top_k}": None,
@@ -113,11 +136,11 @@ class CompareResult(Result):
 
     def __str__(self) -> str:
         title = (
-            f"agreement with {self.reference} ({self.task}{', ' + self.target if self.target else ''}; "
-            f"{len(self.texts)} texts, max_evals={self.max_evals}, "
-            f"{self.reference_cost.get('evaluations_per_text', 0):.0f} masked inputs/text)"
+            f"agreement with {self.reference_used} ({self.task}{', ' + self.target if self.target else ''}; "
+            f"{len(self.texts)} texts, {self.reference_cost.get('evaluations_per_text', 0):.0f} masked inputs/text)"
         )
-        return title + "\n" + super().__str__()
+        notes = [d["reference_note"] for d in self.details if d.get("reference_note")]
+        return title + "\n" + super().__str__() + "".join("\nnote: " + n for n in notes)
 
 
 def _special_mask(explainer: AttentionExplainer, spec: Target, n: int) -> np.ndarray:
@@ -127,6 +150,35 @@ def _special_mask(explainer: AttentionExplainer, spec: Target, n: int) -> np.nda
     if len(mask) != n:
         raise InputError("the tokenizer's special-token mask does not match the explained tokens")
     return np.asarray(mask, dtype=bool)
+
+
+def reference_name(used: str, max_evals: int) -> str:
+    """How a reference is named in results and reports."""
+    return "exact Shapley values" if used == "exact" else f"shap Partition ({max_evals} evaluations)"
+
+
+def reference_values(
+    fn: Any, tokenizer: Any, text: str, reference: str, max_evals: int, exact_max: int = EXACT_MAX
+) -> tuple[np.ndarray, list[str], str, str | None]:
+    """(values over the tokens, token strings, ``"exact"`` or ``"shap"``, a note when exact values were not affordable).
+
+    Both mask with shap's ``Text`` masker, so the values explain the same function of the same inputs.
+    """
+    masker = shap.maskers.Text(tokenizer)
+    players, _ = maskable_positions(masker, text)
+    segments, _ = masker.token_segments(text)
+    tokens = [str(t) for t in segments]
+    if reference != "shap" and 0 < len(players) <= exact_max:
+        return exact_shapley(fn, masker, text), tokens, "exact", None
+    note = None
+    if reference != "shap":
+        note = (
+            f"{text[:40]!r}{'...' if len(text) > 40 else ''} has {len(players)} maskable tokens: exact Shapley values "
+            f"would take 2^{len(players)} = {2 ** len(players)} evaluations (the limit is {exact_max} tokens, "
+            f"{2**exact_max}); the reference is shap's Partition explainer at {max_evals} evaluations instead"
+        )
+    expl = shap.Explainer(fn, masker, algorithm="partition")([text], max_evals=max_evals, silent=True)
+    return np.asarray(expl.values[0], float), [str(t) for t in expl.data[0]], "shap", note
 
 
 def _warm_up(explainer: AttentionExplainer, text: str) -> None:
@@ -152,15 +204,21 @@ def compare(
     task: str | None = None,
     token: int | None = None,
     method_options: dict[str, dict[str, Any]] | None = None,
+    exact_max: int = EXACT_MAX,
 ) -> CompareResult:
-    """Compare attention ``methods`` with shap's Partition explainer on the same target.
+    """Compare attention ``methods`` with a faithful ``reference`` (see the module docstring) on the same target.
 
     ``target`` is a class index, a reference sentence (similarity of sentence embeddings), or None for
     the predicted class. ``max_evals`` is shap's budget per text (default 500), ``top_k`` the overlap
-    size (default 3).
+    size (default 3), ``exact_max`` the most maskable tokens exact values are computed for.
     """
-    if reference != "shap":
-        raise InputError(f"reference must be 'shap' (shap's Partition explainer with a Text masker), not {reference!r}")
+    if reference not in REFERENCES:
+        raise InputError(
+            f"reference must be one of {', '.join(map(repr, REFERENCES))} (shap's Partition explainer, exact "
+            f"Shapley values, or exact when short enough), not {reference!r}"
+        )
+    if not isinstance(exact_max, int) or not 1 <= exact_max <= 14:
+        raise InputError(f"exact_max must be an integer from 1 to 14 (2^14 evaluations), got {exact_max!r}")
     examples = as_batch(texts)
     if not all(isinstance(t, str) for t in examples):
         raise InputError("compare explains plain texts (shap's Text masker cannot mask QA pairs)")
@@ -203,17 +261,19 @@ def compare(
             )
         fn = CountingFunction(spec.fn)
         start = time.perf_counter()
-        shap_expl = shap.Explainer(fn, shap.maskers.Text(probe.tokenizer), algorithm="partition")(
-            [text], max_evals=max_evals, silent=True
-        )
+        ref_values, tokens, used, note = reference_values(fn, probe.tokenizer, text, reference, max_evals, exact_max)
+        if note and reference == "exact":
+            warnings.warn(note, UserWarning, stacklevel=2)
         ref_seconds += time.perf_counter() - start
         ref_calls, ref_rows = ref_calls + fn.calls, ref_rows + fn.rows
-        ref_values = np.asarray(shap_expl.values[0], float)
         keep = ~_special_mask(probe, spec, len(ref_values))
         detail = {
             "text": text,
-            "tokens": [str(t) for t in shap_expl.data[0]],
-            "shap": ref_values.tolist(),
+            "tokens": tokens,
+            "shap": ref_values.tolist(),  # the reference's values (Shapley values: exact, or shap's estimate)
+            "reference": used,
+            "reference_note": note,
+            "evaluations": fn.rows,
             "methods": {},
         }
         for name, explainer in explainers.items():
@@ -257,7 +317,7 @@ def compare(
             }
         )
     return CompareResult(
-        reference="shap",
+        reference=reference,
         task=task_name or "",
         target=(f"similarity to {sentence!r}" if sentence else None if target is None else f"class {target}"),
         texts=examples,

@@ -70,10 +70,10 @@ class AttentionExplainer:
     explanation. Other keyword options go to the method.
 
     Query rows of a mean-pooled similarity: the pooling reads every row of the last layer, so by default
-    rows are weighted by their share of the similarity, w_i = h_i · ∂f/∂h_i
-    (:func:`~attn_plugins.explain.targets.row_weights`, one forward per text) for methods that read
-    attention rows without a gradient of the target; measured on exact Shapley values
-    (docs/faithfulness.md), this beats the mean row for each of them.
+    each method's rows are read as the method declares (:attr:`Method.pooled_rows`): weighted by their
+    share of the similarity, w_i = h_i · ∂f/∂h_i (:func:`~attn_plugins.explain.targets.row_weights`, one
+    forward per text), unless measurement says otherwise; on exact Shapley values (docs/faithfulness.md)
+    the weighted rows beat the mean row for every attention method but the signed ``grad_attention``.
     """
 
     def __init__(
@@ -138,19 +138,15 @@ class AttentionExplainer:
         record.meta.update({k: v for k, v in spec.meta.items() if k == "prompt_length"})
         return record
 
-    def uses_row_weights(self, spec: Target) -> bool:
-        """Whether this explainer reads ``spec``'s rows weighted by :attr:`Target.row_weights` (see the class)."""
-        if self.position is not None or spec.row_weights is None:
-            return False
-        requires = tuple(getattr(self.method, "requires", ()))
-        return not getattr(self.method, "explains_target", False) and "gradients" not in requires
-
     def positions(self, spec: Target) -> list[Any]:
-        """The query position of each explained output: the spec's, or its row weights (see the class)."""
-        if self.uses_row_weights(spec):
+        """The query position of each explained output: the spec's, or the method's reading of pooled rows."""
+        if self.position is not None or spec.row_weights is None or getattr(self.method, "explains_target", False):
+            return list(spec.positions)
+        rows = default_rows(self.method)
+        if rows == "weighted":
             self.forward_passes += 1  # the forward that gives the last hidden states
             return [np.asarray(spec.row_weights(), dtype=np.float64)]
-        return list(spec.positions)
+        return [rows]
 
     def scores(self, spec: Target) -> tuple[np.ndarray, AttentionRecord]:
         """Method scores [keys] (one output) or [keys, outputs] and the (last) record they came from."""
@@ -236,6 +232,17 @@ class AttentionExplainer:
 
     def __repr__(self) -> str:
         return f"AttentionExplainer(method={self.method_name!r}, task={self.task!r})"
+
+
+def default_rows(method: Any) -> str:
+    """How the explainer reads ``method``'s query rows for a mean-pooled target: ``"weighted"``, ``"mean"`` or ``"first"``."""
+    method = get_method(method) if isinstance(method, str) else method
+    rows = getattr(method, "pooled_rows", "weighted")
+    if rows not in ("weighted", "mean", "first"):
+        raise InputError(
+            f"method {getattr(method, 'name', method)!r}: pooled_rows must be weighted, mean or first, not {rows!r}"
+        )
+    return rows
 
 
 def explain(

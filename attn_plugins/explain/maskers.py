@@ -155,27 +155,30 @@ class AttentionMasker(shap.maskers.Text):
         return embed_tree(tree, players, n)
 
 
-def exact_shapley(
-    fn: Callable[[Sequence[str]], np.ndarray], masker: shap.maskers.Text, s: str, batch: int = 256
-) -> np.ndarray:
-    """Exact Shapley values [N] of a scalar ``fn`` over the tokens of ``s``, masking as ``masker`` does.
+def coalition_strings(masker: shap.maskers.Text, s: str) -> tuple[np.ndarray, list[str]]:
+    """The masker's players of ``s`` and the string it builds for every coalition of them.
 
-    Every coalition of the maskable tokens is evaluated (2^p inputs), so keep texts short (p <= 14).
-    Tokens the masker never masks get 0.
+    Coalition ``c`` (0 .. 2^p - 1) keeps player ``j`` when bit ``j`` of ``c`` is set; the strings are
+    exactly what shap's explainers pass to the model function (the mask token written in place of each
+    masked token, special tokens kept).
     """
     segments, _ = masker.token_segments(s)
     n = len(segments)
     players, _ = maskable_positions(masker, s)
     p = len(players)
-    if p > 14:
-        raise InputError(f"exact Shapley values over {p} tokens need 2^{p} evaluations; use a shorter text")
     coalitions = (np.arange(2**p)[:, None] >> np.arange(p)[None, :]) & 1  # [2^p, p] bit patterns
     masks = np.ones((2**p, n), dtype=bool)
     masks[:, players] = coalitions.astype(bool)
-    texts = [masker(m, s)[0][0] for m in masks]
-    values = np.concatenate(
-        [np.asarray(fn(texts[i : i + batch]), float).reshape(-1) for i in range(0, len(texts), batch)]
-    )
+    return players, [masker(m, s)[0][0] for m in masks]
+
+
+def shapley_values(values: np.ndarray, players: np.ndarray, n: int) -> np.ndarray:
+    """Exact Shapley values [n] from the values of every coalition (index = bit pattern); non-players get 0."""
+    p = len(players)
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (2**p,):
+        raise InputError(f"exact Shapley values over {p} players need 2^{p} coalition values, got {values.shape}")
+    coalitions = (np.arange(2**p)[:, None] >> np.arange(p)[None, :]) & 1
     # φ_i = Σ_S |S|!(p-|S|-1)!/p! · (v(S ∪ {i}) - v(S)) over coalitions S without i
     size = coalitions.sum(1)
     weight = np.array([math.factorial(k) * math.factorial(p - k - 1) / math.factorial(p) for k in range(p)])
@@ -185,3 +188,44 @@ def exact_shapley(
         without = index[coalitions[:, j] == 0]
         phi[players[j]] = np.sum(weight[size[without]] * (values[without | (1 << j)] - values[without]))
     return phi
+
+
+def coalition_values(
+    fn: Callable[[Sequence[str]], np.ndarray],
+    masker: shap.maskers.Text,
+    s: str,
+    batch: int = 256,
+    max_players: int = 14,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(players, values [2^p]): a scalar ``fn`` on every coalition of the maskable tokens of ``s``, masked as ``masker`` does."""
+    players, texts = _checked_strings(masker, s, max_players)
+    values = np.concatenate(
+        [np.asarray(fn(texts[i : i + batch]), float).reshape(-1) for i in range(0, len(texts), batch)]
+    )
+    return players, values
+
+
+def _checked_strings(masker: shap.maskers.Text, s: str, max_players: int) -> tuple[np.ndarray, list[str]]:
+    players, _ = maskable_positions(masker, s)
+    p = len(players)
+    if p == 0:
+        raise InputError("the text has no maskable tokens to explain")
+    if p > max_players:
+        raise InputError(
+            f"exact Shapley values over {p} tokens need 2^{p} evaluations; at most {max_players} tokens "
+            f"(2^{max_players}) are allowed: use a shorter text or shap's Partition explainer"
+        )
+    return coalition_strings(masker, s)
+
+
+def exact_shapley(
+    fn: Callable[[Sequence[str]], np.ndarray], masker: shap.maskers.Text, s: str, batch: int = 256
+) -> np.ndarray:
+    """Exact Shapley values [N] of a scalar ``fn`` over the tokens of ``s``, masking as ``masker`` does.
+
+    Every coalition of the maskable tokens is evaluated (2^p inputs), so keep texts short (p <= 14).
+    Tokens the masker never masks get 0.
+    """
+    segments, _ = masker.token_segments(s)
+    players, values = coalition_values(fn, masker, s, batch)
+    return shapley_values(values, players, len(segments))

@@ -1,12 +1,16 @@
-"""ap.report: the standalone HTML report of a text, with every method checked against shap.
+"""ap.report: the standalone HTML report of a text, with every method checked against Shapley values.
 
 The page the command line's ``explain`` and ``demo`` write: the text, the model's output, each method's
-highlighting next to shap's values, a "can this view be trusted?" section, the head, model and neuron
-views and a per-head summary.
+highlighting next to the reference's Shapley values, a "can this view be trusted?" section that ranks
+the methods against them and says which to read, the head, model and neuron views and a per-head summary.
+The reference is the best one the text affords: exact Shapley values when it has at most ``exact_max``
+maskable tokens, else shap's Partition estimate, whose own error (measured against exact values by
+``attn-plugins bench faithful``) the page states.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,13 +21,34 @@ from ..capture import capture
 from ..errors import InputError
 from ..views.report import Report
 from ..views.report import report as report_view
-from .compare import compare
+from .compare import EXACT_MAX, compare
 from .explainer import AttentionExplainer
 
 # The methods a report shows when none are named.
-DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti")
+DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti", "attnlrp", "cplrp_mask")
 
-SHAP_ROW = "shap (reference)"
+SHAP_ROW = "Shapley values (reference)"
+# Written by benchmarks/faithful_table.py from benchmarks/results/faithful.json (a test keeps them equal).
+REFERENCE_ACCURACY = "reference_accuracy.json"
+
+
+def reference_error(max_evals: int) -> str | None:
+    """shap Partition's measured agreement with exact Shapley values at ``max_evals`` evaluations, as a sentence."""
+    from importlib import resources
+
+    try:
+        data = json.loads(resources.files("attn_plugins.explain").joinpath(REFERENCE_ACCURACY).read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    entry = data["partition"].get(str(max_evals))
+    if entry is None:
+        measured = ", ".join(data["partition"])
+        return f"its error at {max_evals} evaluations was not measured (the benchmark measured {measured})"
+    rho = entry["spearman"]
+    return (
+        f"measured against exact values on {data['source']}, its Spearman is {rho['mean']:.2f} "
+        f"[{rho['ci95'][0]:.2f}, {rho['ci95'][1]:.2f}] at {max_evals} evaluations"
+    )
 
 
 def report(
@@ -38,13 +63,18 @@ def report(
     reference: str | None = None,
     truncation: bool = False,
     shap_evals: int = 500,
+    faithful_reference: str = "auto",
+    exact_max: int = EXACT_MAX,
 ) -> Report:
-    """The standalone HTML report of ``texts``: each method's highlighting beside shap's values, the views.
+    """The standalone HTML report of ``texts``: each method's highlighting beside Shapley values, the views.
 
     Each text is captured, scored with every method in ``methods`` (default :data:`DEFAULT_METHODS`) and,
-    with ``shap_evals > 0`` and a task shap can mask, with shap's Partition explainer on the same target,
-    which the report's "can this view be trusted?" section checks every method against; ``shap_evals=0``
-    skips it. The page's ``records`` are the captured records. ``attn-plugins explain`` writes this page.
+    with ``shap_evals > 0`` and a task shap can mask, with a faithful reference on the same target, which
+    the report's "can this view be trusted?" section ranks every method against: ``faithful_reference``
+    ``"auto"`` (exact Shapley values when the text has at most ``exact_max`` maskable tokens, else shap's
+    Partition explainer at ``shap_evals`` evaluations), ``"exact"`` or ``"shap"`` (see :func:`ap.compare`);
+    ``shap_evals=0`` skips it. The page's ``records`` are the captured records. ``attn-plugins explain``
+    writes this page.
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
@@ -58,8 +88,11 @@ def report(
         f"{s.label}: {float(s.fn([t])[0]):.3f}" if s.task == "similarity" else None for s, t in zip(specs, texts)
     ]
     use_shap = shap_evals > 0 and all(s.fn is not None for s in specs)
+    notes: list[str | None] = [None] * len(texts)
     if use_shap:
-        rows = _scores_with_shap(model, tokenizer, texts, methods, task, target, reference, shap_evals)
+        rows, notes = _scores_with_shap(
+            model, tokenizer, texts, methods, task, target, reference, shap_evals, faithful_reference, exact_max
+        )
     else:
         rows = _scores(model, tokenizer, texts, methods, task, target, reference)
     for name, per_text in rows.items():
@@ -69,9 +102,13 @@ def report(
     ref = SHAP_ROW if use_shap else None
     if len(records) == 1:
         single = {m: np.asarray(v[0], dtype=float) for m, v in rows.items()}
-        page = report_view(records[0], single, model_name=model_name, output_summary=outputs[0], reference=ref)
+        page = report_view(
+            records[0], single, model_name=model_name, output_summary=outputs[0], reference=ref, reference_note=notes[0]
+        )
     else:
-        page = report_view(records, rows, model_name=model_name, output_summary=outputs, reference=ref)
+        page = report_view(
+            records, rows, model_name=model_name, output_summary=outputs, reference=ref, reference_note=notes
+        )
     return page
 
 
@@ -82,7 +119,9 @@ def _scores(
 
     rows: dict[str, list[Any]] = {}
     for method in progress(methods, "methods"):
-        explainer = AttentionExplainer(model, tokenizer, method=method, task=task, target=target, reference=reference)
+        explainer = AttentionExplainer(
+            model, tokenizer, method=method, task=task, target=target, reference=reference, special_tokens=True
+        )
         explanation = explainer(list(texts))
         values = [np.asarray(v, dtype=float) for v in explanation.values]
         rows[method] = [v.mean(-1) if v.ndim == 2 else v for v in values]
@@ -98,8 +137,10 @@ def _scores_with_shap(
     target: Any,
     reference: Any,
     shap_evals: int,
-) -> dict[str, list[Any]]:
-    """Per-method and shap token scores from one ap.compare run (each method is computed once)."""
+    faithful_reference: str,
+    exact_max: int,
+) -> tuple[dict[str, list[Any]], list[str]]:
+    """Per-method and reference token scores from one ap.compare run, and a sentence per text on the reference."""
 
     result = compare(
         model,
@@ -109,13 +150,31 @@ def _scores_with_shap(
         target=reference if reference is not None else target,
         max_evals=shap_evals,
         task=task,
+        reference=faithful_reference,
+        exact_max=exact_max,
     )
     failed = [row for row in result.methods if row.get("error")]
     if failed:
         raise InputError(f"method {failed[0]['method']} failed: {failed[0]['error']}")
     rows = {m: [d["methods"][m] for d in result.details] for m in methods}
     rows[SHAP_ROW] = [d["shap"] for d in result.details]
-    return rows
+    return rows, [reference_sentence(d, shap_evals) for d in result.details]
+
+
+def reference_sentence(detail: dict[str, Any], max_evals: int) -> str:
+    """Which reference one text was checked against, and how good that reference is."""
+    n = detail["evaluations"]
+    if detail["reference"] == "exact":
+        return (
+            f"Reference: exact Shapley values of the explained output, every coalition of the maskable tokens "
+            f"evaluated ({n} masked inputs, shap's Text masker)."
+        )
+    why = f" {detail['reference_note']}." if detail.get("reference_note") else ""
+    error = reference_error(max_evals)
+    return (
+        f"Reference: shap's Partition explainer at {max_evals} evaluations ({n} masked inputs), an estimate.{why}"
+        + (f" Its own error: {error}." if error else "")
+    )
 
 
 def progress(items: Sequence[Any], what: str) -> Any:

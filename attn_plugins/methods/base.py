@@ -61,6 +61,10 @@ class Method:
     # True when the scores explain the gradient target given to capture() (one capture per explained
     # output) rather than query rows of the attention.
     explains_target: bool = False
+    # How an explainer reads the query rows for a target that pools every row (a mean-pooled sentence
+    # embedding): "weighted" (each row by its share of the output, explain.targets.row_weights), "mean"
+    # or "first". The defaults come from the faithfulness benchmark (docs/faithfulness.md).
+    pooled_rows: str = "weighted"
 
     # ------------------------------------------------------------------ the call
     def __call__(

@@ -88,29 +88,61 @@ def _header(record: AttentionRecord, model_name: str | None, output: str | None)
     return Fragment("".join(parts), height=200)
 
 
-def trust_section(record: AttentionRecord, scores: Mapping[str, Any], reference: str | None) -> Fragment:
-    """When attention misleads: sink and diffuse heads, and each method's disagreement with the reference."""
+def trust_section(
+    record: AttentionRecord, scores: Mapping[str, Any], reference: str | None, note: str | None = None
+) -> Fragment:
+    """When attention misleads: sink and diffuse heads; the methods ranked by agreement with the reference.
+
+    ``note`` says what the reference is (exact Shapley values, or an estimate and its own error). The
+    method that agrees best with it on this text is named as the one to read, unless none agrees.
+    """
     items = []  # (class, text): attn-warn for head diagnostics, attn-flag / attn-ok for agreement
     for kind in record.kinds:
         label = f"{kind} attention: " if len(record.kinds) > 1 else ""
         items += [("attn-warn", label + w) for w in diagnose(record, kind).warnings]
     if reference is not None:
+        if note:
+            items.append(("attn-ref", note))
         ref = np.asarray(scores[reference], dtype=float)
         special = record.special_tokens_mask
         protected = np.asarray(special, dtype=bool) if special is not None and len(special) == len(ref) else None
+        ranked, failed = [], []
         for name, values in scores.items():
             if name == reference:
                 continue
             try:
                 d = disagreement(values, ref, protected=protected, view_name=name, reference_name=reference)
             except InputError as exc:  # e.g. constant scores have no ranking to compare
-                items.append(("attn-warn", f"{name} cannot be compared with {reference}: {exc}"))
+                failed.append(("attn-warn", f"{name} cannot be compared with {reference}: {exc}"))
                 continue
-            items.append(("attn-flag" if d.flagged else "attn-ok", d.message))
+            ranked.append((name, d))
+        ranked.sort(key=lambda item: -item[1].spearman)
+        if ranked:
+            best, d = ranked[0]
+            order = ", ".join(f"{n} {x.spearman:.2f}" for n, x in ranked)
+            if d.flagged:
+                items.append(
+                    (
+                        "attn-flag",
+                        f"No method agrees with {reference} on this text (best: {best}, Spearman {d.spearman:.2f}); "
+                        f"read the reference itself. Ranking by Spearman: {order}",
+                    )
+                )
+            else:
+                items.append(
+                    (
+                        "attn-ok attn-best",
+                        f"Read {best}: of the {len(ranked)} methods it agrees best with {reference} on this text "
+                        f"(Spearman {d.spearman:.2f}, top-{d.k} overlap {d.top_k_overlap:.0%}). Ranking by Spearman: {order}",
+                    )
+                )
+        items += [("attn-flag" if d.flagged else "attn-ok", d.message) for _, d in ranked]
+        items += failed
     if not items:
         items.append(("attn-ok", "no sink or diffuse heads found; no faithful reference was computed to compare with"))
     rows = "".join(
-        f'<li class="{cls}">{"&#9888; " if cls != "attn-ok" else ""}{escape(text)}</li>' for cls, text in items
+        f'<li class="{cls}">{"&#9888; " if cls in ("attn-warn", "attn-flag") else ""}{escape(text)}</li>'
+        for cls, text in items
     )
     return Fragment(
         f'<h2>Can this view be trusted?</h2><ul class="attn-trust">{rows}</ul>', height=60 + 24 * len(items)
@@ -124,6 +156,7 @@ def report(
     output_summary: str | Sequence[str] | None = None,
     *,
     reference: str | None = None,
+    reference_note: str | Sequence[str | None] | None = None,
     title: str | None = None,
     kind: Sequence[str] | str | None = None,
     layers: Selection = None,
@@ -136,7 +169,8 @@ def report(
     ``scores`` maps a method name to per-token scores (for several records: one array per record).
     ``output_summary`` describes the model output (one string per record for several); by default it is
     read from ``record.outputs["logits"]``. ``reference`` names the entry of ``scores`` that is a faithful
-    attribution (e.g. shap values): every other method is checked against it and flagged when it disagrees.
+    attribution (e.g. Shapley values): every other method is ranked against it and flagged when it
+    disagrees; ``reference_note`` (one per record for several) says what that reference is.
     ``kind``, ``layers`` and ``heads`` choose what the attention views draw, as in every view. The page's
     ``records`` are the records it shows.
     """
@@ -155,15 +189,21 @@ def report(
         outputs = list(output_summary)
         if len(outputs) != len(recs):
             raise InputError(f"{len(outputs)} output summaries for {len(recs)} records")
+    if reference_note is None or isinstance(reference_note, str):
+        notes = [reference_note] * len(recs)
+    else:
+        notes = list(reference_note)
+        if len(notes) != len(recs):
+            raise InputError(f"{len(notes)} reference notes for {len(recs)} records")
     page_title = title or (f"Attention report: {model_name}" if model_name else "Attention report")
     fragments = [Fragment(f"<h1>{escape(page_title)}</h1>", height=50)]
-    for i, (rec, rec_scores, out) in enumerate(zip(recs, per_scores, outputs)):
+    for i, (rec, rec_scores, out, note) in enumerate(zip(recs, per_scores, outputs, notes)):
         if len(recs) > 1:
             fragments.append(Fragment(f"<h2>Example {i + 1}</h2>", height=40))
         fragments.append(_header(rec, model_name, out if out is not None else describe_output(rec)))
         if rec_scores:
             fragments.extend(side_by_side(rec, rec_scores).fragments_for_page())
-        fragments.append(trust_section(rec, rec_scores, reference))
+        fragments.append(trust_section(rec, rec_scores, reference, note))
         fragments.append(Fragment("<h2>Attention</h2>", height=40))
         chosen = {"kind": kind, "layers": layers, "heads": heads, "threshold": threshold}
         fragments.extend(head_view(rec, renderer=renderer, **chosen).fragments)

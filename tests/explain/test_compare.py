@@ -91,7 +91,7 @@ def test_compare_reports_a_failing_method_and_rejects_bad_input():
     assert "MissingCaptureError" in rows["needs_values"]["error"] and "not_captured" in rows["needs_values"]["error"]
     assert "error" not in rows["raw"]
     assert "needs_values" in str(result) and "error:" in str(result)
-    with pytest.raises(InputError, match="reference must be 'shap'"):
+    with pytest.raises(InputError, match="reference must be one of 'shap', 'exact', 'auto'"):
         ap.compare(model, tok, TEXTS, reference="lime")
     with pytest.raises(PluginError, match="no method named 'nope'"):
         ap.compare(model, tok, TEXTS, methods=["nope"])
@@ -104,3 +104,30 @@ def test_compare_reports_a_failing_method_and_rejects_bad_input():
         ap.compare(lm, lm_tok, ["the movie"], methods=["raw"])
     with pytest.raises(InputError, match="class index 5"):
         ap.compare(model, tok, TEXTS, methods=["raw"], target=5)
+
+
+def test_exact_reference_is_shaps_own_exact_explainer_and_long_texts_fall_back():
+    model, tok = tiny_bert(num_labels=3, seed=3), tiny_tokenizer("bert")
+    short, long = "the movie was good", "the movie was good and the music was fun but the plot was sad and slow"
+    result = ap.compare(model, tok, [short], methods=["raw"], reference="exact")
+    detail = result.details[0]
+    assert detail["reference"] == "exact" and detail["evaluations"] == 2**4
+
+    class Flat(shap.maskers.Text):
+        clustering = None  # without the token hierarchy shap's Exact explainer gives Shapley (not Owen) values
+
+    spec = resolve(model, tok, short)
+    own = shap.explainers.Exact(spec.fn, Flat(tok))([short], silent=True)
+    np.testing.assert_allclose(detail["shap"], own.values[0], atol=1e-6)
+    assert result.reference_used == "exact Shapley values"
+
+    with pytest.warns(UserWarning, match=r"has (\d+) maskable tokens: exact Shapley values would take 2\^\1"):
+        fallback = ap.compare(model, tok, [long], methods=["raw"], reference="exact", max_evals=40)
+    assert fallback.details[0]["reference"] == "shap"
+    auto = ap.compare(model, tok, [short, long], methods=["raw"], reference="auto", max_evals=40, exact_max=8)
+    assert [d["reference"] for d in auto.details] == ["exact", "shap"]
+    assert auto.details[1]["reference_note"] and auto.details[0]["reference_note"] is None
+    assert "exact Shapley values (1 texts) / shap Partition (40 evaluations) (1 texts)" in str(auto)
+    assert "note: 'the movie was good and the music was fun'... has 19 maskable tokens" in str(auto)
+    with pytest.raises(InputError, match="exact_max must be an integer from 1 to 14"):
+        ap.compare(model, tok, [short], methods=["raw"], reference="auto", exact_max=20)

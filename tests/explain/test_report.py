@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -51,3 +53,45 @@ def test_report_requires_the_named_reference_and_shows_the_section():
     assert "raw cannot be compared with shap: a is constant" in page.html
     with pytest.raises(InputError, match="reference 'nope' is not one of the scores"):
         ap.views.report(rec, {"raw": np.ones(5)}, reference="nope")
+
+
+def test_methods_are_ranked_and_the_best_one_is_named():
+    rec = sink_record()
+    reference = np.array([0.0, 3.0, 1.0, 0.5, 0.0])
+    scores = {
+        "close": np.array([0.0, 2.0, 0.1, 1.5, 0.0]),  # the last two swapped: Spearman 0.5
+        "same": np.array([9.0, 3.0, 2.0, 1.0, 9.0]),  # the reference's order on real tokens (special ones ignored)
+        "inverted": np.array([0.2, 0.1, 1.0, 2.0, 0.9]),
+        "ref": reference,
+    }
+    note = "Reference: exact Shapley values of the explained output"
+    html = trust_section(rec, scores, "ref", note).body
+    assert "Read same: of the 3 methods it agrees best with ref on this text (Spearman 1.00" in html
+    assert "Ranking by Spearman: same 1.00, close 0.50, inverted -1.00" in html
+    assert html.index(note) < html.index("Read same") < html.index("inverted disagrees")
+    none_agree = trust_section(rec, {"inverted": scores["inverted"], "ref": reference}, "ref").body
+    assert (
+        "No method agrees with ref on this text (best: inverted, Spearman -1.00); read the reference itself"
+        in none_agree
+    )
+
+
+def test_ap_report_uses_exact_values_when_affordable_and_states_the_estimates_error_otherwise():
+    from attn_plugins.explain.report import reference_error
+    from attn_plugins.zoo import tiny_bert, tiny_tokenizer
+
+    model, tok = tiny_bert(num_labels=2), tiny_tokenizer("bert")
+    page = ap.report(model, tok, "the movie was good", methods=["raw", "attnlrp"], shap_evals=40)
+    assert "Reference: exact Shapley values of the explained output, every coalition" in page.html
+    assert "(16 masked inputs" in page.html
+    long = "the movie was good and the music was fun but the plot was sad and slow"
+    page = ap.report(model, tok, long, methods=["raw"], shap_evals=40, exact_max=8)
+    assert "Reference: shap&#x27;s Partition explainer at 40 evaluations" in page.html
+    assert re.search(r"has \d+ maskable tokens", page.html)
+    assert "its error at 40 evaluations was not measured" in page.html
+    error = reference_error(500)
+    assert error is not None and "Spearman" in error and "at 500 evaluations" in error
+    page = ap.report(model, tok, long, methods=["raw"], shap_evals=500, faithful_reference="shap")
+    assert error in page.html.replace("&#x27;", "'")
+    with pytest.raises(InputError, match="reference must be one of"):
+        ap.report(model, tok, "the movie", methods=["raw"], faithful_reference="lime")
