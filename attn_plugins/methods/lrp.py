@@ -235,8 +235,8 @@ def softmax_leak(probs: torch.Tensor, grad: torch.Tensor) -> float:
     With the plain softmax backward g(s) = A ⊙ (g(A) − ⟨A, g(A)⟩) and s = log A + a per-row constant
     (which g(s) sums to zero against), Σ s ⊙ g(s) needs no access to the scores themselves.
     """
-    a = probs.double()
-    g = grad.double()
+    a = probs.detach().double()
+    g = grad.detach().double()
     g_s = a * (g - (a * g).sum(-1, keepdim=True))
     log_a = torch.where(a > 0, a.clamp_min(1e-300).log(), torch.zeros_like(a))
     return float((a * g).sum() - (log_a * g_s).sum())

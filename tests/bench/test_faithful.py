@@ -220,3 +220,45 @@ def test_cli_passes_recompute(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     capsys.readouterr()
     assert main(["bench", "planted", "--recompute"]) == 2
     assert "caches nothing to recompute" in capsys.readouterr().err
+
+
+def test_the_whole_run_from_the_cli_on_a_tiny_model(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`attn-plugins bench faithful --quick --json` end to end, with a tiny model, two texts, a small planted run."""
+    from attn_plugins.bench import capture, planted
+    from attn_plugins.cli import main
+
+    texts = {
+        "about": "tiny",
+        "topics": ["film", "music"],
+        "references": ["a good movie", "the music was fun", "a sad book", "the city at night"],
+        "texts": [
+            {"id": 0, "text": "the movie was good fun", "topic": 0, "split": "dev", "players": 5},
+            {"id": 1, "text": "the music was very sad", "topic": 1, "split": "test", "players": 5},
+        ],
+    }
+    monkeypatch.setattr(faithful, "load_texts", lambda: texts)
+    monkeypatch.setattr(capture, "minilm", lambda: (tiny_bert(seed=2), tiny_tokenizer("bert")))
+    monkeypatch.setattr(
+        planted.Config, "quick", classmethod(lambda cls: cls(n_train=64, n_eval=2, epochs=1, n_resamples=20))
+    )
+    monkeypatch.setattr(faithful, "DEFAULT_CACHE", tmp_path / "absent.npz", raising=False)
+    monkeypatch.setattr("attn_plugins.bench.exact.DEFAULT_CACHE", tmp_path / "absent.npz")
+    assert main(["bench", "faithful", "--quick", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["quick"] is True and result["lxt"] is None
+    block = result["minilm"]["pairings"]["topic"]
+    assert block["texts"] == 2 and set(block["splits"]) == {"all", "dev", "test"}
+    methods = block["splits"]["all"]
+    assert {"cplrp_mask", "attnlrp", "decompx", "value_zeroing[weighted]", "random"} <= set(methods)
+    assert {"shap Partition (20)", "shap Kernel (50)", "captum IntegratedGradients (20 steps)"} <= set(methods)
+    entry = methods["cplrp_mask"]
+    assert entry["forward_equivalents"] == 3.0 and entry["spearman"]["n"] == 2
+    lo, hi = entry["spearman"]["ci95"]
+    assert lo <= entry["spearman"]["mean"] <= hi
+    assert {"aopc_comprehensiveness", "deletion", "insertion", "kendall", "top3"} <= set(entry)
+    assert result["minilm"]["exact"]["computed_now"] == 4  # 2 texts x 2 pairings, nothing cached
+    assert result["planted"]["texts"] == 2 and "token_f1" in result["planted"]["methods"]["cplrp_mask"]
+    assert result["conservation"]["cplrp"]["max_abs_residual"] < 1e-4
+    assert "topic/all" in result["goals"] and not (tmp_path / "absent.npz").exists()  # quick runs write nothing
