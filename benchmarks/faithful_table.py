@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "benchmarks" / "results" / "faithful.json"
 README = ROOT / "README.md"
@@ -189,6 +191,46 @@ def goals_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+STRATA_METHODS = (
+    "gae[first]",
+    "gae[weighted]",
+    "alti[weighted]",
+    "flow[first]",
+    "cplrp_mask",
+    "occlusion (leave-one-out)",
+)
+STRATA = ((-1.0, 0.1, "f < 0.1"), (0.1, 0.3, "0.1 ≤ f < 0.3"), (0.3, 1.0, "f ≥ 0.3"))
+
+
+def similarities(cases: list[str]) -> np.ndarray:
+    """The explained similarity f of each case: the value of the full coalition in the exact cache."""
+    from attn_plugins.bench.exact import DEFAULT_CACHE, ExactCache
+
+    cache = ExactCache(DEFAULT_CACHE)
+    return np.array([cache.values[c][-1] for c in cases], dtype=np.float64)
+
+
+def strata_table(result: dict[str, Any]) -> str:
+    """Mean per-text Spearman by how similar the pair is, and the spread of one text's Spearman."""
+    lines = [
+        "| pairing | similarity f | texts | " + " | ".join(f"`{m}`" for m in STRATA_METHODS) + " |",
+        "|---|---|---|" + "---|" * len(STRATA_METHODS),
+    ]
+    for pairing, block in result["minilm"]["pairings"].items():
+        per = block["per_text"]
+        f = similarities(per["cases"])
+        vals = {m: np.array([np.nan if v is None else v for v in per[m]], dtype=np.float64) for m in STRATA_METHODS}
+        for lo, hi, label in STRATA:
+            chosen = (f >= lo) & (f < hi)
+            cells = [f"{np.nanmean(vals[m][chosen]):.2f}" if chosen.any() else "–" for m in STRATA_METHODS]
+            lines.append(f"| {pairing} | {label} | {int(chosen.sum())} | " + " | ".join(cells) + " |")
+        spread = [
+            f"SD {np.nanstd(vals[m]):.2f}, {np.nanmin(vals[m]):.2f} to {np.nanmax(vals[m]):.2f}" for m in STRATA_METHODS
+        ]
+        lines.append(f"| {pairing} | one text's Spearman | {len(f)} | " + " | ".join(spread) + " |")
+    return "\n".join(lines)
+
+
 def accuracy(result: dict[str, Any]) -> dict[str, Any]:
     """shap Partition's Spearman with exact values per budget (MiniLM, both pairings, all texts)."""
     pairings = result["minilm"]["pairings"]
@@ -215,6 +257,7 @@ SECTIONS = {
     (DOC, "faithful-conservation"): conservation_table,
     (DOC, "faithful-lxt"): lxt_line,
     (DOC, "faithful-goals"): goals_table,
+    (DOC, "faithful-strata"): strata_table,
 }
 
 

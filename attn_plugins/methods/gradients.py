@@ -19,7 +19,7 @@ class GradAttention(Method):
     description = "attention times its gradient (signed, or positive part), summed over layers"
     # Its entries are already signed effects on the target; weighted by signed row shares they lose their
     # meaning (measured on MiniLM similarity: first row 0.21 / 0.37 Spearman, mean 0.07 / 0.36, weighted
-    # 0.03 / 0.19 on the topic / round-robin pairings; docs/faithfulness.md).
+    # 0.02 / 0.19 on the topic / round-robin pairings; docs/faithfulness.md).
     pooled_rows = "first"
 
     def matrix(
