@@ -456,6 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``attn-plugins`` command; user mistakes print one line and exit 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # answered before build_parser imports the layers that load torch
+        from . import __version__
+
+        print(f"attn-plugins {__version__}")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
