@@ -270,8 +270,9 @@ def _stream(
                     else:
                         ids.append(str(i))
                         shards.add(str(shard))
+                span = {"started": float(batch["started"].min()), "ended": float(batch["ended"].max())}
                 for shard in sorted(shards) or [None]:
-                    yield {"shard": shard, "ids": ids, "errors": errors}
+                    yield {"shard": shard, "ids": ids, "errors": errors, **span}
                     ids, errors = [], []
         except Exception as exc:
             cause = _cause(exc)

@@ -1,0 +1,198 @@
+"""Corpus runs on Ray: a real cluster started with ``ray start --head`` on loopback (stopped afterwards, also
+when a test fails), reached through RAY_ADDRESS, gives the local engine's results; a run resumes across
+engines; an unreachable address is one line at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.ray_cluster import ENV, cluster_pids, free_port, ray_head
+
+import attn_plugins as ap
+import attn_plugins.corpus.run as ds
+from attn_plugins.corpus import load_errors, load_results
+from attn_plugins.corpus.ray import probe
+from attn_plugins.errors import CorpusError, InputError
+from attn_plugins.zoo import tiny_bert, tiny_tokenizer
+
+pytest.importorskip("ray")
+
+TEXTS = ["the movie was good", "a very bad film", "i liked the music", "boring plot", "what a great story"]
+LONG = " ".join(["the movie was great and the book was very good"] * 8)  # 82 tokens: the tiny BERT takes 64
+SUBPROCESS_ENV = {**os.environ, **ENV, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+CLI = str(Path(sys.executable).with_name("attn-plugins"))
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("attn-plugins: error:") or "Traceback" in line]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-model")
+    tiny_bert(num_labels=2).save_pretrained(path)
+    tiny_tokenizer("bert").save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def head():
+    """A Ray head of 2 CPUs on 127.0.0.1; afterwards no process of it may be left."""
+    with ray_head(num_cpus=2) as h:
+        yield h
+    time.sleep(1)
+    assert cluster_pids(str(h.temp_dir)) == [], "processes of the test cluster outlived it"
+
+
+def test_unreachable_address_is_one_line_within_seconds(model_dir, tmp_path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "hello"}) + "\n")
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    proc = _cli(
+        "explain", "--input", src, "--out", tmp_path / "run", "--model", model_dir, "--engine", "ray",
+        env={**SUBPROCESS_ENV, "RAY_ADDRESS": address}, timeout=120,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith(
+        f"attn-plugins: error: cannot reach the Ray cluster at {address}"
+    )
+    assert "ray start --head" in lines[0]
+    assert seconds < 60, f"{seconds:.1f}s: ray.init alone retries an unreachable address for minutes"
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_probe_tells_what_is_wrong_with_an_address() -> None:
+    with pytest.raises(InputError, match="is not host:port"):
+        probe("127.0.0.1")
+    with pytest.raises(InputError, match="ray:// is the Ray Client"):
+        probe("ray://127.0.0.1:10001")
+    with pytest.raises(InputError, match="unknown host 'no-such-host.invalid'"):
+        probe("no-such-host.invalid:6379")
+    # A server that is not Ray: an HTTP/1 reply to the HTTP/2 preface.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(64)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        with pytest.raises(InputError, match="answers but is not a Ray cluster"):
+            probe(f"127.0.0.1:{server.getsockname()[1]}")
+        thread.join(5)
+    # A listener that never answers: the probe gives up after its timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        with pytest.raises(InputError, match=r"no answer within 0.5s"):
+            probe(f"127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
+
+
+def test_cluster_run_through_ray_address_resumes_a_local_run_and_equals_it(model_dir, head, tmp_path, monkeypatch):
+    """A local run is stopped after its first shard; the CLI resumes it on the cluster (RAY_ADDRESS); the
+    over-long text fails in its worker without stopping the others; everything equals a clean local run."""
+    src = tmp_path / "in.jsonl"
+    texts = [*TEXTS[:3], LONG, *TEXTS[3:]]
+    src.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    clean = tmp_path / "clean"
+    with pytest.raises(CorpusError, match="t3"):
+        ds.run_corpus(str(model_dir), None, src, clean, batch_size=2, shard_size=2, progress=False)
+
+    out = tmp_path / "run"
+    real = ds.CorpusWorker.process
+    calls = []
+
+    def stop_after_one(self, examples):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(self, examples)
+
+    monkeypatch.setattr(ds.CorpusWorker, "process", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        ds.run_corpus(str(model_dir), None, src, out, batch_size=2, shard_size=2, progress=False)
+    monkeypatch.undo()
+    assert [r["id"] for r in load_results(out)] == ["t0", "t1"]
+
+    proc = _cli(
+        "explain", "--input", src, "--out", out, "--model", model_dir, "--engine", "ray", "--batch-size", "2",
+        env={**SUBPROCESS_ENV, "RAY_ADDRESS": head.address},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = _error_lines(proc.stderr)
+    assert "1 of 4 examples failed" in line and "in.jsonl:4 id 't3'" in line, line
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (summary["engine"], summary["skipped"], summary["explained"], summary["failed"]) == ("ray", 2, 3, 1)
+    assert [e["id"] for e in load_errors(out)] == ["t3"]
+
+    ray_rows, local_rows = load_results(out), load_results(clean)
+    assert [r["id"] for r in ray_rows] == [r["id"] for r in local_rows] == ["t0", "t1", "t2", "t4", "t5"]
+    for a, b in zip(ray_rows, local_rows):
+        assert a["tokens"] == b["tokens"] and a["words"] == b["words"] and a["record"] == b["record"]
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-6)
+        ra, rb = ap.load(out / a["record"]), ap.load(clean / b["record"])
+        np.testing.assert_allclose(ra.attentions["self"].numpy(), rb.attentions["self"].numpy(), atol=1e-6)
+    writers = {p.name.rsplit("-", 1)[0] for p in (out / "shards").iterdir()}
+    assert len(writers) >= 2  # the local run's writer, and the cluster's workers writing their own shards
+
+    # The same directory resumed by the local engine again: nothing redone but the failure, which fails again.
+    with pytest.raises(CorpusError, match="1 of 1 examples failed"):
+        ds.run_corpus(str(model_dir), None, src, out, progress=False)
+
+
+def test_gpu_request_on_a_cpu_cluster_is_refused(model_dir, head, tmp_path, monkeypatch) -> None:
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "hello"}) + "\n")
+    with pytest.raises(InputError, match=r"asks for 1 GPU but the Ray cluster has 0"):
+        ds.run_corpus(
+            str(model_dir), None, src, tmp_path / "run", engine="ray", ray_address=head.address,
+            num_gpus_per_worker=1, progress=False,
+        )  # fmt: skip
+    import ray
+
+    assert not ray.is_initialized()  # the run's own connection is closed again
+
+
+def test_local_cluster_with_model_objects_and_parquet(tmp_path, monkeypatch) -> None:
+    """No address: the run starts a private local cluster; a model object goes through the object store."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    model, tok = tiny_bert(num_labels=2), tiny_tokenizer("bert")
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    ds.run_corpus(model, tok, src, tmp_path / "local", progress=False)
+    summary = ds.run_corpus(
+        model, tok, src, tmp_path / "ray", engine="ray", num_workers=2, shard_format="parquet", progress=False
+    )
+    assert (summary["engine"], summary["explained"], summary["total"]) == ("ray", len(TEXTS), len(TEXTS))
+    assert {p.suffix for p in (tmp_path / "ray" / "shards").iterdir()} == {".parquet"}
+    for a, b in zip(load_results(tmp_path / "ray"), load_results(tmp_path / "local")):
+        assert a["id"] == b["id"] and a["tokens"] == b["tokens"]
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-6)
+    import ray
+
+    assert not ray.is_initialized()  # the cluster this run started is stopped
