@@ -270,7 +270,12 @@ def _stream(
                     else:
                         ids.append(str(i))
                         shards.add(str(shard))
-                span = {"started": float(batch["started"].min()), "ended": float(batch["ended"].max())}
+                runs = set(zip(batch["worker"], batch["started"], batch["ended"]))  # one per input batch
+                span = {
+                    "started": float(batch["started"].min()),
+                    "ended": float(batch["ended"].max()),
+                    "busy": sum(float(e) - float(s) for _, s, e in runs),
+                }
                 for shard in sorted(shards) or [None]:
                     yield {"shard": shard, "ids": ids, "errors": errors, **span}
                     ids, errors = [], []

@@ -381,7 +381,7 @@ def run_corpus(
             failed += result["errors"]
             if result["shard"]:
                 shards.add(result["shard"])
-            spans.append((result["started"], result["ended"]))
+            spans.append((result["started"], result["ended"], result.get("busy", result["ended"] - result["started"])))
             bar.update(len(result["ids"]) + len(result["errors"]))
             bar.set_postfix_str(f"{written / max(time.perf_counter() - start, 1e-9):.2f} ex/s")
     finally:
@@ -408,9 +408,12 @@ def run_corpus(
     if spans:
         # From the first batch's start to the last batch's end in the workers: without start-up (imports,
         # model loading, connecting to Ray), the rate the workers keep up.
-        busy = max(e for _, e in spans) - min(s for s, _ in spans)
-        summary["explaining_seconds"] = round(busy, 4)
-        summary["explaining_examples_per_second"] = round(written / busy, 4) if written and busy > 0 else 0.0
+        span = max(e for _, e, _ in spans) - min(s for s, _, _ in spans)
+        busy = sum(b for _, _, b in spans)
+        summary["explaining_seconds"] = round(span, 4)
+        summary["explaining_examples_per_second"] = round(written / span, 4) if written and span > 0 else 0.0
+        # Seconds the workers spent on batches, added up: examples / this is the rate of one worker.
+        summary["worker_seconds"] = round(busy, 4)
     finish_manifest(
         out,
         manifest,
