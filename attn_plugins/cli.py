@@ -303,7 +303,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("planted", "align", "capture", "memory", "cost")
+BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "scale")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
