@@ -155,14 +155,14 @@ class ModelSource:
 
 
 def _hub_revision(name: str) -> str | None:
-    """The commit a hub id resolves to now (from the config's download or the local cache)."""
-    import transformers
+    """The commit a hub id resolves to now: its config's snapshot (downloaded, or from the local cache offline)."""
+    from huggingface_hub import hf_hub_download
 
     try:
-        config = transformers.AutoConfig.from_pretrained(name)
-    except OSError as exc:
+        path = Path(hf_hub_download(name, "config.json"))
+    except Exception as exc:  # the hub client's errors: not found, offline without a cache, no network
         raise InputError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
-    return getattr(config, "_commit_hash", None)
+    return path.parent.name if path.parent.parent.name == "snapshots" else None
 
 
 def json_safe(value: Any) -> Any:

@@ -196,3 +196,27 @@ def test_local_cluster_with_model_objects_and_parquet(tmp_path, monkeypatch) -> 
     import ray
 
     assert not ray.is_initialized()  # the cluster this run started is stopped
+
+
+def test_a_hub_id_is_pinned_to_its_revision_and_loaded_by_the_worker(tmp_path) -> None:
+    """Offline: a hub id resolved from a local Hugging Face cache (the layout the hub client writes)."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-bert"
+    snapshot = repo / "snapshots" / sha
+    tiny_bert(num_labels=2).save_pretrained(snapshot)
+    tiny_tokenizer("bert").save_pretrained(snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    code = (
+        "from attn_plugins.corpus.source import ModelSource\n"
+        "s = ModelSource.of('tiny-org/tiny-bert')\n"
+        "model, tok = s.load()\n"
+        "print(s.identity()['revision'], type(model).__name__, len(tok.get_vocab()))"
+    )
+    env = {**SUBPROCESS_ENV, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    revision, cls, vocab = proc.stdout.split()
+    assert (revision, cls) == (sha, "BertForSequenceClassification") and int(vocab) == len(
+        tiny_tokenizer("bert").get_vocab()
+    )

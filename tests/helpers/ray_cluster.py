@@ -38,6 +38,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even by SIGKILL (a CI timeout), so the head stops too."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)  # its exit handler stops the GCS, raylet and workers it started
@@ -59,7 +67,12 @@ def _start(num_cpus: int, temp_dir: Path, timeout: float) -> tuple[subprocess.Po
     ]  # fmt: skip
     log = open(temp_dir.with_suffix(".log"), "wb")
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ENV}, start_new_session=True
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **ENV},
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     deadline = time.monotonic() + timeout
     address = f"127.0.0.1:{port}"
