@@ -376,7 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shap-evals", type=int, default=500, help="shap's budget per text for the faithful reference (0: skip it)"
     )
-    p.add_argument("--input", help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run')
+    p.add_argument(
+        "--input",
+        help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run: a path or an s3://, gs://, ... URI',
+    )
     p.add_argument("--out", help="results directory of a corpus run (resumable)")
     p.add_argument("--batch-size", type=int, default=8, help="texts per forward pass in a corpus run")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="where a corpus run executes")
