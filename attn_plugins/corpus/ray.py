@@ -278,7 +278,7 @@ def _stream(
                 }
                 for shard in sorted(shards) or [None]:
                     yield {"shard": shard, "ids": ids, "errors": errors, **span}
-                    ids, errors = [], []
+                    ids, errors, span["busy"] = [], [], 0.0  # the batch's counts and seconds, once
         except Exception as exc:
             cause = _cause(exc)
             if isinstance(cause, AttnPluginsError):

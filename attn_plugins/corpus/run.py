@@ -216,6 +216,16 @@ def run_identity(source: ModelSource, method: str, options: dict[str, Any]) -> d
     return {**source.identity(), "method": method, "options": json_safe(options)}
 
 
+def check_truncation() -> None:
+    """Refuse truncation=True while the explainer cannot truncate (it would hand the option to the method)."""
+    import inspect
+
+    from ..explain.explainer import AttentionExplainer
+
+    if "truncation" not in inspect.signature(AttentionExplainer).parameters:
+        raise InputError("truncation needs an AttentionExplainer that accepts truncation= (not in this version)")
+
+
 # ---------------------------------------------------------------------------- one worker
 @dataclass
 class WorkerSpec:
@@ -249,11 +259,7 @@ class CorpusWorker:
             model = model.to(spec.device)
         options = dict(spec.options)
         if spec.truncation:
-            import inspect
-
-            # Until the explainer takes truncation= (issue 14), it would pass it on to the method as an option.
-            if "truncation" not in inspect.signature(AttentionExplainer).parameters:
-                raise InputError("truncation needs an AttentionExplainer that accepts truncation=")
+            check_truncation()
             options["truncation"] = True
         self.explainer = AttentionExplainer(model, tokenizer, method=spec.method, **options)
         self.explainer.truncation = spec.truncation  # the batched capture reads it too
@@ -340,6 +346,8 @@ def run_corpus(
         address = cluster_address(ray_address)
         if address not in (None, "auto"):
             probe(address)  # an unreachable cluster is one line now, not after minutes of retries
+    if truncation:
+        check_truncation()  # here, not first in each worker
     source = ModelSource.of(model, tokenizer, task=task_model)
     out = Path(out_dir).expanduser().resolve()
     options = {**explain_options, "save_records": save_records, "record_dtype": record_dtype}
