@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -174,18 +175,35 @@ class RayWorker:
         }
 
 
+_REMOTE_ERROR = re.compile(r"attn_plugins\.errors\.(\w+): (.+)$", flags=re.M)
+
+
 def _cause(exc: BaseException) -> BaseException:
-    """The package error behind a Ray error (task and user-code errors wrap it), else the innermost one."""
-    seen: set[int] = set()
+    """The package error behind a Ray error, else the first one with a message.
+
+    Task errors wrap the original exception; a worker that fails while starting (its model cannot load)
+    reaches the driver only as text (ActorDiedError), from which the package error is rebuilt.
+    """
+    from .. import errors
+
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    last = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    while current is not None and all(current is not c for c in chain):
         if isinstance(current, AttnPluginsError):
             return current
-        last = current
+        chain.append(current)
         current = getattr(current, "cause", None) or current.__cause__ or current.__context__
-    return last
+    for link in chain:
+        found = _REMOTE_ERROR.findall(str(link))
+        if found:
+            name, message = found[-1]
+            cls = getattr(errors, name, None)
+            if isinstance(cls, type) and issubclass(cls, AttnPluginsError):
+                try:
+                    return cls(message.strip())
+                except TypeError:  # an error class that takes more than a message
+                    return InputError(message.strip())
+    return next((c for c in chain if str(c).strip()), exc)
 
 
 def ray_engine(

@@ -220,3 +220,27 @@ def test_a_hub_id_is_pinned_to_its_revision_and_loaded_by_the_worker(tmp_path) -
     assert (revision, cls) == (sha, "BertForSequenceClassification") and int(vocab) == len(
         tiny_tokenizer("bert").get_vocab()
     )
+
+
+def test_a_worker_that_cannot_start_reports_the_package_error() -> None:
+    """A worker failing in its constructor reaches the driver as text inside Ray's ActorDiedError."""
+    from attn_plugins.corpus.ray import _cause
+
+    remote = RuntimeError(
+        "The actor died because of an error raised in its creation task, ray::MapWorker.__init__()\n"
+        '  File "attn_plugins/corpus/source.py", line 149, in load\n'
+        "attn_plugins.errors.InputError: the model directory /m on node-2 differs from the one the run started with"
+    )
+    try:
+        try:
+            raise remote
+        except RuntimeError as inner:
+            raise ValueError("") from inner  # Ray Data's SystemException carries no message
+    except ValueError as outer:
+        found = _cause(outer)
+    assert isinstance(found, InputError) and str(found).startswith("the model directory /m on node-2 differs")
+    wrapped = RuntimeError("task failed")
+    wrapped.cause = CorpusError("1 of 2 examples failed")  # a task error keeps the original exception
+    assert isinstance(_cause(wrapped), CorpusError)
+    plain = RuntimeError("disk full")
+    assert _cause(plain) is plain
