@@ -343,13 +343,8 @@ class AttentionRecord:
                 if kind not in self.attentions:
                     raise RecordValidationError(name, f"kind {kind!r} has no attentions")
                 n = self.attentions[kind].shape[axis]
-                if (
-                    not isinstance(ids, list)
-                    or len(ids) != n
-                    or not all(_is_int(i) and i >= 0 for i in ids)
-                    or len(set(ids)) != n
-                ):
-                    raise RecordValidationError(name, f"must list {n} distinct non-negative {key[:-1]} numbers")
+                if not isinstance(ids, list) or len(ids) != n or not all(_is_int(i) and i >= 0 for i in ids):
+                    raise RecordValidationError(name, f"must list {n} non-negative {key[:-1]} numbers")
 
     def _validate_tensor_values(self) -> None:
         for fname in TENSOR_FIELDS:
