@@ -325,6 +325,30 @@ def test_norm_by_hand_and_missing_value_norms():
         ap.attribute(rec(att), "norm")
 
 
+def test_norm_averages_layers_on_a_hand_computed_two_layer_case():
+    """Summing the layers instead of averaging them (or reading one layer only) changes every number here."""
+    alpha = torch.tensor(
+        [
+            [[[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], [[0.1, 0.1, 0.8], [0.0, 1.0, 0.0], [0.3, 0.3, 0.4]]],
+            [
+                [[0.6, 0.2, 0.2], [0.0, 0.5, 0.5], [0.25, 0.25, 0.5]],
+                [[1.0, 0.0, 0.0], [0.2, 0.2, 0.6], [0.0, 0.0, 1.0]],
+            ],
+        ]
+    )  # [L=2, H=2, Q=3, K=3]
+    norms = torch.tensor([[[1.0, 2.0, 3.0], [2.0, 1.0, 0.5]], [[4.0, 1.0, 1.0], [0.5, 2.0, 3.0]]])  # [L, H, K]
+    r = AttentionRecord(tokens=["a", "b", "c"], attentions={"self": alpha}, value_norms={"self": norms})
+    r.validate()
+    # By hand, S_l[q, k] = Σ_h α[l, h, q, k]·‖f‖[l, h, k] (head_reduce="sum"); layer 0, row 0:
+    # [0.5·1 + 0.1·2, 0.5·2 + 0.1·1, 0·3 + 0.8·0.5] = [0.7, 1.1, 0.4]; layer 1, row 0:
+    # [0.6·4 + 1·0.5, 0.2·1 + 0, 0.2·1 + 0] = [2.9, 0.2, 0.2]. Layers are averaged: [1.8, 0.65, 0.3].
+    np.testing.assert_allclose(get_method("norm")(r, 0, layers=[0], head_reduce="sum"), [0.7, 1.1, 0.4], atol=1e-7)
+    np.testing.assert_allclose(get_method("norm")(r, 0, layers=[1], head_reduce="sum"), [2.9, 0.2, 0.2], atol=1e-7)
+    np.testing.assert_allclose(get_method("norm")(r, 0, head_reduce="sum"), [1.8, 0.65, 0.3], atol=1e-7)
+    # The default mean over heads halves the head sums: [0.9, 0.325, 0.15].
+    np.testing.assert_allclose(ap.attribute(r, "norm", position=0, layers=[0, 1]), [0.9, 0.325, 0.15], atol=1e-7)
+
+
 def test_norm_matches_kobayashi_definition_on_a_real_bert():
     from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
