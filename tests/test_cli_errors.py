@@ -247,3 +247,22 @@ def test_long_text_without_truncate_names_the_text(classifier_dir, tmp_path, cap
         tmp_path / "r.html",
     ]
     usage_error(capsys, argv, "text 2", "--truncate")
+
+
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_output_paths_are_checked_before_the_model_loads(classifier_dir, tmp_path, capsys, monkeypatch, kind):
+    """A bad output path fails at once, not after the (slow) model load and capture."""
+    import attn_plugins.cli as cli_module
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output path was checked")
+
+    monkeypatch.setattr(cli_module, "load_model", no_model)
+    out = _bad_output(kind, tmp_path, "out.attn")
+    usage_error(capsys, ["capture", TEXT, "--model", classifier_dir, "-o", out], out.name)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": TEXT}) + "\n")
+    run_dir = _bad_output(kind, tmp_path, "run") if kind != "directory" else tmp_path / "a-results-file"
+    if kind == "directory":
+        run_dir.write_text("x")  # for a corpus run the wrong thing in the way is a file
+    usage_error(capsys, ["explain", "--input", src, "--out", run_dir, "--methods", "raw"], run_dir.name)

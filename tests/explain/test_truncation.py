@@ -16,7 +16,7 @@ from helpers.models import bart_seq2seq, bert_head, gpt2_lm
 
 import attn_plugins as ap
 from attn_plugins.cli import main
-from attn_plugins.explain.targets import fit_text, resolve
+from attn_plugins.explain.targets import resolve
 from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
 LIMIT = 64
@@ -29,6 +29,8 @@ def names_text(message: str, index: int) -> bool:
 
 
 def test_fit_text_cuts_at_a_token_boundary_to_the_limit():
+    from attn_plugins.explain.targets import fit_text
+
     tok = tiny_tokenizer()
     model = tiny_bert()
     cut, original = fit_text(model, tok, LONG, truncation=True)

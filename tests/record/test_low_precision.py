@@ -7,7 +7,6 @@ import torch
 from helpers.broken import texts_of_lengths
 
 import attn_plugins as ap
-from attn_plugins.record.record import row_tolerance
 from attn_plugins.zoo import tiny_tokenizer
 
 DTYPES = [torch.bfloat16, torch.float16]
@@ -50,6 +49,8 @@ def test_low_precision_records_round_trip_and_validate(classifier, dtype, tmp_pa
 
 
 def test_tolerance_follows_the_precision_of_the_dtype():
+    from attn_plugins.record.record import row_tolerance
+
     assert row_tolerance(torch.float32) == 1e-4
     assert row_tolerance(torch.float16) == pytest.approx(2 * 2**-10)
     assert row_tolerance(torch.bfloat16) == pytest.approx(2 * 2**-7)

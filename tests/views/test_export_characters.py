@@ -82,3 +82,17 @@ def test_saved_pages_are_written_and_show_the_control_character(tmp_path, view):
         HTML_VIEWS[view](rec).save(path)
     text = path.read_text(encoding="utf-8")
     assert "a\u2400b\u241b" in text  # NUL and ESC are drawn as ␀ and ␛, not dropped
+
+
+@pytest.mark.parametrize("view", ["head_view", "model_view"])
+def test_raw_tokens_keep_every_character_and_the_page_stays_well_formed(view):
+    """Without prettifying, the page's JSON holds the exact tokens: DEL, C1 and surrogates as \\u escapes."""
+    import json
+
+    tokens = ["[CLS]", "g\x7fh", "i\x85j", "a\x00b", "k\ud800l", "[SEP]"]
+    rec = small_record(n=6, tokens=tokens)
+    page = getattr(ap.views, view)(rec, prettify_tokens=False).html
+    assert _BAD_CHARS.findall(page) == []
+    blocks = re.findall(r'<script type="application/json" id="attn-params[^"]*">(.*?)</script>', page, re.S)
+    shown = [s["left_text"] for b in blocks for s in json.loads(b)["attention"]]
+    assert shown and all(t == tokens for t in shown)
