@@ -358,6 +358,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model_name=display_name(name),
         reference=args.reference,
         shap_evals=args.shap_evals,
+        truncation=args.truncate,
     )
     page.save(args.output)
     record = page.records[0]
@@ -387,6 +388,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         max_evals=args.max_evals,
         top_k=args.top_k,
         task=args.task,
+        truncation=args.truncate,
     )
     print(result.to_json() if args.json else str(result))
     return 0
@@ -494,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-evals", type=int, help="shap's budget of model evaluations per text (default 500)")
     p.add_argument("--top-k", type=int, help="size of the top-k overlap (default 3)")
+    p.add_argument("--truncate", action="store_true", help="explain the longest prefix that fits the model")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_compare)
 
@@ -514,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", default=DEMO_TEXT)
     p.add_argument("--reference", default=DEMO_REFERENCE, help="the sentence whose similarity is explained")
     p.add_argument("--shap-evals", type=int, default=500, help="shap's budget for the faithful reference (0: skip it)")
+    p.add_argument("--truncate", action="store_true", help="explain the longest prefix that fits the model")
     p.add_argument("-o", "--output", default="attn-demo.html", help="HTML file to write")
     p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
     model_arg(p)

@@ -7,6 +7,7 @@ classifier accepts 64 positions; the long text has 120 words (122 tokens with [C
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -128,3 +129,12 @@ def test_cli_explain_truncate_long_text(classifier_dir, tmp_path, capsys):
         argv = ["explain", LONG, "--model", classifier_dir, "--truncate", "--methods", "raw", "--shap-evals", evals]
         assert main([str(a) for a in [*argv, "-o", out]]) == 0, capsys.readouterr().err
         assert out.is_file()
+
+
+def test_cli_compare_truncate(classifier_dir, capsys):
+    argv = ["compare", LONG, "--model", classifier_dir, "--methods", "raw", "--max-evals", "8", "--json"]
+    assert main([str(a) for a in [*argv, "--truncate"]]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["details"][0]["methods"]["raw"]) == LIMIT and result["details"][0]["truncated"] is True
+    assert main([str(a) for a in argv]) == 2
+    assert "--truncate" in capsys.readouterr().err
