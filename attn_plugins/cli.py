@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import AttnPluginsError, InputError
+from .errors import AttnPluginsError
+from .files import check_output
 
 EXIT_USAGE = 2
 
@@ -107,7 +108,13 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if len(texts) != 1:
         raise CliError("capture takes one text (quote it)")
     layers, heads = _int_list(args.layers), _int_list(args.heads)  # checked before the slow model load
+    check_output(args.output)
     model, tokenizer, name = load_model(args.model)
+    if args.target is not None and not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        raise CliError(
+            f"--target is the decoder-side text of encoder-decoder models; {display_name(name)} "
+            f"({type(model).__name__}) has no decoder to read it"
+        )
     record = capture(
         model,
         tokenizer,
@@ -130,6 +137,8 @@ def _method_list(value: str | None, default: Sequence[str] | None = None) -> lis
     from .explain.report import DEFAULT_METHODS
     from .plugins import get_registry
 
+    if value is not None and not any(m.strip() for m in value.split(",")):
+        raise CliError(f"--methods {value!r} names no method; give comma-separated method names")
     names = [m.strip() for m in value.split(",") if m.strip()] if value else list(default or DEFAULT_METHODS)
     known = set(get_registry().names("method"))
     unknown = [m for m in names if m not in known]
@@ -138,14 +147,33 @@ def _method_list(value: str | None, default: Sequence[str] | None = None) -> lis
     return names
 
 
+def _view_list(value: str | None) -> list[str] | None:
+    """The registered views ``--views`` names (added to the report in sandboxed frames)."""
+    if value is None:
+        return None
+    from .plugins import get_registry
+
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise CliError(f"--views {value!r} names no view; give comma-separated view names")
+    known = set(get_registry().names("view")) - {"report"}
+    unknown = [v for v in names if v not in known]
+    if unknown:
+        raise CliError(f"unknown view(s) {', '.join(unknown)}; registered views: {', '.join(sorted(known))}")
+    return names
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain texts with attention methods: one standalone HTML report, or a corpus run with --input."""
     from .explain.report import report
 
+    _check_shap_evals(args.shap_evals)
     if args.input is not None:
         return _explain_corpus(args)
     texts = _texts(args)
     methods = _method_list(args.methods)
+    views = _view_list(args.views)
+    check_output(args.output)
     model, tokenizer, name = load_model(args.model, task=args.task_model)
     page = report(
         model,
@@ -158,10 +186,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
         reference=args.reference,
         truncation=args.truncate,
         shap_evals=args.shap_evals,
+        views=views,
     )
     page.save(args.output)
     print(f"wrote {args.output}: {len(page.records)} text(s), methods {', '.join(methods)}")
     return 0
+
+
+def _check_shap_evals(value: int) -> int:
+    if value < 0:
+        raise CliError(f"--shap-evals must be 0 (no shap reference) or a positive budget, got {value}")
+    return value
 
 
 def _explain_corpus(args: argparse.Namespace) -> int:
@@ -175,6 +210,7 @@ def _explain_corpus(args: argparse.Namespace) -> int:
         raise CliError("a corpus run takes one method")
     if args.engine != "ray" and (args.ray_address or args.num_gpus_per_worker):
         raise CliError("--ray-address and --num-gpus-per-worker need --engine ray")
+    check_output(args.out, directory=True)
     options = {k: v for k, v in (("task", args.task), ("target", args.target), ("reference", args.reference)) if v}
     # The model goes by name: the local engine loads it here, each Ray worker loads it itself.
     try:
@@ -209,7 +245,17 @@ def cmd_view(args: argparse.Namespace) -> int:
     from .record import load
     from .views import report
 
+    if args.image is not None:
+        check_output(args.image)
+    if args.output is not None or args.image is None:
+        check_output(args.output or "attn-view.html")
+    views = _view_list(args.views)
+    methods = _method_list(args.methods, default=("raw", "rollout", "norm", "grad_attention", "gae"))
     record = load(args.record)
+    if args.kind is not None and args.kind not in record.kinds:
+        raise CliError(
+            f"--kind {args.kind}: {args.record} has no {args.kind!r} attention; it holds {', '.join(record.kinds)}"
+        )
     if args.image is not None:
         from .views import heatmap
 
@@ -224,7 +270,6 @@ def cmd_view(args: argparse.Namespace) -> int:
         print(f"wrote {written}")
         if args.output is None:
             return 0
-    methods = _method_list(args.methods, default=("raw", "rollout", "norm", "grad_attention", "gae"))
     scores, skipped = {}, []
     for method in methods:
         try:
@@ -234,7 +279,13 @@ def cmd_view(args: argparse.Namespace) -> int:
                 raise
             skipped.append(f"{method}: {exc}")
     name = record.meta.get("model_name")
-    page = report(record, scores or None, model_name=display_name(name) if name else None)
+    page = report(
+        record,
+        scores or None,
+        model_name=display_name(name) if name else None,
+        kind=args.kind,
+        views=views,
+    )
     page.save(args.output or "attn-view.html")
     print(f"wrote {args.output or 'attn-view.html'}: methods {', '.join(scores) or 'none'}")
     for line in skipped:
@@ -259,7 +310,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Explain a sentence with the packaged MiniLM (similarity to a reference) and write the HTML report."""
     from .explain.report import report
 
+    _check_shap_evals(args.shap_evals)
     methods = _method_list(args.methods)
+    check_output(args.output)
     model, tokenizer, name = load_model(args.model)
     page = report(
         model,
@@ -269,6 +322,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model_name=display_name(name),
         reference=args.reference,
         shap_evals=args.shap_evals,
+        truncation=args.truncate,
     )
     page.save(args.output)
     record = page.records[0]
@@ -298,6 +352,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         max_evals=args.max_evals,
         top_k=args.top_k,
         task=args.task,
+        truncation=args.truncate,
     )
     print(result.to_json() if args.json else str(result))
     return 0
@@ -316,13 +371,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _UsageError(Exception):
+    """A command line argparse refuses (an unknown option, a value of the wrong type)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors raised, so ``main`` prints them as one line like every other mistake."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``attn-plugins``."""
     from . import __version__
     from .corpus.source import TASK_CLASSES
     from .explain.report import DEFAULT_METHODS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="attn-plugins",
         description="Capture, view, explain and check transformer attention.",
     )
@@ -376,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shap-evals", type=int, default=500, help="shap's budget per text for the faithful reference (0: skip it)"
     )
+    p.add_argument("--views", help="registered views to add to the report (comma-separated; e.g. a plugin's)")
     p.add_argument(
         "--input",
         help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run: a path or an s3://, gs://, ... URI',
@@ -404,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-evals", type=int, help="shap's budget of model evaluations per text (default 500)")
     p.add_argument("--top-k", type=int, help="size of the top-k overlap (default 3)")
+    p.add_argument("--truncate", action="store_true", help="explain the longest prefix that fits the model")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_compare)
 
@@ -417,17 +485,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-reduce", default="mean", help="how several heads are combined: mean, max, min or sum")
     p.add_argument("--kind", help="attention kind of the heatmap (self, encoder, decoder, cross)")
     p.add_argument("--position", type=_position, default="first", help="query position: first, last, mean or an index")
+    p.add_argument("--views", help="registered views to add to the report (comma-separated; e.g. a plugin's)")
     p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("demo", help="explain a sentence with the packaged MiniLM and write the HTML report")
     p.add_argument("text", nargs="?", default=DEMO_TEXT)
     p.add_argument("--reference", default=DEMO_REFERENCE, help="the sentence whose similarity is explained")
     p.add_argument("--shap-evals", type=int, default=500, help="shap's budget for the faithful reference (0: skip it)")
+    p.add_argument("--truncate", action="store_true", help="explain the longest prefix that fits the model")
     p.add_argument("-o", "--output", default="attn-demo.html", help="HTML file to write")
     p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
     model_arg(p)
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _error_line(exc: BaseException) -> str:
+    """One line for an error message: its first line, or its type when it has no text."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -439,11 +515,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"attn-plugins {__version__}")
         return 0
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"attn-plugins: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
-    except (AttnPluginsError, InputError) as exc:
-        print(f"attn-plugins: error: {exc}", file=sys.stderr)
+    except AttnPluginsError as exc:
+        print(f"attn-plugins: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        # A path of the user's (input, output, model) the commands did not check themselves: still one line.
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"attn-plugins: error: {where}{exc.strerror or _error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("attn-plugins: interrupted", file=sys.stderr)

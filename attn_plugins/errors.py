@@ -31,6 +31,10 @@ class InputError(AttnPluginsError, ValueError):
     """The text or tokenized input cannot be processed (empty, too long, wrong shape)."""
 
 
+class OutputError(AttnPluginsError, OSError):
+    """An output file or directory cannot be written (a directory in the way, a missing parent, no permission)."""
+
+
 class MissingCaptureError(AttnPluginsError, ValueError):
     """A method needs data the record does not hold; the message names the capture option."""
 

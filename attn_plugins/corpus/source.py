@@ -73,8 +73,11 @@ def load_pretrained(name: str, task: str | None = None, revision: str | None = N
             warnings.simplefilter("ignore")
             model = cls.from_pretrained(name, revision=revision)
         tokenizer = transformers.AutoTokenizer.from_pretrained(name, revision=revision)
-    except OSError as exc:
-        raise InputError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
+    except InputError:
+        raise
+    except Exception as exc:  # a directory without config.json, an unknown model type, missing weights, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"cannot load model {name!r}: {reason}") from None
     model.eval()
     return model, tokenizer, name
 

@@ -21,7 +21,7 @@ from ..methods.base import Method
 from ..metrics.agreement import kendall, spearman, top_k_overlap
 from ..results import Result, plain
 from .explainer import AttentionExplainer, as_batch
-from .targets import Target
+from .targets import Target, describe_example
 
 DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae")
 
@@ -152,12 +152,15 @@ def compare(
     task: str | None = None,
     token: int | None = None,
     method_options: dict[str, dict[str, Any]] | None = None,
+    truncation: bool = False,
+    max_length: int | None = None,
 ) -> CompareResult:
     """Compare attention ``methods`` with shap's Partition explainer on the same target.
 
     ``target`` is a class index, a reference sentence (similarity of sentence embeddings), or None for
     the predicted class. ``max_evals`` is shap's budget per text (default 500), ``top_k`` the overlap
-    size (default 3).
+    size (default 3). A text longer than the model accepts is an InputError naming it, unless
+    ``truncation=True``: then shap and every method explain its longest prefix that fits.
     """
     if reference != "shap":
         raise InputError(f"reference must be 'shap' (shap's Partition explainer with a Text masker), not {reference!r}")
@@ -178,23 +181,33 @@ def compare(
     if k < 1:
         raise InputError(f"top_k must be a positive integer, got {top_k}")
     sentence = target if isinstance(target, str) else None
-    common = {"task": task, "token": token, "reference": sentence, "target": None if sentence else target}
+    common = {
+        "task": task,
+        "token": token,
+        "reference": sentence,
+        "target": None if sentence else target,
+        "truncation": truncation,
+        "max_length": max_length,
+    }
     options = method_options or {}
     explainers = {
         name: AttentionExplainer(model, tokenizer, method=m, **common, **options.get(name, {}))
         for name, m in zip(names, chosen)
     }
     probe = next(iter(explainers.values()))
+    # Every text is resolved (and its length checked) before anything slow runs.
+    specs = [
+        probe.resolve(t, describe_example(t, i + 1 if len(examples) > 1 else None)) for i, t in enumerate(examples)
+    ]
 
-    _warm_up(probe, examples[0])
+    _warm_up(probe, specs[0].text)
     ref_seconds, ref_calls, ref_rows = 0.0, 0, 0
     per_method: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     cost: dict[str, list[float]] = {n: [] for n in names}
     errors: dict[str, str] = {}
     details = []
     task_name = None
-    for text in examples:
-        spec = probe.resolve(text)
+    for text, spec in zip(examples, specs):
         task_name = spec.task
         if spec.fn is None:
             raise InputError(
@@ -203,8 +216,9 @@ def compare(
             )
         fn = CountingFunction(spec.fn)
         start = time.perf_counter()
+        # spec.text is the text itself, or with truncation its prefix the model reads
         shap_expl = shap.Explainer(fn, shap.maskers.Text(probe.tokenizer), algorithm="partition")(
-            [text], max_evals=max_evals, silent=True
+            [spec.text], max_evals=max_evals, silent=True
         )
         ref_seconds += time.perf_counter() - start
         ref_calls, ref_rows = ref_calls + fn.calls, ref_rows + fn.rows
@@ -212,6 +226,7 @@ def compare(
         keep = ~_special_mask(probe, spec, len(ref_values))
         detail = {
             "text": text,
+            "truncated": bool(spec.meta.get("truncated", False)),
             "tokens": [str(t) for t in shap_expl.data[0]],
             "shap": ref_values.tolist(),
             "methods": {},

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..methods import get_method
 from ..methods.base import Method
 from ..record import AttentionRecord
-from .targets import Target, resolve, unwrap
+from .targets import Target, describe_example, resolve, unwrap
 
 
 def as_batch(texts: Any) -> list[Any]:
@@ -62,7 +62,9 @@ class AttentionExplainer:
     ``task`` is detected from the model's head unless given; ``target`` picks a class, ``token`` the
     explained token of a token classifier, ``reference`` the text a sentence embedding is compared to,
     ``max_new_tokens`` the length of generations, ``position`` overrides the query row of single-output
-    tasks (e.g. ``"mean"`` for a classifier). Other keyword options go to the method.
+    tasks (e.g. ``"mean"`` for a classifier). A text longer than the model accepts (or ``max_length``)
+    is an InputError naming it, unless ``truncation=True``: then its longest prefix that fits is
+    explained and the record's ``meta['truncated']`` is True. Other keyword options go to the method.
     """
 
     def __init__(
@@ -77,6 +79,8 @@ class AttentionExplainer:
         reference: str | None = None,
         max_new_tokens: int = 8,
         position: str | int | None = None,
+        truncation: bool = False,
+        max_length: int | None = None,
         **method_options: Any,
     ):
         self.model, self.tokenizer, self.pooling = unwrap(model, tokenizer)
@@ -88,13 +92,15 @@ class AttentionExplainer:
         self.reference = reference
         self.max_new_tokens = max_new_tokens
         self.position = position
+        self.truncation = bool(truncation)
+        self.max_length = max_length
         self.method_options = method_options
         self._targets_cache: dict[Any, Any] = {}  # e.g. the reference embedding, computed once per explainer
         self.forward_passes = 0  # model forwards spent on captures (for cost reports)
 
     # ------------------------------------------------------------------ per example
-    def resolve(self, example: Any) -> Target:
-        """The explained outputs of one example."""
+    def resolve(self, example: Any, name: str | None = None) -> Target:
+        """The explained outputs of one example; ``name`` is how errors call it (e.g. ``text 2``)."""
         spec = resolve(
             self.model,
             self.tokenizer,
@@ -106,6 +112,9 @@ class AttentionExplainer:
             max_new_tokens=self.max_new_tokens,
             pooling=self.pooling,
             cache=self._targets_cache,
+            truncation=self.truncation,
+            max_length=self.max_length,
+            name=name,
         )
         if self.position is not None:
             if spec.output_names is not None:
@@ -122,7 +131,9 @@ class AttentionExplainer:
             record = method.capture(self.model, self.tokenizer, inputs=spec.inputs, gradient_target=gradient_target)
         else:
             record = method.capture(self.model, self.tokenizer, spec.text, gradient_target=gradient_target)
-        record.meta.update({k: v for k, v in spec.meta.items() if k == "prompt_length"})
+        record.meta.update(
+            {k: v for k, v in spec.meta.items() if k in ("prompt_length", "truncated", "original_tokens")}
+        )
         return record
 
     def scores(self, spec: Target) -> tuple[np.ndarray, AttentionRecord]:
@@ -166,8 +177,11 @@ class AttentionExplainer:
         """Explain a text, a (question, context) pair, or a batch of them."""
         examples = as_batch(texts)
         values, data, bases, names, labels, tasks = [], [], [], [], [], set()
-        for example in examples:
-            spec = self.resolve(example)
+        # Every example is resolved (and its length checked) before the first is explained.
+        specs = [
+            self.resolve(e, describe_example(e, i + 1 if len(examples) > 1 else None)) for i, e in enumerate(examples)
+        ]
+        for spec in specs:
             v, record = self.scores(spec)
             values.append(v)
             data.append(self.data(spec, record))

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 
 from ..capture import capture
-from ..errors import InputError
-from ..views.report import Report
+from ..errors import InputError, PluginError
+from ..views.report import Report, extra_views
 from ..views.report import report as report_view
 from .compare import compare
 from .explainer import AttentionExplainer
+from .targets import describe_example
 
 # The methods a report shows when none are named.
 DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti")
@@ -38,30 +39,42 @@ def report(
     reference: str | None = None,
     truncation: bool = False,
     shap_evals: int = 500,
+    views: Sequence[str] | None = None,
 ) -> Report:
     """The standalone HTML report of ``texts``: each method's highlighting beside shap's values, the views.
 
     Each text is captured, scored with every method in ``methods`` (default :data:`DEFAULT_METHODS`) and,
     with ``shap_evals > 0`` and a task shap can mask, with shap's Partition explainer on the same target,
     which the report's "can this view be trusted?" section checks every method against; ``shap_evals=0``
-    skips it. The page's ``records`` are the captured records. ``attn-plugins explain`` writes this page.
+    skips it. ``truncation=True`` explains the longest prefix of a text that fits the model (else a text
+    too long is an InputError naming it). ``views`` adds registered views (e.g. a plugin's) in sandboxed
+    frames, as :func:`attn_plugins.views.report` does. The page's ``records`` are the captured records.
+    ``attn-plugins explain`` writes this page.
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise InputError("the report needs at least one text")
+    if not isinstance(shap_evals, int) or isinstance(shap_evals, bool) or shap_evals < 0:
+        raise InputError(f"shap_evals must be 0 (no shap reference) or a positive budget, got {shap_evals!r}")
     methods = list(methods) if methods is not None else list(DEFAULT_METHODS)
-    records = [capture(model, tokenizer, t, qk=True, truncation=truncation) for t in texts]
-    probe = AttentionExplainer(model, tokenizer, task=task, target=target, reference=reference)
-    specs = [probe.resolve(t) for t in texts]
+    extra_views(views)  # unknown view names fail before any model work
+    probe = AttentionExplainer(model, tokenizer, task=task, target=target, reference=reference, truncation=truncation)
+    # Resolving checks every text's length first (naming the one too long) and, with truncation, gives the
+    # prefix each method and shap explain; the page shows the same prefix.
+    specs = [probe.resolve(t, describe_example(t, i + 1 if len(texts) > 1 else None)) for i, t in enumerate(texts)]
+    records = []
+    for spec, t in zip(specs, texts):
+        record = capture(model, tokenizer, spec.text if spec.text is not None else t, qk=True)
+        record.meta.update({k: v for k, v in spec.meta.items() if k in ("truncated", "original_tokens")})
+        records.append(record)
     # Similarity has no logits for the report to describe: state the explained value itself.
-    outputs = [
-        f"{s.label}: {float(s.fn([t])[0]):.3f}" if s.task == "similarity" else None for s, t in zip(specs, texts)
-    ]
+    outputs = [f"{s.label}: {float(s.fn([s.text])[0]):.3f}" if s.task == "similarity" else None for s in specs]
     use_shap = shap_evals > 0 and all(s.fn is not None for s in specs)
+    common = {"task": task, "target": target, "reference": reference, "truncation": truncation}
     if use_shap:
-        rows = _scores_with_shap(model, tokenizer, texts, methods, task, target, reference, shap_evals)
+        rows = _scores_with_shap(model, tokenizer, texts, methods, shap_evals, **common)
     else:
-        rows = _scores(model, tokenizer, texts, methods, task, target, reference)
+        rows = _scores(model, tokenizer, texts, methods, **common)
     for name, per_text in rows.items():
         for record, values in zip(records, per_text):
             if len(values) != len(record.tokens):
@@ -69,20 +82,22 @@ def report(
     ref = SHAP_ROW if use_shap else None
     if len(records) == 1:
         single = {m: np.asarray(v[0], dtype=float) for m, v in rows.items()}
-        page = report_view(records[0], single, model_name=model_name, output_summary=outputs[0], reference=ref)
+        page = report_view(
+            records[0], single, model_name=model_name, output_summary=outputs[0], reference=ref, views=views
+        )
     else:
-        page = report_view(records, rows, model_name=model_name, output_summary=outputs, reference=ref)
+        page = report_view(records, rows, model_name=model_name, output_summary=outputs, reference=ref, views=views)
     return page
 
 
 def _scores(
-    model: Any, tokenizer: Any, texts: Sequence[str], methods: Sequence[str], task: Any, target: Any, reference: Any
+    model: Any, tokenizer: Any, texts: Sequence[str], methods: Sequence[str], **common: Any
 ) -> dict[str, list[Any]]:
     """Per-method, per-text token scores from the explainer (several outputs, as QA's, are averaged)."""
 
     rows: dict[str, list[Any]] = {}
     for method in progress(methods, "methods"):
-        explainer = AttentionExplainer(model, tokenizer, method=method, task=task, target=target, reference=reference)
+        explainer = AttentionExplainer(model, tokenizer, method=method, **common)
         explanation = explainer(list(texts))
         values = [np.asarray(v, dtype=float) for v in explanation.values]
         rows[method] = [v.mean(-1) if v.ndim == 2 else v for v in values]
@@ -94,10 +109,12 @@ def _scores_with_shap(
     tokenizer: Any,
     texts: Sequence[str],
     methods: Sequence[str],
+    shap_evals: int,
+    *,
     task: Any,
     target: Any,
     reference: Any,
-    shap_evals: int,
+    truncation: bool,
 ) -> dict[str, list[Any]]:
     """Per-method and shap token scores from one ap.compare run (each method is computed once)."""
 
@@ -109,10 +126,14 @@ def _scores_with_shap(
         target=reference if reference is not None else target,
         max_evals=shap_evals,
         task=task,
+        truncation=truncation,
     )
     failed = [row for row in result.methods if row.get("error")]
     if failed:
-        raise InputError(f"method {failed[0]['method']} failed: {failed[0]['error']}")
+        error = failed[0]["error"]
+        if error.startswith("PluginError: "):  # the message already names the method and its plugin
+            raise PluginError(error.removeprefix("PluginError: "))
+        raise InputError(f"method {failed[0]['method']} failed: {error}")
     rows = {m: [d["methods"][m] for d in result.details] for m in methods}
     rows[SHAP_ROW] = [d["shap"] for d in result.details]
     return rows

@@ -190,8 +190,11 @@ class Alti(Method):
                 "capture with attn_plugins.methods.alti.capture_alti(model, tokenizer, text)"
             )
         n = len(record.tokens)
-        if c.dim() != 3 or c.shape[1:] != (n, n):
-            raise InputError(f"record.extras['alti'] must be [layers, {n}, {n}], got {tuple(c.shape)}")
+        if not isinstance(c, torch.Tensor) or c.dim() != 3 or c.shape[1:] != (n, n):
+            shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+            raise InputError(f"record.extras['alti'] must be [layers, {n}, {n}], got {shape}")
+        if not c.is_floating_point() or not torch.isfinite(c).all():
+            raise InputError("record.extras['alti'] must hold finite floating-point contributions")
         return c.detach().double()
 
     def matrix(

@@ -72,13 +72,18 @@ class Method:
         """Scores over key tokens for the query ``position`` (see the class docstring)."""
         kind = self.resolve_kind(record, kind)
         self.check_options(options)
-        att = record.attentions[kind]
+        att = record.check_attention(kind)  # a finite rank-4 tensor over the record's tokens, or an error naming it
         li = choose(layers, record.layer_ids(kind), "layer")
         hi = choose(heads, record.head_ids(kind), "head")
         check_reduction(head_reduce)
         rows, how = position_rows(position, int(att.shape[2]), record, kind)
         picked = self.rows(record, rows, kind=kind, layers=li, heads=hi, head_reduce=head_reduce, **options)
         picked = np.asarray(picked, dtype=np.float64)
+        if picked.shape != (len(rows), att.shape[3]):
+            raise InputError(
+                f"method {self.name!r} gave scores of shape {picked.shape} for {len(rows)} rows over "
+                f"{att.shape[3]} keys"
+            )
         if not np.isfinite(picked).all():
             raise InputError(f"method {self.name!r} gave non-finite scores on this record")
         if how == "mean":
@@ -165,12 +170,13 @@ class Method:
     def require(self, record: AttentionRecord, field: str, kind: str) -> torch.Tensor:
         """The optional per-kind tensor ``field`` of ``kind``, or MissingCaptureError naming the capture option."""
         store = getattr(record, field)
-        if kind not in store:
+        if not isinstance(store, dict) or kind not in store:
             hint = CAPTURE_HINTS.get(field, f"capture with {field}=True")
             raise MissingCaptureError(
                 f"method {self.name!r} needs record.{field}[{kind!r}], which this record lacks; capture with {hint}"
             )
-        return store[kind].detach().to(torch.float64)
+        # Checked like the attention: the shape it must have against the tokens, and finite values.
+        return record.check_tensor(field, kind).detach().to(torch.float64)
 
     def info(self) -> dict[str, Any]:
         """Name, requirements and kinds, for listings."""

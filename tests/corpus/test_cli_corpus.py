@@ -163,7 +163,13 @@ def test_method_with_the_wrong_number_of_scores_exits_2_naming_it(capsys, model_
     ap.register_plugin(sys.modules[__name__], name="cli_corpus_plugin")
     src = _input(tmp_path / "in.jsonl", TEXTS[:2])
     code, out, err = _run(capsys, model_dir, src, tmp_path / "run", "--methods", "cli_seven")
-    _one_error(code, err, "2 of 2 examples failed", "method 'cli_seven' gave 9 scores for 6 tokens")
+    _one_error(
+        code,
+        err,
+        "2 of 2 examples failed",
+        "method 'cli_seven' of plugin",
+        "gave scores of shape (9,) for 6 key tokens",
+    )
     assert json.loads(out.strip().splitlines()[-1])["failed"] == 2  # the summary still comes out
 
 

@@ -321,19 +321,30 @@ def bad_methods():
     yield
 
 
-def test_nan_scores_are_written_as_null(setup, bad_methods, tmp_path: Path) -> None:
+def test_nan_scores_fail_the_example_by_name_and_no_nan_reaches_a_file(setup, bad_methods, tmp_path: Path) -> None:
     model, tok = setup
     src = write_texts(tmp_path / "texts.jsonl", TEXTS[:2])
-    ds.run_corpus(model, tok, src, tmp_path / "out", method="t_nan", progress=False)
-    rows = rows_by_id(tmp_path / "out")  # strict JSON: a bare NaN fails to parse there
-    assert rows["t0"]["scores"][1] is None and rows["t0"]["scores"][0] == pytest.approx(0.1)
-    assert "NaN" not in "".join(p.read_text() for p in shard_files(tmp_path / "out"))
+    with pytest.raises(CorpusError, match=r"2 of 2 examples failed .*id 't0': method 't_nan' .*non-finite scores"):
+        ds.run_corpus(model, tok, src, tmp_path / "out", method="t_nan", progress=False)
+    assert [e["id"] for e in load_errors(tmp_path / "out")] == ["t0", "t1"]
+    assert not shard_files(tmp_path / "out")
+
+
+def test_rows_are_strict_json_with_non_finite_values_as_null() -> None:
+    from attn_plugins.corpus.shards import finite_or_none, strict_json
+
+    row = {"scores": finite_or_none([0.1, float("nan"), float("inf")]), "nested": finite_or_none([[1.0, -np.inf]])}
+    assert json.loads(strict_json(row)) == {"scores": [0.1, None, None], "nested": [[1.0, None]]}
+    with pytest.raises(ValueError):
+        strict_json({"scores": [float("nan")]})
 
 
 def test_a_method_with_the_wrong_number_of_scores_fails_each_example_by_name(setup, bad_methods, tmp_path) -> None:
     model, tok = setup
     src = write_texts(tmp_path / "texts.jsonl", TEXTS[:3])
-    with pytest.raises(CorpusError, match=r"3 of 3 examples failed .*id 't0': method 't_seven' gave 9 scores for 6"):
+    with pytest.raises(
+        CorpusError, match=r"3 of 3 examples failed .*id 't0': method 't_seven' .*gave scores of shape \(9,\) for 6"
+    ):
         ds.run_corpus(model, tok, src, tmp_path / "out", method="t_seven", progress=False)
     errors = load_errors(tmp_path / "out")
     assert [e["id"] for e in errors] == ["t0", "t1", "t2"] and all("t_seven" in e["error"] for e in errors)
