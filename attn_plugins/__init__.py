@@ -23,7 +23,6 @@ from .errors import (
     UnsupportedModelError,
 )
 from .plugins.hookspecs import hookimpl
-from .record.record import AttentionRecord
 
 try:
     __version__ = version("attn-plugins")
@@ -32,6 +31,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 # public name -> (module, attribute); attribute None means the module itself
 _LAZY = {
+    "AttentionRecord": (".record.record", "AttentionRecord"),  # lazy too: it imports torch
     "capture": (".capture.forward", "capture"),
     "capture_generate": (".capture.generate", "capture_generate"),
     "save": (".record.storage", "save"),
@@ -51,7 +51,6 @@ _LAZY = {
 }
 
 __all__ = [
-    "AttentionRecord",
     "AttnPluginsError",
     "InputError",
     "MissingCaptureError",

