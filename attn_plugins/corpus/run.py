@@ -129,33 +129,14 @@ def _row(example: Example, spec: Any, values: np.ndarray, record: AttentionRecor
 def explain_batch(explainer: Any, examples: Sequence[Example]) -> list[tuple[dict[str, Any], AttentionRecord]]:
     """Explain a batch with an :class:`~attn_plugins.explain.AttentionExplainer`: (results row, record) per example.
 
-    When the method needs no gradients and each example has one output read from a plain text (classes,
-    similarity), the whole batch is captured in one padded forward; otherwise each example goes through
-    the explainer's own capture (gradients are specific to one output, generations to one prompt).
+    The explainer captures texts its method reads without gradients together (one padded forward per
+    ``batch_size``), and each other example alone (gradients are specific to one output).
     """
-    from ..capture import capture
-
     specs = [explainer.resolve(e.text) for e in examples]
-    requires = tuple(getattr(explainer.method, "requires", ()))
-    batched = (
-        len(examples) > 1
-        and not requires
-        and all(s.inputs is None and s.text is not None and len(s.positions) == 1 for s in specs)
-    )
-    out = []
-    if batched:
-        options = {"truncation": True} if getattr(explainer, "truncation", False) else {}
-        records = capture(explainer.model, explainer.tokenizer, [s.text for s in specs], **options)
-        explainer.forward_passes += 1
-        for example, spec, record in zip(examples, specs, records):
-            row = explainer.method(record, position=spec.positions[0], kind=spec.kind, **explainer.method_options)
-            values = np.asarray(row)[spec.keys] if np.ndim(row) else np.asarray(row)
-            out.append((_row(example, spec, values, record, explainer.method_name), record))
-        return out
-    for example, spec in zip(examples, specs):
-        values, record = explainer.scores(spec)
-        out.append((_row(example, spec, np.asarray(values), record, explainer.method_name), record))
-    return out
+    return [
+        (_row(example, spec, np.asarray(values), record, explainer.method_name), record)
+        for example, spec, (values, record) in zip(examples, specs, explainer.scores_batch(specs))
+    ]
 
 
 def error_text(exc: BaseException) -> str:

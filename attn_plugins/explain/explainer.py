@@ -43,6 +43,12 @@ def ragged(rows: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _with_meta(record: AttentionRecord, spec: Target) -> AttentionRecord:
+    """``record`` with what the target knows of its text (prompt length, truncation) in its meta."""
+    record.meta.update({k: v for k, v in spec.meta.items() if k in ("prompt_length", "truncated", "original_tokens")})
+    return record
+
+
 def feature_explanation(values: Any, names: Sequence[str]) -> shap.Explanation:
     """A one-dimensional ``shap.Explanation`` of one value per named feature (``shap.plots.bar`` draws it)."""
     return shap.Explanation(values=np.asarray(values, dtype=float), base_values=0.0, feature_names=list(names))
@@ -64,7 +70,9 @@ class AttentionExplainer:
     ``max_new_tokens`` the length of generations, ``position`` overrides the query row of single-output
     tasks (e.g. ``"mean"`` for a classifier). A text longer than the model accepts (or ``max_length``)
     is an InputError naming it, unless ``truncation=True``: then its longest prefix that fits is
-    explained and the record's ``meta['truncated']`` is True. Other keyword options go to the method.
+    explained and the record's ``meta['truncated']`` is True. Texts a method reads without gradients are
+    captured ``batch_size`` at a time, in one padded forward each (records cut to each text's tokens, so
+    the scores are those of one text alone). Other keyword options go to the method.
     """
 
     def __init__(
@@ -81,6 +89,7 @@ class AttentionExplainer:
         position: str | int | None = None,
         truncation: bool = False,
         max_length: int | None = None,
+        batch_size: int = 32,
         **method_options: Any,
     ):
         self.model, self.tokenizer, self.pooling = unwrap(model, tokenizer)
@@ -94,6 +103,9 @@ class AttentionExplainer:
         self.position = position
         self.truncation = bool(truncation)
         self.max_length = max_length
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
         self.method_options = method_options
         self._targets_cache: dict[Any, Any] = {}  # e.g. the reference embedding, computed once per explainer
         self.forward_passes = 0  # model forwards spent on captures (for cost reports)
@@ -122,19 +134,46 @@ class AttentionExplainer:
             spec.positions = [self.position]
         return spec
 
+    def _method(self) -> Method:
+        # A plain callable plugin (not a Method) gets the base class's capture of what it `requires`.
+        return self.method if isinstance(self.method, Method) else _CallableMethod(self.method)
+
     def _capture(self, spec: Target, gradient_target: Any = None) -> AttentionRecord:
         """A record the method can read: the method captures it (see :meth:`Method.capture`)."""
-        # A plain callable plugin (not a Method) gets the base class's capture of what it `requires`.
-        method = self.method if isinstance(self.method, Method) else _CallableMethod(self.method)
+        method = self._method()
         self.forward_passes += method.forward_passes
         if spec.inputs is not None:
             record = method.capture(self.model, self.tokenizer, inputs=spec.inputs, gradient_target=gradient_target)
         else:
             record = method.capture(self.model, self.tokenizer, spec.text, gradient_target=gradient_target)
-        record.meta.update(
-            {k: v for k, v in spec.meta.items() if k in ("prompt_length", "truncated", "original_tokens")}
+        return _with_meta(record, spec)
+
+    def batchable(self, spec: Target) -> bool:
+        """Whether ``spec`` can share a padded forward with others: a plain text read without gradients."""
+        method = self._method()
+        return (
+            method.batch_capture
+            and "gradients" not in tuple(method.requires)
+            and spec.inputs is None
+            and isinstance(spec.text, str)
         )
-        return record
+
+    def scores_batch(self, specs: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
+        """:meth:`scores` of many examples, those that can sharing one padded capture per ``batch_size`` texts."""
+        out: list[tuple[np.ndarray, AttentionRecord] | None] = [None] * len(specs)
+        together = [i for i, spec in enumerate(specs) if self.batchable(spec)]
+        if len(together) > 1:
+            # Texts of similar length share a batch: less padding computed and thrown away.
+            together.sort(key=lambda i: len(specs[i].text))
+            method = self._method()
+            for start in range(0, len(together), self.batch_size):
+                chunk = together[start : start + self.batch_size]
+                records = method.capture(self.model, self.tokenizer, [specs[i].text for i in chunk])
+                self.forward_passes += method.forward_passes * len(chunk)
+                for i, record in zip(chunk, records):
+                    record = _with_meta(record, specs[i])
+                    out[i] = (self._values(self._rows(record, specs[i]), specs[i]), record)
+        return [o if o is not None else self.scores(spec) for o, spec in zip(out, specs)]
 
     def scores(self, spec: Target) -> tuple[np.ndarray, AttentionRecord]:
         """Method scores [keys] (one output) or [keys, outputs] and the (last) record they came from."""
@@ -147,10 +186,13 @@ class AttentionExplainer:
                 columns.append(self._row(record, position, spec))
         else:
             record = self._capture(spec)
-            m = self._rows(record, spec)
-            columns = list(m)
+            columns = self._rows(record, spec)
+        return self._values(columns, spec), record
+
+    @staticmethod
+    def _values(columns: list[np.ndarray], spec: Target) -> np.ndarray:
         values = np.stack(columns, -1)
-        return (values[:, 0] if spec.output_names is None else values), record
+        return values[:, 0] if spec.output_names is None else values
 
     def _row(self, record: AttentionRecord, position: Any, spec: Target) -> np.ndarray:
         out = np.asarray(self.method(record, position=position, kind=spec.kind, **self.method_options))
@@ -181,8 +223,7 @@ class AttentionExplainer:
         specs = [
             self.resolve(e, describe_example(e, i + 1 if len(examples) > 1 else None)) for i, e in enumerate(examples)
         ]
-        for spec in specs:
-            v, record = self.scores(spec)
+        for spec, (v, record) in zip(specs, self.scores_batch(specs)):
             values.append(v)
             data.append(self.data(spec, record))
             # Attention scores are not a decomposition of the output, so nothing is claimed as a base value.

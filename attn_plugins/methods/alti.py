@@ -171,6 +171,7 @@ class Alti(Method):
     kinds = ("self", "encoder")
     description = "ALTI (Ferrando et al. 2022) contributions with layer norm, rolled out over layers"
     forward_passes = 2  # the capture, then a hooked forward for the per-layer contributions
+    batch_capture = False
 
     def capture(
         self, model: Any, tokenizer: Any = None, text: Any = None, *, inputs: Any = None, **options: Any

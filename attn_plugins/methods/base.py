@@ -43,7 +43,9 @@ class Method:
     **Reads.** ``requires`` names the optional record fields the method reads (``"gradients"``,
     ``"value_norms"``, ``"extras:<key>"``); :meth:`capture_options` turns them into ``ap.capture``
     arguments and :meth:`capture` captures a record that has them, so explainers never special-case a
-    method by name. A method that needs more than one forward (ALTI) overrides :meth:`capture`.
+    method by name. Given a list of texts, :meth:`capture` returns one record per text from one padded
+    forward, which explainers use to explain many texts at once. A method that needs more than one
+    forward (ALTI) overrides :meth:`capture` and sets ``batch_capture = False`` unless it takes lists too.
 
     **Implements.** :meth:`matrix`: token-by-token scores ``[queries, keys]`` with the selection already
     resolved to positions in the record. A method whose rows are costly one by one (flow) overrides
@@ -54,8 +56,10 @@ class Method:
     requires: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ("self", "encoder", "decoder", "cross")
     description: str = ""
-    # Model forwards one :meth:`capture` costs (for cost reports).
+    # Model forwards one :meth:`capture` costs per text (for cost reports; a batch of n costs n passes' work).
     forward_passes: int = 1
+    # Whether :meth:`capture` takes a list of texts (one record each, one padded forward for the list).
+    batch_capture: bool = True
 
     # ------------------------------------------------------------------ the call
     def __call__(

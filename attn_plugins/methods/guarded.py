@@ -28,6 +28,8 @@ class GuardedMethod(Method):
         self.requires = tuple(getattr(component, "requires", ()) or ())
         self.kinds = tuple(getattr(component, "kinds", None) or Method.kinds)
         self.forward_passes = int(getattr(component, "forward_passes", 1) or 1)
+        # A plugin's own capture takes lists only when it says so; a plain callable gets the base capture.
+        self.batch_capture = bool(getattr(component, "batch_capture", True)) if isinstance(component, Method) else True
         self.description = str(getattr(component, "description", "") or "")
 
     def __call__(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -375,32 +374,20 @@ def test_one_failing_example_is_recorded_and_the_run_goes_on(setup, tmp_path: Pa
     assert summary["explained"] == 1 and summary["failed"] == 0 and load_errors(out) == []
 
 
-def test_truncation_reaches_the_explainer_and_the_rows(setup, tmp_path: Path, monkeypatch) -> None:
-    """The corpus side of --truncate: the explainer is built with truncation=True, rows say what was cut."""
-    explainer_module = importlib.import_module("attn_plugins.explain.explainer")
-    seen = {}
-
-    class Truncating(AttentionExplainer):
-        def __init__(self, *args, truncation: bool = False, **kwargs):
-            seen["truncation"] = truncation
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(explainer_module, "AttentionExplainer", Truncating)
-    real_capture = ap.capture
-
-    def capture(model, tokenizer, text, **options):
-        seen.setdefault("capture", options.get("truncation"))
-        records = real_capture(model, tokenizer, text, **options)
-        for r in records if isinstance(records, list) else [records]:
-            r.meta["truncated"] = True  # as a capture that cut the text marks its record
-        return records
-
-    monkeypatch.setattr(importlib.import_module("attn_plugins.capture"), "capture", capture)
+def test_truncation_cuts_an_over_long_text_in_a_batched_run_and_the_rows_say_so(setup, tmp_path: Path) -> None:
+    """The corpus side of --truncate: a text over the model's 64 positions is explained by its prefix, batched with
+    a short one, and only its row and record say it was cut."""
     model, tok = setup
-    src = write_texts(tmp_path / "texts.jsonl", TEXTS[:2])
-    ds.run_corpus(model, tok, src, tmp_path / "out", truncation=True, save_records=False, progress=False)
-    assert seen == {"truncation": True, "capture": True}
-    assert all(row["truncated"] is True for row in rows_by_id(tmp_path / "out").values())
+    long = " ".join(["word"] * 200)
+    src = write_texts(tmp_path / "texts.jsonl", [TEXTS[0], long])
+    with pytest.raises(CorpusError, match="pass truncation=True"):
+        ds.run_corpus(model, tok, src, tmp_path / "refused", progress=False)
+    ds.run_corpus(model, tok, src, tmp_path / "out", method="raw", truncation=True, progress=False)
+    rows = rows_by_id(tmp_path / "out")
+    assert rows["t0"]["truncated"] is False and rows["t1"]["truncated"] is True
+    assert len(rows["t1"]["tokens"]) == 64 and len(rows["t0"]["tokens"]) < 64
+    assert ap.load(tmp_path / "out" / rows["t1"]["record"]).meta.get("truncated") is True
+    assert not ap.load(tmp_path / "out" / rows["t0"]["record"]).meta.get("truncated")
 
 
 def test_word_scores_group_pieces_and_skip_specials() -> None:
