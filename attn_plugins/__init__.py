@@ -16,13 +16,13 @@ from .errors import (
     AttnPluginsError,
     InputError,
     MissingCaptureError,
+    OutputError,
     PluginError,
     RecordFormatError,
     RecordValidationError,
     UnsupportedModelError,
 )
 from .plugins.hookspecs import hookimpl
-from .record.record import AttentionRecord
 
 try:
     __version__ = version("attn-plugins")
@@ -31,6 +31,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 # public name -> (module, attribute); attribute None means the module itself
 _LAZY = {
+    "AttentionRecord": (".record.record", "AttentionRecord"),  # lazy too: it imports torch
     "capture": (".capture.forward", "capture"),
     "capture_generate": (".capture.generate", "capture_generate"),
     "save": (".record.storage", "save"),
@@ -50,10 +51,10 @@ _LAZY = {
 }
 
 __all__ = [
-    "AttentionRecord",
     "AttnPluginsError",
     "InputError",
     "MissingCaptureError",
+    "OutputError",
     "PluginError",
     "RecordFormatError",
     "RecordValidationError",

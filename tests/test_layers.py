@@ -19,6 +19,7 @@ ADAPTERS = ROOT / "adapters"
 RANKS = {
     "errors": 0,
     "results": 0,
+    "files": 0,
     "plugins": 1,
     "record": 2,
     "adapters": 3,

@@ -137,7 +137,7 @@ class Adapter(ABC):
     :func:`~attn_plugins.adapters.split_batch` does the cutting.
 
     An adapter that can also hand over attention while the model runs implements :meth:`listen`; then
-    generation (:func:`attn_plugins.capture_generate`) and streaming reducers
+    generation (:func:`~attn_plugins.capture.capture_generate`) and streaming reducers
     (:func:`attn_plugins.capture.stream`) work for its models too, with no further code.
     """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -248,6 +249,15 @@ def random_scorer(seed: int) -> Scorer:
 
 
 # ---------------------------------------------------------------------------- evaluation
+def plausibility_scores(scores: np.ndarray, rationale: np.ndarray, protected: np.ndarray) -> dict[str, float]:
+    """Token F1, IOU-F1 and AUPRC of one example's scores against its planted words (no model calls)."""
+    return {
+        "token_f1": plausibility.token_f1(scores, rationale, protected=protected),
+        "iou_f1": plausibility.iou_f1(scores, rationale, protected=protected),
+        "auprc": plausibility.auprc(scores, rationale, protected=protected),
+    }
+
+
 def score_example(
     scores: np.ndarray,
     ids: np.ndarray,
@@ -261,14 +271,109 @@ def score_example(
     kw = {"baseline_id": mask_id, "protected": protected}
     erased = faithfulness.aopc(predict, ids, scores, target, **kw)
     return {
-        "token_f1": plausibility.token_f1(scores, rationale, protected=protected),
-        "iou_f1": plausibility.iou_f1(scores, rationale, protected=protected),
-        "auprc": plausibility.auprc(scores, rationale, protected=protected),
+        **plausibility_scores(scores, rationale, protected),
         "aopc_comprehensiveness": erased["comprehensiveness"].value,
         "aopc_sufficiency": erased["sufficiency"].value,
         "deletion": faithfulness.deletion_curve(predict, ids, scores, target, **kw).area,
         "insertion": faithfulness.insertion_curve(predict, ids, scores, target, **kw).area,
     }
+
+
+@dataclass
+class Prepared:
+    """One held-out sentence ready to score: its token ids, planted and protected tokens, the model's class."""
+
+    example: Example
+    ids: np.ndarray
+    rationale: np.ndarray
+    protected: np.ndarray
+    predicted: int
+
+
+@dataclass
+class Setup:
+    """The trained classifier and the held-out data every scorer is evaluated on."""
+
+    config: Config
+    tokenizer: Any
+    model: torch.nn.Module
+    predict: Callable[[np.ndarray], np.ndarray]
+    train_data: list[Example]
+    eval_data: list[Prepared]
+    train_seconds: float
+
+    @property
+    def accuracy(self) -> float:
+        """Share of held-out sentences whose predicted class is their label."""
+        return float(np.mean([p.predicted == p.example.label for p in self.eval_data]))
+
+
+def prepare(config: Config, seed: int) -> Setup:
+    """Make the data, train the classifier (fixed seed) and prepare the held-out sentences."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer("bert")
+    train_data = make_examples(config.n_train, rng, config.min_len, config.max_len)
+    # Held-out sentences all carry triggers: plausibility needs a non-empty rationale.
+    eval_data = make_examples(config.n_eval, rng, config.min_len, config.max_len, neutral=False)
+    model = build_model(config, seed)
+    train_seconds = train(model, tokenizer, train_data, config, seed)
+    predict = predictor(model)
+    prepared = []
+    for ex in eval_data:
+        enc = tokenizer(ex.text, return_special_tokens_mask=True)
+        ids = np.asarray(enc["input_ids"])
+        protected = np.asarray(enc["special_tokens_mask"], dtype=bool)
+        if len(ids) != len(ex.words) + 2:
+            raise AttnPluginsError(f"a planted word split into pieces in {ex.text!r}")
+        rationale = np.concatenate([[False], ex.planted, [False]])
+        pred = int(predict(ids[None]).argmax(-1)[0])
+        prepared.append(Prepared(ex, ids, rationale, protected, pred))
+    return Setup(config, tokenizer, model, predict, train_data, prepared, train_seconds)
+
+
+def evaluate(
+    name: str, scorer: Scorer, setup: Setup, faithful: bool = True
+) -> tuple[dict[str, list[float]], list[np.ndarray]]:
+    """Per-example metrics of one scorer over the held-out sentences, and its scores.
+
+    ``faithful=False`` computes the plausibility metrics only (no erasure curves, no model calls besides
+    the scorer's own).
+    """
+    values: dict[str, list[float]] = {m: [] for m in (*METRICS, "seconds_per_example")} if faithful else {}
+    kept: list[np.ndarray] = []
+    # One untimed call first: one-off costs (shap's numba compilation, lazy imports) are not per example.
+    first = setup.train_data[0]
+    scorer(first, first.label)
+    for p in setup.eval_data:
+        start = time.perf_counter()
+        scores = scorer(p.example, p.predicted)
+        seconds = time.perf_counter() - start
+        if scores.shape != p.ids.shape:
+            raise AttnPluginsError(f"{name} returned {scores.shape[0]} scores for {len(p.ids)} tokens")
+        if faithful:
+            found = score_example(
+                scores, p.ids, p.rationale, p.protected, p.predicted, setup.predict, setup.tokenizer.mask_token_id
+            )
+            values["seconds_per_example"].append(seconds)
+        else:
+            found = plausibility_scores(scores, p.rationale, p.protected)
+        for metric, v in found.items():
+            values.setdefault(metric, []).append(v)
+        kept.append(scores)
+    return values, kept
+
+
+def scorers(setup: Setup, seed: int) -> dict[str, Scorer]:
+    """Every registered method, shap's Partition explainer and the random baseline, by name."""
+    from ..plugins import get_registry
+
+    out: dict[str, Scorer] = {}
+    for name in get_registry().names("method"):
+        out[name] = method_scorer(name, setup.model, setup.tokenizer)
+    out["shap_partition"] = shap_scorer(setup.model, setup.tokenizer, setup.config.shap_max_evals)
+    out["random"] = random_scorer(seed + 1)
+    return out
 
 
 def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
@@ -283,72 +388,27 @@ def _run(quick: bool, seed: int) -> dict[str, Any]:
 
     config = Config.quick() if quick else Config()
     t0 = time.perf_counter()
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    tokenizer = tiny_tokenizer("bert")
-    train_data = make_examples(config.n_train, rng, config.min_len, config.max_len)
-    # Held-out sentences all carry triggers: plausibility needs a non-empty rationale.
-    eval_data = make_examples(config.n_eval, rng, config.min_len, config.max_len, neutral=False)
-    model = build_model(config, seed)
-    train_seconds = train(model, tokenizer, train_data, config, seed)
-    predict = predictor(model)
+    setup = prepare(config, seed)
+    registry = get_registry()
 
-    # Token ids, truth and the model's own prediction for every held-out sentence.
-    prepared = []
-    for ex in eval_data:
-        enc = tokenizer(ex.text, return_special_tokens_mask=True)
-        ids = np.asarray(enc["input_ids"])
-        protected = np.asarray(enc["special_tokens_mask"], dtype=bool)
-        if len(ids) != len(ex.words) + 2:
-            raise AttnPluginsError(f"a planted word split into pieces in {ex.text!r}")
-        rationale = np.concatenate([[False], ex.planted, [False]])
-        pred = int(predict(ids[None]).argmax(-1)[0])
-        prepared.append((ex, ids, rationale, protected, pred))
-    accuracy = float(np.mean([p[4] == p[0].label for p in prepared]))
-
-    scorers: dict[str, Scorer] = {}
     errors: dict[str, str] = {}
-    for name in get_registry().names("method"):
-        scorers[name] = method_scorer(name, model, tokenizer)
-    scorers["shap_partition"] = shap_scorer(model, tokenizer, config.shap_max_evals)
-    scorers["random"] = random_scorer(seed + 1)
-
     per_method: dict[str, dict[str, list[float]]] = {}
-    shap_scores: list[np.ndarray] = []
     all_scores: dict[str, list[np.ndarray]] = {}
-    for name, scorer in scorers.items():
-        values: dict[str, list[float]] = {m: [] for m in (*METRICS, "seconds_per_example")}
-        kept: list[np.ndarray] = []
+    for name, scorer in scorers(setup, seed).items():
         try:
-            # One untimed call first: one-off costs (shap's numba compilation, lazy imports) are not per example.
-            scorer(train_data[0], train_data[0].label)
-            for ex, ids, rationale, protected, pred in prepared:
-                start = time.perf_counter()
-                scores = scorer(ex, pred)
-                values["seconds_per_example"].append(time.perf_counter() - start)
-                if scores.shape != ids.shape:
-                    raise AttnPluginsError(f"{name} returned {scores.shape[0]} scores for {len(ids)} tokens")
-                for metric, v in score_example(
-                    scores, ids, rationale, protected, pred, predict, tokenizer.mask_token_id
-                ).items():
-                    values[metric].append(v)
-                kept.append(scores)
+            per_method[name], all_scores[name] = evaluate(name, scorer, setup)
         except Exception as exc:  # one broken method is reported, the others still run
             errors[name] = f"{type(exc).__name__}: {exc}"
-            continue
-        per_method[name] = values
-        all_scores[name] = kept
-        if name == "shap_partition":
-            shap_scores = kept
 
     # Agreement with SHAP, the attribution reference, for every other scorer.
+    shap_scores = all_scores.get("shap_partition", [])
     for name, kept in all_scores.items():
         if name == "shap_partition" or not shap_scores:
             continue
         rhos = []
-        for s, ref, (_, _, _, protected, _) in zip(kept, shap_scores, prepared):
+        for s, ref, p in zip(kept, shap_scores, setup.eval_data):
             try:
-                rhos.append(agreement.spearman(s, ref, protected=protected))
+                rhos.append(agreement.spearman(s, ref, protected=p.protected))
             except AttnPluginsError:
                 continue  # a constant score vector has no rank: left out rather than counted as zero
         if rhos:
@@ -358,37 +418,88 @@ def _run(quick: bool, seed: int) -> dict[str, Any]:
         name: {metric: mean_ci(v, seed, config.n_resamples) for metric, v in values.items()}
         for name, values in per_method.items()
     }
+    registered = set(registry.names("method"))
     return {
         "benchmark": "planted",
         "seed": seed,
         "quick": quick,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "config": config.__dict__,
         "model": {
             "type": "bert",
-            "test_accuracy": round(accuracy, 4),
-            "train_seconds": round(train_seconds, 2),
+            "test_accuracy": round(setup.accuracy, 4),
+            "train_seconds": round(setup.train_seconds, 2),
             "torch_threads": torch.get_num_threads(),
         },
         "higher_is_better": HIGHER_IS_BETTER,
+        # Which distribution provides each method (a plugin's methods are scored like the built-ins).
+        "sources": {name: registry.source("method", name).distribution for name in methods if name in registered},
         "methods": methods,
         "errors": errors,
         "elapsed_seconds": round(time.perf_counter() - t0, 2),
     }
 
 
+# Columns of the README table: (metric, header), the arrow saying which direction is better.
+TABLE_COLUMNS = (
+    ("token_f1", "token F1 ↑"),
+    ("auprc", "AUPRC ↑"),
+    ("aopc_comprehensiveness", "AOPC compr. ↑"),
+    ("aopc_sufficiency", "AOPC suff. ↓"),
+    ("spearman_vs_shap", "Spearman vs shap"),
+)
+
+
 def table(result: dict[str, Any]) -> str:
-    """A Markdown table of the means (with 95 % intervals) per method, for the README."""
-    cols = ("token_f1", "auprc", "iou_f1", "aopc_comprehensiveness", "aopc_sufficiency", "spearman_vs_shap")
-    head = "| method | " + " | ".join(cols) + " | ms/example |"
-    lines = [head, "|" + "---|" * (len(cols) + 2)]
-    for name, metrics in result["methods"].items():
+    """The Markdown table of README.md: mean [95 % interval] per metric, methods by token F1, then shap and random.
+
+    ``scripts/write_planted_table.py`` writes it into README.md from ``benchmarks/results/planted.json``;
+    a method from another distribution than attn-plugins (a plugin) is named with it.
+    """
+    methods = result["methods"]
+    sources = result.get("sources", {})
+    baselines = [n for n in ("shap_partition", "random") if n in methods]
+    ranked = sorted((n for n in methods if n not in baselines), key=lambda n: (-methods[n]["token_f1"]["mean"], n))
+    lines = [
+        "| method | " + " | ".join(h for _, h in TABLE_COLUMNS) + " | ms/example |",
+        "|" + "---|" * (len(TABLE_COLUMNS) + 2),
+    ]
+    for name in [*ranked, *baselines]:
+        metrics = methods[name]
         cells = []
-        for c in cols:
-            m = metrics.get(c)
-            cells.append("–" if m is None else f"{m['mean']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]")
+        for metric, _ in TABLE_COLUMNS:
+            m = metrics.get(metric)
+            cells.append("" if m is None else f"{m['mean']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]")
+        label = name
+        if name == "shap_partition":
+            label = f"shap Partition ({result['config']['shap_max_evals']} evals)"
+        elif sources.get(name, "attn-plugins") != "attn-plugins":
+            label = f"{name} (plugin {sources[name]})"
         ms = metrics["seconds_per_example"]["mean"] * 1000
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ms:.1f} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ms:.1f} |")
     return "\n".join(lines)
+
+
+# README.md holds the generated section between these markers (scripts/write_planted_table.py writes it).
+README_BLOCK = re.compile(r"(<!-- planted: [^\n]*-->\n)(.*?)(<!-- /planted -->)", flags=re.S)
+
+
+def readme_section(result: dict[str, Any]) -> str:
+    """The generated part of README.md's planted section: where the figures come from, and :func:`table`."""
+    n = result["config"]["n_eval"]
+    when = f" on {result['date']}" if result.get("date") else ""
+    return (
+        f"Mean and bootstrap 95 % interval over {n} held-out sentences (the trained classifier's test accuracy: "
+        f"{result['model']['test_accuracy']:.2f}); produced by `attn-plugins bench planted --json`{when} "
+        f"(full JSON in `benchmarks/results/planted.json`).\n\n{table(result)}\n\n"
+    )
+
+
+def with_readme_section(readme: str, result: dict[str, Any]) -> str:
+    """``readme`` with the block between its planted markers replaced by :func:`readme_section`."""
+    if not README_BLOCK.search(readme):
+        raise AttnPluginsError("README.md has no <!-- planted: ... --> ... <!-- /planted --> block")
+    return README_BLOCK.sub(lambda m: m.group(1) + readme_section(result) + m.group(3), readme, count=1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

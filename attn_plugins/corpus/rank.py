@@ -86,14 +86,14 @@ class CorpusRanking(Result):
 
 def _rows(results: str | os.PathLike | Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
     if isinstance(results, (str, os.PathLike)):
-        from .run import RESULTS, load_results
+        from .shards import LEGACY_RESULTS, load_results, read_shard
 
         path = Path(results)
         if path.is_dir():
             return load_results(path)
-        if path.name == RESULTS and path.exists():
-            return load_results(path.parent)
-        raise InputError(f"{path}: expected a corpus run directory or its {RESULTS}")
+        if path.suffix in (".jsonl", ".parquet") and path.is_file():
+            return read_shard(path)  # one shard, or a format-1 results.jsonl
+        raise InputError(f"{path}: expected a corpus run directory, one of its shards, or a {LEGACY_RESULTS}")
     return results
 
 
@@ -106,7 +106,7 @@ def corpus_ranking(
     normalize: str | None = None,
     output: int | str = "mean",
 ) -> CorpusRanking:
-    """Aggregate the per-word scores of a corpus run (a directory, its results.jsonl, or rows) into a ranking.
+    """Aggregate the per-word scores of a corpus run (a run directory, a shard, or rows) into a ranking.
 
     ``normalize="sum"`` divides each text's word scores by their absolute sum (``"max"``: by the largest
     absolute score) so long and short texts weigh alike; ``output`` picks one output of multi-output

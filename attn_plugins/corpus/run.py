@@ -1,19 +1,10 @@
 """Corpus runs: explain a JSON Lines file of texts in batches, write results as they go, stop and resume safely.
 
-Layout of ``out_dir``:
-
-* ``manifest.json`` - what the run is (model, tokenizer, method and options fingerprints); a resumed run
-  must match it, so results of two different setups never mix in one directory;
-* ``results.jsonl`` - one line per finished example (id, tokens, per-token scores, per-word scores, the
-  record's file). It doubles as the manifest of done ids: a batch's lines are appended with one
-  ``write`` and an ``fsync`` once its records are on disk, so a line exists only for a complete example.
-  A run killed during that write leaves at most one partial last line, which the next run cuts off and
-  redoes;
-* ``records/<hash of id>.attn`` - the AttentionRecord of each example (safetensors, atomic writes).
-
-``engine="local"`` explains in this process; ``engine="ray"`` sends batches through Ray Data to a pool of
-actors that each build the explainer (and receive the model) once, while this process alone writes the
-results, so both engines produce the same files.
+``engine="local"`` explains in this process; ``engine="ray"`` reads the input with Ray Data and explains on a
+pool of Ray workers (an existing cluster, or a local one started for the run), each loading the model
+itself and writing its own shards. Both engines write the same directory (see :mod:`.shards`), so a run
+started with one resumes with the other and gives the same results. An example that fails is recorded with
+its error and the run goes on; :class:`~attn_plugins.errors.CorpusError` reports the failures at the end.
 """
 
 from __future__ import annotations
@@ -23,73 +14,46 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import AttnPluginsError, CorpusError, InputError, PluginError
 from ..record import AttentionRecord
+from .shards import (
+    SHARD_FORMATS,
+    ShardWriter,
+    finish_manifest,
+    finite_or_none,
+    load_errors,
+    load_results,
+    prepare,
+    record_name,
+    verify_results,
+    write_atomic,
+)
+from .source import ModelSource, json_safe
+from .texts import Example, input_location, read_texts, text_sha1
 
-RESULTS = "results.jsonl"
-MANIFEST = "manifest.json"
-RECORDS = "records"
-FORMAT_VERSION = 1
+__all__ = [
+    "Example",
+    "explain_batch",
+    "load_errors",
+    "load_results",
+    "read_texts",
+    "record_name",
+    "run_corpus",
+    "word_scores",
+    "write_atomic",
+]
 
-
-@dataclass
-class Example:
-    """One text of the input file: its id (given, or the line number), text and line number."""
-
-    id: str
-    text: str
-    line: int
-
-
-# ---------------------------------------------------------------------------- input
-def read_texts(path: str | os.PathLike) -> list[Example]:
-    """Read ``{"text": ..., "id": ...}`` lines (id optional: the line number); bad lines raise InputError."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    examples: list[Example] = []
-    seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue  # blank lines (a trailing newline) carry nothing
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f'{path}:{n}: expected an object like {{"text": "..."}}, got {type(obj).__name__}')
-            text = obj.get("text")
-            if not isinstance(text, str):
-                raise InputError(f'{path}:{n}: needs a "text" string')
-            if not text.strip():
-                raise InputError(f"{path}:{n}: the text is empty; there is nothing to explain")
-            raw_id = obj.get("id", n)
-            if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
-                raise InputError(f'{path}:{n}: "id" must be a string or an integer')
-            key = str(raw_id)
-            if key in seen:
-                raise InputError(f"{path}:{n}: id {key!r} was already used on line {seen[key]}")
-            seen[key] = n
-            examples.append(Example(key, text, n))
-    if not examples:
-        raise InputError(f"{path}: holds no texts")
-    return examples
+FORMAT_VERSION = 2
 
 
 # ---------------------------------------------------------------------------- explaining one batch
-def record_name(example_id: str) -> str:
-    """The record file of an example: a hash of its id, so any id makes a safe, stable file name."""
-    return f"{RECORDS}/{hashlib.sha1(example_id.encode('utf-8')).hexdigest()[:20]}.attn"
-
-
 def word_scores(
     scores: np.ndarray,
     tokens: Sequence[str],
@@ -130,9 +94,13 @@ def _sliced(seq: Sequence[Any] | None, keys: slice) -> list[Any] | None:
 
 
 def _row(example: Example, spec: Any, values: np.ndarray, record: AttentionRecord, method: str) -> dict[str, Any]:
-    """The results.jsonl line of one example."""
+    """The results row of one example; a method that scores the wrong number of tokens is refused here."""
     keys = spec.keys
     tokens = list(record.tokens)[keys]
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 0 or values.shape[0] != len(tokens):
+        got = "a scalar" if values.ndim == 0 else f"{values.shape[0]} scores"
+        raise PluginError(f"method {method!r} gave {got} for {len(tokens)} tokens")
     words, wscores = word_scores(
         values,
         tokens,
@@ -143,59 +111,65 @@ def _row(example: Example, spec: Any, values: np.ndarray, record: AttentionRecor
     )
     return {
         "id": example.id,
-        "text_sha1": hashlib.sha1(example.text.encode("utf-8")).hexdigest(),
+        "line": example.line,
+        "text_sha1": text_sha1(example.text),
         "text": example.text,
         "method": method,
         "task": spec.task,
-        "label": spec.label,
-        "output_names": spec.output_names,
+        "label": None if spec.label is None else str(spec.label),
+        "output_names": None if spec.output_names is None else [str(n) for n in spec.output_names],
         "tokens": tokens,
-        "scores": np.asarray(values, dtype=float).tolist(),
+        "scores": finite_or_none(values),
         "words": words,
-        "word_scores": wscores.tolist(),
+        "word_scores": finite_or_none(wscores),
+        "truncated": bool(record.meta.get("truncated", False)),
     }
 
 
 def explain_batch(explainer: Any, examples: Sequence[Example]) -> list[tuple[dict[str, Any], AttentionRecord]]:
     """Explain a batch with an :class:`~attn_plugins.explain.AttentionExplainer`: (results row, record) per example.
 
-    When the method needs no gradients and each example has one output read from a plain text (classes,
-    similarity), the whole batch is captured in one padded forward; otherwise each example goes through
-    the explainer's own capture (gradients are specific to one output, generations to one prompt).
+    The explainer captures texts its method reads without gradients together (one padded forward per
+    ``batch_size``), and each other example alone (gradients are specific to one output).
     """
-    from ..capture import capture
-
     specs = [explainer.resolve(e.text) for e in examples]
-    requires = tuple(getattr(explainer.method, "requires", ()))
-    batched = (
-        len(examples) > 1
-        and not requires
-        and not getattr(explainer.method, "explains_target", False)
-        and all(s.inputs is None and s.text is not None and len(s.positions) == 1 for s in specs)
-    )
-    out = []
-    if batched:
-        records = capture(explainer.model, explainer.tokenizer, [s.text for s in specs])
-        explainer.forward_passes += 1
-        for example, spec, record in zip(examples, specs, records):
-            position = explainer.positions(spec)[0]
-            row = explainer.method(record, position=position, kind=spec.kind, **explainer.method_options)
-            values = np.asarray(row)[spec.keys]
-            out.append((_row(example, spec, values, record, explainer.method_name), record))
-        return out
-    for example, spec in zip(examples, specs):
-        values, record = explainer.scores(spec)
-        out.append((_row(example, spec, np.asarray(values), record, explainer.method_name), record))
-    return out
+    return [
+        (_row(example, spec, np.asarray(values), record, explainer.method_name), record)
+        for example, spec, (values, record) in zip(examples, specs, explainer.scores_batch(specs))
+    ]
 
 
-# ---------------------------------------------------------------------------- the output directory
+def error_text(exc: BaseException) -> str:
+    """One line for a failed example: the package's own messages as they are, others with their type."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return first if isinstance(exc, AttnPluginsError) else f"{type(exc).__name__}: {first}"
+
+
+def explain_isolated(
+    explainer: Any, examples: Sequence[Example]
+) -> tuple[list[tuple[dict[str, Any], AttentionRecord]], list[dict[str, Any]]]:
+    """Explain a batch; when it fails, each example alone, so one bad example costs only its own row."""
+    try:
+        return explain_batch(explainer, examples), []
+    except Exception as exc:
+        if len(examples) == 1:
+            e = examples[0]
+            return [], [{"id": e.id, "line": e.line, "text_sha1": e.text_sha1, "error": error_text(exc)}]
+    done, errors = [], []
+    for example in examples:
+        d, err = explain_isolated(explainer, [example])
+        done += d
+        errors += err
+    return done, errors
+
+
+# ---------------------------------------------------------------------------- what identifies a run
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
 def fingerprint(model: Any, tokenizer: Any, method: str, options: dict[str, Any]) -> dict[str, Any]:
-    """What identifies a run: model class, config and weights digests, tokenizer vocabulary, method, options."""
+    """What identifies a run of a model object: model class, config and weights digests, vocabulary, method, options."""
     from ..explain.targets import unwrap
 
     hf, tok, _ = unwrap(model, tokenizer)
@@ -207,118 +181,100 @@ def fingerprint(model: Any, tokenizer: Any, method: str, options: dict[str, Any]
             h.update(f"{name}{tuple(p.shape)}{float(p.double().sum()):.10e}".encode())
     vocab = tok.get_vocab() if hasattr(tok, "get_vocab") else {}
     return {
-        "format": FORMAT_VERSION,
         "model_class": type(hf).__name__,
         "config": _digest(config.to_json_string(use_diff=False).encode()) if config is not None else None,
         "weights": h.hexdigest()[:16],
         "tokenizer": _digest(json.dumps(sorted(vocab.items())).encode()),
         "method": method,
-        "options": json.loads(json.dumps(options, sort_keys=True, default=repr)),
+        "options": json_safe(options),
     }
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def run_identity(source: ModelSource, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``run``: named models by their files or hub revision, objects by their weights."""
+    if source.name is None:
+        return fingerprint(source.model, source.tokenizer, method, options)
+    return {**source.identity(), "method": method, "options": json_safe(options)}
 
 
-def _append(path: Path, lines: list[str]) -> None:
-    """Append whole lines with one write and an fsync: readers see complete lines or (after a crash) one partial."""
-    data = "".join(line + "\n" for line in lines).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        view = memoryview(data)
-        while view:  # os.write may write less than asked
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def check_truncation() -> None:
+    """Refuse truncation=True while the explainer cannot truncate (it would hand the option to the method)."""
+    import inspect
+
+    from ..explain.explainer import AttentionExplainer
+
+    if "truncation" not in inspect.signature(AttentionExplainer).parameters:
+        raise InputError("truncation needs an AttentionExplainer that accepts truncation= (not in this version)")
 
 
-def load_results(out_dir: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
-    """The finished rows of ``out_dir/results.jsonl``; a partial last line is cut off when ``repair``."""
-    path = Path(out_dir) / RESULTS
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    rows = []
-    end = data.rfind(b"\n") + 1  # everything after the last newline is an interrupted write
-    if end < len(data):
-        if not repair:
-            raise InputError(f"{path}: the last line is incomplete (an interrupted run); resume the run to repair it")
-        with open(path, "r+b") as fh:
-            fh.truncate(end)
-            fh.flush()
-            os.fsync(fh.fileno())
-    for n, line in enumerate(data[:end].decode("utf-8").splitlines(), start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{path}:{n}: corrupted results line ({exc.msg}); it was not written by this tool"
-            ) from None
-        if not isinstance(row, dict) or "id" not in row:
-            raise InputError(f"{path}:{n}: a results line without an id")
-        rows.append(row)
-    return rows
+# ---------------------------------------------------------------------------- one worker
+@dataclass
+class WorkerSpec:
+    """Everything a worker (this process, or one Ray actor) needs to explain batches and write shards."""
+
+    source: ModelSource
+    method: str
+    options: dict[str, Any]
+    out_dir: str
+    batch_size: int = 8
+    truncation: bool = False
+    save_records: bool = True
+    record_dtype: str | None = None
+    shard_format: str = "jsonl"
+    device: str | None = None
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _prepare(out_dir: Path, finger: dict[str, Any], resume: bool) -> dict[str, dict[str, Any]]:
-    """Check or write the manifest and return the finished rows by id."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RECORDS).mkdir(exist_ok=True)
-    manifest = out_dir / MANIFEST
-    has_results = (out_dir / RESULTS).exists()
-    if manifest.exists():
-        if not resume and has_results:
-            raise InputError(
-                f"{out_dir} already holds results; resume the run, or choose an empty directory "
-                "(nothing is deleted on your behalf)"
-            )
-        try:
-            old = json.loads(manifest.read_text("utf-8"))
-        except json.JSONDecodeError:
-            raise InputError(f"{manifest}: not a run manifest (invalid JSON)") from None
-        differs = [k for k in finger if old.get("run", {}).get(k) != finger[k]]
-        if differs and has_results:
-            raise InputError(
-                f"{out_dir} holds results of a different run ({', '.join(differs)} differ); "
-                "resume only with the same model, tokenizer, method and options, or choose another directory"
-            )
-    elif has_results:
-        raise InputError(f"{out_dir} holds {RESULTS} but no {MANIFEST}; it was not written by this tool")
-    write_atomic(manifest, json.dumps({"run": finger}, indent=2).encode("utf-8"))
-    return {str(r["id"]): r for r in load_results(out_dir, repair=True)}
+class CorpusWorker:
+    """Builds the explainer once, then explains batches of examples into shards of its own."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        from ..explain.explainer import AttentionExplainer
+
+        if spec.threads:
+            torch.set_num_threads(spec.threads)  # one CPU per Ray worker: Ray schedules the parallelism
+        started = time.perf_counter()
+        model, tokenizer = spec.source.load()
+        if spec.device:
+            model = model.to(spec.device)
+        options = dict(spec.options)
+        if spec.truncation:
+            check_truncation()
+            options["truncation"] = True
+        self.explainer = AttentionExplainer(model, tokenizer, method=spec.method, **options)
+        self.explainer.truncation = spec.truncation  # the batched capture reads it too
+        self.spec = spec
+        self.writer = ShardWriter(spec.out_dir, spec.shard_format)
+        self.load_seconds = time.perf_counter() - started
+
+    def record_bytes(self, record: AttentionRecord) -> bytes | None:
+        """A record serialized for its file (cast to the run's dtype), or None when records are not kept."""
+        from ..record.storage import to_bytes
+
+        if not self.spec.save_records:
+            return None
+        dtype = self.spec.record_dtype
+        return to_bytes(record.to(getattr(torch, dtype)) if dtype else record)
+
+    def process(self, examples: Sequence[Example]) -> dict[str, Any]:
+        """Explain ``examples`` (in batches of the spec's size) and write them as one shard; returns what was done."""
+        started = time.time()
+        done, errors = [], []
+        for i in range(0, len(examples), self.spec.batch_size):
+            d, e = explain_isolated(self.explainer, examples[i : i + self.spec.batch_size])
+            done += [(row, self.record_bytes(record)) for row, record in d]
+            errors += e
+        written = self.writer.write(done, errors)
+        return {**written, "started": started, "ended": time.time()}
 
 
-# ---------------------------------------------------------------------------- engines
+# ---------------------------------------------------------------------------- the run
 def _batches(items: Sequence[Example], size: int) -> Iterator[list[Example]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
 
 
-def record_bytes(record: AttentionRecord, keep: bool, dtype: str | None) -> bytes | None:
-    """A record serialized for its file (cast to ``dtype`` if given), or None when records are not kept."""
-    from ..record.storage import to_bytes
-
-    if not keep:
-        return None
-    return to_bytes(record.to(getattr(torch, dtype)) if dtype else record)
-
-
-def _local(
-    explainer: Any, pending: list[Example], batch_size: int, keep: bool, dtype: str | None
-) -> Iterator[list[tuple[dict, bytes | None]]]:
-    for batch in _batches(pending, batch_size):
-        yield [(row, record_bytes(record, keep, dtype)) for row, record in explain_batch(explainer, batch)]
-
-
-# ---------------------------------------------------------------------------- the run
 def run_corpus(
     model: Any,
     tokenizer: Any,
@@ -331,80 +287,148 @@ def run_corpus(
     *,
     save_records: bool = True,
     record_dtype: str | None = None,
+    truncation: bool = False,
+    shard_format: str = "jsonl",
+    shard_size: int = 64,
     num_workers: int = 2,
+    ray_address: str | None = None,
+    num_gpus_per_worker: float = 0,
+    task_model: str | None = None,
     progress: bool = True,
     **explain_options: Any,
 ) -> dict[str, Any]:
     """Explain every text of ``input_path`` into ``out_dir``; finished examples are skipped on resume.
 
-    ``explain_options`` go to :class:`~attn_plugins.explain.AttentionExplainer` (``task``, ``target``,
-    ``reference``, ``max_new_tokens``, method options). ``record_dtype="float16"`` halves the record files.
-    Returns a summary: counts, seconds and examples per second of this run.
+    ``model`` is a model object (with its ``tokenizer``) or a local path / hub id (``tokenizer=None``): a
+    named model is loaded by whoever explains, so Ray workers load it themselves. ``explain_options`` go to
+    :class:`~attn_plugins.explain.AttentionExplainer` (``task``, ``target``, ``reference``, method options);
+    ``truncation=True`` cuts texts longer than the model's limit (the row and record say so).
+    ``engine="ray"`` connects to ``ray_address`` (or ``RAY_ADDRESS``), else starts a local cluster of
+    ``num_workers`` CPUs. Shards of up to ``shard_size`` examples are written as ``jsonl`` or ``parquet``.
+    Returns a summary (counts, seconds, examples per second); raises :class:`~attn_plugins.errors.CorpusError`
+    after the run when examples failed (each failure is in ``out_dir/errors/``; resuming retries them).
     """
     from tqdm.auto import tqdm
 
     if engine not in ("local", "ray"):
         raise InputError(f"engine must be 'local' or 'ray', not {engine!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size), ("num_workers", num_workers)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
     if record_dtype not in (None, "float16", "bfloat16", "float32"):
         raise InputError(f"record_dtype must be float16, bfloat16 or float32, not {record_dtype!r}")
-    examples = read_texts(input_path)
-    out = Path(out_dir)
+    if shard_format not in SHARD_FORMATS:
+        raise InputError(f"shard_format must be jsonl or parquet, not {shard_format!r}")
+    if num_gpus_per_worker < 0 or (num_gpus_per_worker and engine != "ray"):
+        raise InputError("num_gpus_per_worker is a non-negative number of GPUs per Ray worker (engine='ray')")
+    if engine == "ray":
+        from .ray import cluster_address, probe
+
+        address = cluster_address(ray_address)
+        if address not in (None, "auto"):
+            probe(address)  # an unreachable cluster is one line now, not after minutes of retries
+    if truncation:
+        check_truncation()  # here, not first in each worker
+    source = ModelSource.of(model, tokenizer, task=task_model)
+    out = Path(out_dir).expanduser().resolve()
     options = {**explain_options, "save_records": save_records, "record_dtype": record_dtype}
-    finger = fingerprint(model, tokenizer, method, options)
-    done = _prepare(out, finger, resume)
-    by_id = {e.id: e for e in examples}
-    for key, row in done.items():
-        example = by_id.get(key)
-        if example is not None and row.get("text_sha1") != hashlib.sha1(example.text.encode("utf-8")).hexdigest():
-            raise InputError(f"{input_path}:{example.line}: the text of id {key!r} changed since it was explained")
-    pending = [e for e in examples if e.id not in done]
+    examples = read_texts(input_path) if engine == "local" else []  # bad input refused before anything is written
+    manifest = prepare(out, run_identity(source, method, options), resume)
+    rows, repaired = verify_results(out, repair=True)
+    done = {r["id"]: r.get("text_sha1") for r in rows}
+    spec = WorkerSpec(
+        source=source,
+        method=method,
+        options=dict(explain_options),
+        out_dir=str(out),
+        batch_size=batch_size,
+        truncation=truncation,
+        save_records=save_records,
+        record_dtype=record_dtype,
+        shard_format=shard_format,
+    )
     start = time.perf_counter()
-    written = 0
-    bar = tqdm(total=len(examples), initial=len(examples) - len(pending), unit="ex", disable=not progress)
-    results: Iterator[list[tuple[dict, bytes | None]]] = iter(())
+    if engine == "local":
+        for e in examples:
+            if e.id in done and done[e.id] != e.text_sha1:
+                raise InputError(f"{input_path}:{e.line}: the text of id {e.id!r} changed since it was explained")
+        pending = [e for e in examples if e.id not in done]
+        total = len(examples)
+        stream: Iterator[dict[str, Any]] = _local(spec, pending, shard_size)
+    else:
+        from .ray import ray_engine
+
+        total, pending_count, stream = ray_engine(
+            spec, input_location(input_path), done, shard_size, num_workers, ray_address, num_gpus_per_worker
+        )
+        pending = [None] * pending_count
+    written, failed, shards, spans = 0, [], set(), []
+    bar = tqdm(total=total, initial=total - len(pending), unit="ex", disable=not progress)
     try:
-        if engine == "local" and pending:
-            from ..explain.explainer import AttentionExplainer
-
-            explainer = AttentionExplainer(model, tokenizer, method=method, **explain_options)
-            results = _local(explainer, pending, batch_size, save_records, record_dtype)
-        elif pending:
-            from .ray import ray_engine
-
-            results = ray_engine(
-                model, tokenizer, method, explain_options, pending, batch_size, num_workers, save_records, record_dtype
-            )
-        for batch in results:
-            lines = []
-            for row, blob in batch:
-                row["record"] = None
-                if blob is not None:
-                    row["record"] = record_name(row["id"])
-                    write_atomic(out / row["record"], blob)
-                lines.append(json.dumps(row, ensure_ascii=False))
-            # Records first, then the lines that mark their examples done.
-            _append(out / RESULTS, lines)
-            written += len(lines)
-            bar.update(len(lines))
-            elapsed = time.perf_counter() - start
-            bar.set_postfix_str(f"{written / max(elapsed, 1e-9):.2f} ex/s")
+        for result in stream:
+            written += len(result["ids"])
+            failed += result["errors"]
+            if result["shard"]:
+                shards.add(result["shard"])
+            spans.append((result["started"], result["ended"], result.get("busy", result["ended"] - result["started"])))
+            bar.update(len(result["ids"]) + len(result["errors"]))
+            bar.set_postfix_str(f"{written / max(time.perf_counter() - start, 1e-9):.2f} ex/s")
     finally:
         bar.close()
-        close = getattr(results, "close", None)
+        close = getattr(stream, "close", None)
         if close is not None:  # a stopped run shuts its engine down now, not whenever it is collected
             close()
     seconds = time.perf_counter() - start
-    return {
+    failed.sort(key=lambda e: (e.get("line") or 0, e["id"]))
+    summary = {
         "input": os.fspath(input_path),
         "out_dir": os.fspath(out),
         "engine": engine,
         "method": method,
-        "total": len(examples),
-        "skipped": len(examples) - len(pending),
+        "total": total,
+        "skipped": total - len(pending),
         "explained": written,
+        "failed": len(failed),
+        "repaired": len(repaired),
+        "shards": len(shards),
         "seconds": round(seconds, 4),
         "examples_per_second": round(written / seconds, 4) if written and seconds > 0 else 0.0,
-        "results": os.fspath(out / RESULTS),
     }
+    if spans:
+        # From the first batch's start to the last batch's end in the workers: without start-up (imports,
+        # model loading, connecting to Ray), the rate the workers keep up.
+        span = max(e for _, e, _ in spans) - min(s for s, _, _ in spans)
+        busy = sum(b for _, _, b in spans)
+        summary["explaining_seconds"] = round(span, 4)
+        summary["explaining_examples_per_second"] = round(written / span, 4) if written and span > 0 else 0.0
+        # Seconds the workers spent on batches, added up: examples / this is the rate of one worker.
+        summary["worker_seconds"] = round(busy, 4)
+    finish_manifest(
+        out,
+        manifest,
+        {
+            "examples": len(done) + written,
+            "failed": len(failed),
+            "last_run": {k: summary[k] for k in ("engine", "explained", "failed", "seconds")}
+            | {"truncation": truncation, "shard_format": shard_format},
+        },
+    )
+    if repaired:
+        summary["repairs"] = repaired
+    if failed:
+        first = failed[0]
+        raise CorpusError(
+            f"{len(failed)} of {len(pending)} examples failed ({out}/errors/ has each; resume the run to retry "
+            f"them); first: {input_path}:{first['line']} id {first['id']!r}: {first['error']}",
+            summary=summary,
+            failures=failed,
+        )
+    return summary
+
+
+def _local(spec: WorkerSpec, pending: list[Example], shard_size: int) -> Iterator[dict[str, Any]]:
+    if not pending:
+        return
+    worker = CorpusWorker(spec)
+    for chunk in _batches(pending, shard_size):
+        yield worker.process(chunk)

@@ -31,7 +31,7 @@ from ..metrics.agreement import kendall, spearman, top_k_overlap
 from ..results import Result, plain
 from .explainer import AttentionExplainer, as_batch
 from .maskers import exact_shapley, maskable_positions
-from .targets import Target
+from .targets import Target, describe_example
 
 DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae")
 REFERENCES = ("shap", "exact", "auto")
@@ -205,12 +205,16 @@ def compare(
     token: int | None = None,
     method_options: dict[str, dict[str, Any]] | None = None,
     exact_max: int = EXACT_MAX,
+    truncation: bool = False,
+    max_length: int | None = None,
 ) -> CompareResult:
     """Compare attention ``methods`` with a faithful ``reference`` (see the module docstring) on the same target.
 
     ``target`` is a class index, a reference sentence (similarity of sentence embeddings), or None for
     the predicted class. ``max_evals`` is shap's budget per text (default 500), ``top_k`` the overlap
-    size (default 3), ``exact_max`` the most maskable tokens exact values are computed for.
+    size (default 3), ``exact_max`` the most maskable tokens exact values are computed for. A text longer
+    than the model accepts is an InputError naming it, unless ``truncation=True``: then the reference and
+    every method explain its longest prefix that fits.
     """
     if reference not in REFERENCES:
         raise InputError(
@@ -236,23 +240,35 @@ def compare(
     if k < 1:
         raise InputError(f"top_k must be a positive integer, got {top_k}")
     sentence = target if isinstance(target, str) else None
-    common = {"task": task, "token": token, "reference": sentence, "target": None if sentence else target}
+    common = {
+        "task": task,
+        "token": token,
+        "reference": sentence,
+        "target": None if sentence else target,
+        "truncation": truncation,
+        "max_length": max_length,
+    }
     options = method_options or {}
     explainers = {
         name: AttentionExplainer(model, tokenizer, method=m, **common, **options.get(name, {}))
         for name, m in zip(names, chosen)
     }
     probe = next(iter(explainers.values()))
+    # Every text is resolved (and its length checked) before anything slow runs.
+    specs = [
+        probe.resolve(t, describe_example(t, i + 1 if len(examples) > 1 else None)) for i, t in enumerate(examples)
+    ]
 
-    _warm_up(probe, examples[0])
+    _warm_up(probe, specs[0].text)
     ref_seconds, ref_calls, ref_rows = 0.0, 0, 0
     per_method: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     cost: dict[str, list[float]] = {n: [] for n in names}
     errors: dict[str, str] = {}
-    details = []
+    details: list[dict[str, Any]] = []
+    refs: list[np.ndarray] = []
+    keeps: list[np.ndarray] = []
     task_name = None
-    for text in examples:
-        spec = probe.resolve(text)
+    for text, spec in zip(examples, specs):
         task_name = spec.task
         if spec.fn is None:
             raise InputError(
@@ -261,37 +277,42 @@ def compare(
             )
         fn = CountingFunction(spec.fn)
         start = time.perf_counter()
-        ref_values, tokens, used, note = reference_values(fn, probe.tokenizer, text, reference, max_evals, exact_max)
+        # spec.text is the text itself, or with truncation its prefix the model reads
+        ref_values, tokens, used, note = reference_values(
+            fn, probe.tokenizer, spec.text, reference, max_evals, exact_max
+        )
         if note and reference == "exact":
             warnings.warn(note, UserWarning, stacklevel=2)
         ref_seconds += time.perf_counter() - start
         ref_calls, ref_rows = ref_calls + fn.calls, ref_rows + fn.rows
-        keep = ~_special_mask(probe, spec, len(ref_values))
-        detail = {
-            "text": text,
-            "tokens": tokens,
-            "shap": ref_values.tolist(),  # the reference's values (Shapley values: exact, or shap's estimate)
-            "reference": used,
-            "reference_note": note,
-            "evaluations": fn.rows,
-            "methods": {},
-        }
-        for name, explainer in explainers.items():
-            if name in errors:
-                continue
-            passes = explainer.forward_passes
-            start = time.perf_counter()
-            try:
-                scores, _ = explainer.scores(spec)
-            except Exception as exc:  # one method's missing capture must not hide the others' results
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                continue
-            cost[name].append(time.perf_counter() - start)
-            per_method[name].append(
-                {**agreement(scores[keep], ref_values[keep], k), "passes": explainer.forward_passes - passes}
-            )
+        keeps.append(~_special_mask(probe, spec, len(ref_values)))
+        refs.append(ref_values)
+        details.append(
+            {
+                "text": text,
+                "truncated": bool(spec.meta.get("truncated", False)),
+                "tokens": tokens,
+                "shap": ref_values.tolist(),  # the reference's values (Shapley values: exact, or shap's estimate)
+                "reference": used,
+                "reference_note": note,
+                "evaluations": fn.rows,
+                "methods": {},
+            }
+        )
+    for name, explainer in explainers.items():
+        # All texts at once: the explainer captures them in padded batches, as ap.explain does.
+        passes = explainer.forward_passes
+        start = time.perf_counter()
+        try:
+            results = explainer.scores_batch(specs)
+        except Exception as exc:  # one method's missing capture must not hide the others' results
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        cost[name].append((time.perf_counter() - start) / len(specs))
+        each = (explainer.forward_passes - passes) / len(specs)
+        for (scores, _), ref_values, keep, detail in zip(results, refs, keeps, details):
+            per_method[name].append({**agreement(scores[keep], ref_values[keep], k), "passes": each})
             detail["methods"][name] = np.asarray(scores, float).tolist()
-        details.append(detail)
 
     n = len(examples)
     rows = []

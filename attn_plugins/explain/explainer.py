@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..methods import get_method
 from ..methods.base import Method
 from ..record import AttentionRecord
-from .targets import Target, resolve, unwrap
+from .targets import Target, describe_example, resolve, unwrap
 
 
 def as_batch(texts: Any) -> list[Any]:
@@ -45,6 +45,12 @@ def ragged(rows: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _with_meta(record: AttentionRecord, spec: Target) -> AttentionRecord:
+    """``record`` with what the target knows of its text (prompt length, truncation) in its meta."""
+    record.meta.update({k: v for k, v in spec.meta.items() if k in ("prompt_length", "truncated", "original_tokens")})
+    return record
+
+
 def feature_explanation(values: Any, names: Sequence[str]) -> shap.Explanation:
     """A one-dimensional ``shap.Explanation`` of one value per named feature (``shap.plots.bar`` draws it)."""
     return shap.Explanation(values=np.asarray(values, dtype=float), base_values=0.0, feature_names=list(names))
@@ -67,7 +73,11 @@ class AttentionExplainer:
     similarity of the embedding with tokens masked to the text's unmasked embedding), ``max_new_tokens``
     the length of generations, ``position`` overrides the query row of single-output tasks (e.g.
     ``"mean"`` for a classifier, or row weights). ``special_tokens=True`` keeps [CLS], [SEP], ... in the
-    explanation. Other keyword options go to the method.
+    explanation. A text longer than the model accepts (or ``max_length``) is an InputError naming it,
+    unless ``truncation=True``: then its longest prefix that fits is explained and the record's
+    ``meta['truncated']`` is True. Texts a method reads without gradients are captured ``batch_size`` at
+    a time, in one padded forward each (records cut to each text's tokens, so the scores are those of
+    one text alone). Other keyword options go to the method.
 
     Query rows of a mean-pooled similarity: the pooling reads every row of the last layer, so by default
     each method's rows are read as the method declares (:attr:`Method.pooled_rows`): weighted by their
@@ -89,6 +99,9 @@ class AttentionExplainer:
         max_new_tokens: int = 8,
         position: Any = None,
         special_tokens: bool = False,
+        truncation: bool = False,
+        max_length: int | None = None,
+        batch_size: int = 32,
         **method_options: Any,
     ):
         self.model, self.tokenizer, self.pooling = unwrap(model, tokenizer)
@@ -101,13 +114,18 @@ class AttentionExplainer:
         self.max_new_tokens = max_new_tokens
         self.position = position
         self.special_tokens = bool(special_tokens)
+        self.truncation = bool(truncation)
+        self.max_length = max_length
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
         self.method_options = method_options
         self._targets_cache: dict[Any, Any] = {}  # e.g. the reference embedding, computed once per explainer
         self.forward_passes = 0  # model forwards spent on captures (for cost reports)
 
     # ------------------------------------------------------------------ per example
-    def resolve(self, example: Any) -> Target:
-        """The explained outputs of one example."""
+    def resolve(self, example: Any, name: str | None = None) -> Target:
+        """The explained outputs of one example; ``name`` is how errors call it (e.g. ``text 2``)."""
         spec = resolve(
             self.model,
             self.tokenizer,
@@ -119,6 +137,9 @@ class AttentionExplainer:
             max_new_tokens=self.max_new_tokens,
             pooling=self.pooling,
             cache=self._targets_cache,
+            truncation=self.truncation,
+            max_length=self.max_length,
+            name=name,
         )
         if self.position is not None:
             if spec.output_names is not None:
@@ -126,17 +147,48 @@ class AttentionExplainer:
             spec.positions = [self.position]
         return spec
 
+    def _method(self) -> Method:
+        # A plain callable plugin (not a Method) gets the base class's capture of what it `requires`.
+        return self.method if isinstance(self.method, Method) else _CallableMethod(self.method)
+
     def _capture(self, spec: Target, gradient_target: Any = None) -> AttentionRecord:
         """A record the method can read: the method captures it (see :meth:`Method.capture`)."""
-        # A plain callable plugin (not a Method) gets the base class's capture of what it `requires`.
-        method = self.method if isinstance(self.method, Method) else _CallableMethod(self.method)
+        method = self._method()
         if spec.inputs is not None:
             record = method.capture(self.model, self.tokenizer, inputs=spec.inputs, gradient_target=gradient_target)
         else:
             record = method.capture(self.model, self.tokenizer, spec.text, gradient_target=gradient_target)
         self.forward_passes += int(record.meta.get("forward_passes", method.forward_passes))
-        record.meta.update({k: v for k, v in spec.meta.items() if k == "prompt_length"})
-        return record
+        return _with_meta(record, spec)
+
+    def batchable(self, spec: Target) -> bool:
+        """Whether ``spec`` can share a padded forward with others: a plain text read without gradients."""
+        method = self._method()
+        return (
+            method.batch_capture
+            and "gradients" not in tuple(method.requires)
+            and not method.explains_target
+            and spec.inputs is None
+            and isinstance(spec.text, str)
+        )
+
+    def scores_batch(self, specs: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
+        """:meth:`scores` of many examples, those that can sharing one padded capture per ``batch_size`` texts."""
+        out: list[tuple[np.ndarray, AttentionRecord] | None] = [None] * len(specs)
+        together = [i for i, spec in enumerate(specs) if self.batchable(spec)]
+        if len(together) > 1:
+            # Texts of similar length share a batch: less padding computed and thrown away.
+            together.sort(key=lambda i: len(specs[i].text))
+            method = self._method()
+            for start in range(0, len(together), self.batch_size):
+                chunk = together[start : start + self.batch_size]
+                records = method.capture(self.model, self.tokenizer, [specs[i].text for i in chunk])
+                for i, record in zip(chunk, records):
+                    record = _with_meta(record, specs[i])
+                    self.forward_passes += int(record.meta.get("forward_passes", method.forward_passes))
+                    rows = self._rows(record, specs[i], self.positions(specs[i]))
+                    out[i] = (self._values(rows, specs[i]), record)
+        return [o if o is not None else self.scores(spec) for o, spec in zip(out, specs)]
 
     def positions(self, spec: Target) -> list[Any]:
         """The query position of each explained output: the spec's, or the method's reading of pooled rows."""
@@ -161,10 +213,13 @@ class AttentionExplainer:
                 columns.append(self._row(record, position, spec))
         else:
             record = self._capture(spec)
-            m = self._rows(record, spec, positions)
-            columns = list(m)
+            columns = self._rows(record, spec, positions)
+        return self._values(columns, spec), record
+
+    @staticmethod
+    def _values(columns: list[np.ndarray], spec: Target) -> np.ndarray:
         values = np.stack(columns, -1)
-        return (values[:, 0] if spec.output_names is None else values), record
+        return values[:, 0] if spec.output_names is None else values
 
     def _row(self, record: AttentionRecord, position: Any, spec: Target) -> np.ndarray:
         out = np.asarray(self.method(record, position=position, kind=spec.kind, **self.method_options))
@@ -201,9 +256,11 @@ class AttentionExplainer:
         """Explain a text, a (question, context) pair, or a batch of them."""
         examples = as_batch(texts)
         values, data, bases, names, labels, tasks = [], [], [], [], [], set()
-        for example in examples:
-            spec = self.resolve(example)
-            v, record = self.scores(spec)
+        # Every example is resolved (and its length checked) before the first is explained.
+        specs = [
+            self.resolve(e, describe_example(e, i + 1 if len(examples) > 1 else None)) for i, e in enumerate(examples)
+        ]
+        for spec, (v, record) in zip(specs, self.scores_batch(specs)):
             keep = self.kept(spec, record)
             values.append(v[keep])
             data.append(self.data(spec, record)[keep])

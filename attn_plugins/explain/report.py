@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from ..capture import capture
-from ..errors import InputError
-from ..views.report import Report
+from ..errors import InputError, PluginError
+from ..views.report import Report, extra_views
 from ..views.report import report as report_view
 from .compare import EXACT_MAX, compare
 from .explainer import AttentionExplainer
+from .targets import describe_example
 
 # The methods a report shows when none are named.
 DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti", "attnlrp", "cplrp_mask")
@@ -65,6 +66,7 @@ def report(
     shap_evals: int = 500,
     faithful_reference: str = "auto",
     exact_max: int = EXACT_MAX,
+    views: Sequence[str] | None = None,
 ) -> Report:
     """The standalone HTML report of ``texts``: each method's highlighting beside Shapley values, the views.
 
@@ -73,28 +75,38 @@ def report(
     the report's "can this view be trusted?" section ranks every method against: ``faithful_reference``
     ``"auto"`` (exact Shapley values when the text has at most ``exact_max`` maskable tokens, else shap's
     Partition explainer at ``shap_evals`` evaluations), ``"exact"`` or ``"shap"`` (see :func:`ap.compare`);
-    ``shap_evals=0`` skips it. The page's ``records`` are the captured records. ``attn-plugins explain``
-    writes this page.
+    ``shap_evals=0`` skips it. ``truncation=True`` explains the longest prefix of a text that fits the
+    model (else a text too long is an InputError naming it). ``views`` adds registered views (e.g. a
+    plugin's) in sandboxed frames, as :func:`attn_plugins.views.report` does. The page's ``records`` are
+    the captured records. ``attn-plugins explain`` writes this page.
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise InputError("the report needs at least one text")
+    if not isinstance(shap_evals, int) or isinstance(shap_evals, bool) or shap_evals < 0:
+        raise InputError(f"shap_evals must be 0 (no shap reference) or a positive budget, got {shap_evals!r}")
     methods = list(methods) if methods is not None else list(DEFAULT_METHODS)
-    records = [capture(model, tokenizer, t, qk=True, truncation=truncation) for t in texts]
-    probe = AttentionExplainer(model, tokenizer, task=task, target=target, reference=reference)
-    specs = [probe.resolve(t) for t in texts]
+    extra_views(views)  # unknown view names fail before any model work
+    probe = AttentionExplainer(model, tokenizer, task=task, target=target, reference=reference, truncation=truncation)
+    # Resolving checks every text's length first (naming the one too long) and, with truncation, gives the
+    # prefix each method and shap explain; the page shows the same prefix.
+    specs = [probe.resolve(t, describe_example(t, i + 1 if len(texts) > 1 else None)) for i, t in enumerate(texts)]
+    records = []
+    for spec, t in zip(specs, texts):
+        record = capture(model, tokenizer, spec.text if spec.text is not None else t, qk=True)
+        record.meta.update({k: v for k, v in spec.meta.items() if k in ("truncated", "original_tokens")})
+        records.append(record)
     # Similarity has no logits for the report to describe: state the explained value itself.
-    outputs = [
-        f"{s.label}: {float(s.fn([t])[0]):.3f}" if s.task == "similarity" else None for s, t in zip(specs, texts)
-    ]
+    outputs = [f"{s.label}: {float(s.fn([s.text])[0]):.3f}" if s.task == "similarity" else None for s in specs]
     use_shap = shap_evals > 0 and all(s.fn is not None for s in specs)
     notes: list[str | None] = [None] * len(texts)
+    common = {"task": task, "target": target, "reference": reference, "truncation": truncation}
     if use_shap:
         rows, notes = _scores_with_shap(
-            model, tokenizer, texts, methods, task, target, reference, shap_evals, faithful_reference, exact_max
+            model, tokenizer, texts, methods, shap_evals, faithful_reference, exact_max, **common
         )
     else:
-        rows = _scores(model, tokenizer, texts, methods, task, target, reference)
+        rows = _scores(model, tokenizer, texts, methods, **common)
     for name, per_text in rows.items():
         for record, values in zip(records, per_text):
             if len(values) != len(record.tokens):
@@ -103,25 +115,35 @@ def report(
     if len(records) == 1:
         single = {m: np.asarray(v[0], dtype=float) for m, v in rows.items()}
         page = report_view(
-            records[0], single, model_name=model_name, output_summary=outputs[0], reference=ref, reference_note=notes[0]
+            records[0],
+            single,
+            model_name=model_name,
+            output_summary=outputs[0],
+            reference=ref,
+            reference_note=notes[0],
+            views=views,
         )
     else:
         page = report_view(
-            records, rows, model_name=model_name, output_summary=outputs, reference=ref, reference_note=notes
+            records,
+            rows,
+            model_name=model_name,
+            output_summary=outputs,
+            reference=ref,
+            reference_note=notes,
+            views=views,
         )
     return page
 
 
 def _scores(
-    model: Any, tokenizer: Any, texts: Sequence[str], methods: Sequence[str], task: Any, target: Any, reference: Any
+    model: Any, tokenizer: Any, texts: Sequence[str], methods: Sequence[str], **common: Any
 ) -> dict[str, list[Any]]:
     """Per-method, per-text token scores from the explainer (several outputs, as QA's, are averaged)."""
 
     rows: dict[str, list[Any]] = {}
     for method in progress(methods, "methods"):
-        explainer = AttentionExplainer(
-            model, tokenizer, method=method, task=task, target=target, reference=reference, special_tokens=True
-        )
+        explainer = AttentionExplainer(model, tokenizer, method=method, special_tokens=True, **common)
         explanation = explainer(list(texts))
         values = [np.asarray(v, dtype=float) for v in explanation.values]
         rows[method] = [v.mean(-1) if v.ndim == 2 else v for v in values]
@@ -133,12 +155,14 @@ def _scores_with_shap(
     tokenizer: Any,
     texts: Sequence[str],
     methods: Sequence[str],
-    task: Any,
-    target: Any,
-    reference: Any,
     shap_evals: int,
     faithful_reference: str,
     exact_max: int,
+    *,
+    task: Any,
+    target: Any,
+    reference: Any,
+    truncation: bool,
 ) -> tuple[dict[str, list[Any]], list[str]]:
     """Per-method and reference token scores from one ap.compare run, and a sentence per text on the reference."""
 
@@ -152,10 +176,14 @@ def _scores_with_shap(
         task=task,
         reference=faithful_reference,
         exact_max=exact_max,
+        truncation=truncation,
     )
     failed = [row for row in result.methods if row.get("error")]
     if failed:
-        raise InputError(f"method {failed[0]['method']} failed: {failed[0]['error']}")
+        error = failed[0]["error"]
+        if error.startswith("PluginError: "):  # the message already names the method and its plugin
+            raise PluginError(error.removeprefix("PluginError: "))
+        raise InputError(f"method {failed[0]['method']} failed: {error}")
     rows = {m: [d["methods"][m] for d in result.details] for m in methods}
     rows[SHAP_ROW] = [d["shap"] for d in result.details]
     return rows, [reference_sentence(d, shap_evals) for d in result.details]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..capture import model_max_length
 from ..errors import InputError, UnsupportedModelError
 
 TASKS = ("classification", "token_classification", "question_answering", "similarity", "generation", "seq2seq")
@@ -121,9 +122,74 @@ def _device(model: Any) -> torch.device:
 
 
 def _encode(tokenizer: Any, texts: Sequence[str], model: Any) -> dict[str, torch.Tensor]:
-    enc = tokenizer(list(texts), padding=True, return_tensors="pt")
+    # Explained texts already fit (see fit_text); shap's masked variants of them have as many tokens, but a
+    # masker may still produce a longer string, which is cut rather than crash the model's position table.
+    limit = model_max_length(model, tokenizer)
+    cut = {"truncation": True, "max_length": limit} if limit is not None else {}
+    enc = tokenizer(list(texts), padding=True, return_tensors="pt", **cut)
     keep = ("input_ids", "attention_mask", "token_type_ids")
     return {k: v.to(_device(model)) for k, v in enc.items() if k in keep}
+
+
+def describe_example(example: Any, index: int | None = None) -> str:
+    """How an error names an example: ``text 2 ("the movie was…")``, or ``the text`` for a single one."""
+    shown = " / ".join(example) if isinstance(example, (tuple, list)) else str(example)
+    shown = shown if len(shown) <= 40 else shown[:39] + "…"
+    return f"text {index} ({shown!r})" if index is not None else f"the text ({shown!r})"
+
+
+def fit_text(
+    model: Any,
+    tokenizer: Any,
+    text: str,
+    *,
+    truncation: bool = False,
+    max_length: int | None = None,
+    name: str = "the text",
+    reserve: int = 0,
+) -> tuple[str, int | None]:
+    """``text`` if it fits the model, else its longest prefix that does (with ``truncation``) or InputError.
+
+    The limit is ``max_length`` or the model's own (:func:`model_max_length`), less ``reserve`` positions
+    (room for generated tokens). The prefix ends at a token boundary of the text, so every later
+    tokenization of it (the capture, shap's masked variants) sees the same tokens. Returns the text to
+    explain and, when it was cut, the token count of the whole text (else None).
+    """
+    limit = max_length if max_length is not None else model_max_length(model, tokenizer)
+    if limit is None:
+        return text, None
+    limit -= reserve
+    n = len(tokenizer(text)["input_ids"])
+    if n <= limit:
+        return text, None
+    if not truncation:
+        room = f"at most {limit}" + (f" (leaving {reserve} for generated tokens)" if reserve else "")
+        raise InputError(
+            f"{name} has {n} tokens but the model accepts {room}; pass truncation=True (CLI: --truncate) to cut it"
+        )
+    if limit < 1:
+        raise InputError(f"{name} cannot be cut to fit: the model leaves no room for input tokens")
+    return _prefix(tokenizer, text, limit, name), n
+
+
+def _prefix(tokenizer: Any, text: str, limit: int, name: str) -> str:
+    """The longest prefix of ``text``, ending at a token boundary, that tokenizes to at most ``limit`` tokens."""
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(
+            text, truncation=True, max_length=limit, return_offsets_mapping=True, return_special_tokens_mask=True
+        )
+        ends = [end for (_, end), special in zip(enc["offset_mapping"], enc["special_tokens_mask"]) if not special]
+        # A sub-word tokenizer can merge differently at the new end of the text: back off a token at a time.
+        for end in reversed(ends):
+            prefix = text[:end]
+            if prefix.strip() and len(tokenizer(prefix)["input_ids"]) <= limit:
+                return prefix
+    else:
+        ids = tokenizer(text, truncation=True, max_length=limit)["input_ids"]
+        prefix = tokenizer.decode(ids, skip_special_tokens=True)
+        if prefix.strip() and len(tokenizer(prefix)["input_ids"]) <= limit:
+            return prefix
+    raise InputError(f"{name} cannot be cut to {limit} tokens at a token boundary")
 
 
 def _check_class(index: int, n: int) -> int:
@@ -157,27 +223,40 @@ def resolve(
     max_new_tokens: int = 8,
     pooling: str = "mean",
     cache: dict[Any, Any] | None = None,
+    *,
+    truncation: bool = False,
+    max_length: int | None = None,
+    name: str | None = None,
 ) -> Target:
     """The :class:`Target` of one example (a text, or a (question, context) pair for QA).
 
     ``cache`` (a dict kept by the caller across examples) holds the reference embedding of a
     similarity target, so a batch or corpus embeds its reference sentence once, not once per text.
+    A text longer than the model accepts (or ``max_length``) is cut to its longest prefix that fits when
+    ``truncation`` is set (the target's ``meta['truncated']`` says so), else it is an InputError naming
+    the example as ``name`` (default: ``the text``).
     """
     task = task or detect_task(model, reference)
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
+    fit = {"truncation": truncation, "max_length": max_length, "name": name or describe_example(example)}
     if task == "question_answering":
-        return _qa(model, tokenizer, example)
+        return _qa(model, tokenizer, example, **fit)
     text = _text(example)
+    text, original = fit_text(model, tokenizer, text, **fit, reserve=max_new_tokens if task == "generation" else 0)
     if task == "classification":
-        return _classification(model, tokenizer, text, target)
-    if task == "token_classification":
-        return _token_classification(model, tokenizer, text, target, token)
-    if task == "similarity":
-        return _similarity(model, tokenizer, text, reference, pooling, cache)
-    if task == "generation":
-        return _generation(model, tokenizer, text, max_new_tokens)
-    return _seq2seq(model, tokenizer, text, max_new_tokens)
+        spec = _classification(model, tokenizer, text, target)
+    elif task == "token_classification":
+        spec = _token_classification(model, tokenizer, text, target, token)
+    elif task == "similarity":
+        spec = _similarity(model, tokenizer, text, reference, pooling, cache, truncation, max_length)
+    elif task == "generation":
+        spec = _generation(model, tokenizer, text, max_new_tokens)
+    else:
+        spec = _seq2seq(model, tokenizer, text, max_new_tokens)
+    if original is not None:
+        spec.meta.update(truncated=True, original_tokens=original)
+    return spec
 
 
 def _text(example: Any) -> str:
@@ -249,13 +328,22 @@ def _token_classification(model: Any, tokenizer: Any, text: str, target: int | N
     )
 
 
-def _qa(model: Any, tokenizer: Any, example: Any) -> Target:
+def _qa(model: Any, tokenizer: Any, example: Any, *, truncation: bool, max_length: int | None, name: str) -> Target:
     if not (isinstance(example, (tuple, list)) and len(example) == 2 and all(isinstance(x, str) for x in example)):
         raise InputError("question answering explains (question, context) pairs of strings")
     question, context = example
     if not question.strip() or not context.strip():
         raise InputError("the question and the context must both be non-empty")
-    enc = tokenizer(question, context, return_tensors="pt")
+    limit = max_length if max_length is not None else model_max_length(model, tokenizer)
+    n = len(tokenizer(question, context)["input_ids"])
+    truncated = limit is not None and n > limit
+    if truncated and not truncation:
+        raise InputError(
+            f"{name} has {n} tokens (question and context) but the model accepts at most {limit}; "
+            "pass truncation=True (CLI: --truncate) to cut the context"
+        )
+    cut = {"truncation": "only_second", "max_length": limit} if truncated else {}
+    enc = tokenizer(question, context, return_tensors="pt", **cut)
     inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     out = _forward(model, inputs)
     start = int(out.start_logits[0].argmax())
@@ -270,7 +358,7 @@ def _qa(model: Any, tokenizer: Any, example: Any) -> Target:
         gradient_targets=[lambda o: o.start_logits[0, start], lambda o: o.end_logits[0, end]],
         output_names=["start", "end"],
         inputs=inputs,
-        meta={"start": start, "end": end},
+        meta={"start": start, "end": end, **({"truncated": True, "original_tokens": n} if truncated else {})},
     )
 
 
@@ -288,11 +376,22 @@ def row_weights(hidden: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
 
 
 def _similarity(
-    model: Any, tokenizer: Any, text: str, reference: str | None, pooling: str, cache: dict[Any, Any] | None = None
+    model: Any,
+    tokenizer: Any,
+    text: str,
+    reference: str | None,
+    pooling: str,
+    cache: dict[Any, Any] | None = None,
+    truncation: bool = False,
+    max_length: int | None = None,
 ) -> Target:
     """Cosine similarity to the reference's embedding; with ``reference=None``, to the text's own embedding."""
     if reference is not None and not str(reference).strip():
         raise InputError("similarity needs a non-empty reference text: pass reference='...'")
+    if reference is not None:  # None: the text's own embedding is the reference
+        reference, _ = fit_text(
+            model, tokenizer, str(reference), truncation=truncation, max_length=max_length, name="the reference text"
+        )
     if pooling not in ("mean", "cls"):
         raise InputError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
 

@@ -13,19 +13,28 @@ import numpy as np
 from ..errors import InputError
 from ..record import AttentionRecord, Position, Selection
 from .base import Method
+from .guarded import GuardedMethod
 
 
 def get_method(method: str | Method) -> Method:
-    """A method object from its registered name (or the object itself)."""
+    """A method object from its registered name (or the object itself).
+
+    A method registered by a third-party (or in-process) plugin comes wrapped in :class:`GuardedMethod`,
+    so its failures are PluginErrors naming it and its plugin wherever it is called.
+    """
     if isinstance(method, Method):
         return method
     if not isinstance(method, str):
         if callable(method):
             return method  # a third-party callable following the same call works too
         raise InputError(f"method must be a registered name or a Method, got {type(method).__name__}")
-    from ..plugins import get_component
+    from ..plugins import get_registry
 
-    return get_component("method", method)
+    registry = get_registry()
+    component = registry.get("method", method)
+    if registry.is_builtin("method", method):
+        return component
+    return GuardedMethod(component, registry.blame("method", method))
 
 
 def attribute(
@@ -46,4 +55,4 @@ def attribute(
     )
 
 
-__all__ = ["Method", "attribute", "get_method"]
+__all__ = ["GuardedMethod", "Method", "attribute", "get_method"]

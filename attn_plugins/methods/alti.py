@@ -171,6 +171,7 @@ class Alti(Method):
     kinds = ("self", "encoder")
     description = "ALTI (Ferrando et al. 2022) contributions with layer norm, rolled out over layers"
     forward_passes = 2  # the capture, then a hooked forward for the per-layer contributions
+    batch_capture = False
 
     def capture(
         self, model: Any, tokenizer: Any = None, text: Any = None, *, inputs: Any = None, **options: Any
@@ -190,8 +191,11 @@ class Alti(Method):
                 "capture with attn_plugins.methods.alti.capture_alti(model, tokenizer, text)"
             )
         n = len(record.tokens)
-        if c.dim() != 3 or c.shape[1:] != (n, n):
-            raise InputError(f"record.extras['alti'] must be [layers, {n}, {n}], got {tuple(c.shape)}")
+        if not isinstance(c, torch.Tensor) or c.dim() != 3 or c.shape[1:] != (n, n):
+            shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+            raise InputError(f"record.extras['alti'] must be [layers, {n}, {n}], got {shape}")
+        if not c.is_floating_point() or not torch.isfinite(c).all():
+            raise InputError("record.extras['alti'] must hold finite floating-point contributions")
         return c.detach().double()
 
     def matrix(

@@ -43,7 +43,9 @@ class Method:
     **Reads.** ``requires`` names the optional record fields the method reads (``"gradients"``,
     ``"value_norms"``, ``"extras:<key>"``); :meth:`capture_options` turns them into ``ap.capture``
     arguments and :meth:`capture` captures a record that has them, so explainers never special-case a
-    method by name. A method that needs more than one forward (ALTI) overrides :meth:`capture`.
+    method by name. Given a list of texts, :meth:`capture` returns one record per text from one padded
+    forward, which explainers use to explain many texts at once. A method that needs more than one
+    forward (ALTI) overrides :meth:`capture` and sets ``batch_capture = False`` unless it takes lists too.
 
     **Implements.** :meth:`matrix`: token-by-token scores ``[queries, keys]`` with the selection already
     resolved to positions in the record. A method whose rows are costly one by one (flow) overrides
@@ -55,9 +57,11 @@ class Method:
     requires: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ("self", "encoder", "decoder", "cross")
     description: str = ""
-    # Model forwards one :meth:`capture` costs (for cost reports); a capture that knows better writes
-    # record.meta["forward_passes"].
+    # Model forwards one :meth:`capture` costs per text (for cost reports; a batch of n costs n passes' work);
+    # a capture that knows better writes record.meta["forward_passes"].
     forward_passes: int = 1
+    # Whether :meth:`capture` takes a list of texts (one record each, one padded forward for the list).
+    batch_capture: bool = True
     # True when the scores explain the gradient target given to capture() (one capture per explained
     # output) rather than query rows of the attention.
     explains_target: bool = False
@@ -81,13 +85,18 @@ class Method:
         """Scores over key tokens for the query ``position`` (see the class docstring)."""
         kind = self.resolve_kind(record, kind)
         self.check_options(options)
-        att = record.attentions[kind]
+        att = record.check_attention(kind)  # a finite rank-4 tensor over the record's tokens, or an error naming it
         li = choose(layers, record.layer_ids(kind), "layer")
         hi = choose(heads, record.head_ids(kind), "head")
         check_reduction(head_reduce)
         rows, how = position_rows(position, int(att.shape[2]), record, kind)
         picked = self.rows(record, rows, kind=kind, layers=li, heads=hi, head_reduce=head_reduce, **options)
         picked = np.asarray(picked, dtype=np.float64)
+        if picked.shape != (len(rows), att.shape[3]):
+            raise InputError(
+                f"method {self.name!r} gave scores of shape {picked.shape} for {len(rows)} rows over "
+                f"{att.shape[3]} keys"
+            )
         if not np.isfinite(picked).all():
             raise InputError(f"method {self.name!r} gave non-finite scores on this record")
         if how == "mean":
@@ -176,12 +185,13 @@ class Method:
     def require(self, record: AttentionRecord, field: str, kind: str) -> torch.Tensor:
         """The optional per-kind tensor ``field`` of ``kind``, or MissingCaptureError naming the capture option."""
         store = getattr(record, field)
-        if kind not in store:
+        if not isinstance(store, dict) or kind not in store:
             hint = CAPTURE_HINTS.get(field, f"capture with {field}=True")
             raise MissingCaptureError(
                 f"method {self.name!r} needs record.{field}[{kind!r}], which this record lacks; capture with {hint}"
             )
-        return store[kind].detach().to(torch.float64)
+        # Checked like the attention: the shape it must have against the tokens, and finite values.
+        return record.check_tensor(field, kind).detach().to(torch.float64)
 
     def info(self) -> dict[str, Any]:
         """Name, requirements and kinds, for listings."""
@@ -203,6 +213,7 @@ class TargetMethod(Method):
     """
 
     explains_target = True
+    batch_capture = False  # one capture per explained output
 
     def __call__(
         self,

@@ -119,6 +119,7 @@ class ValueZeroing(Method):
     kinds = ("self",)
     description = "Value zeroing (Mohebbi et al. 2023): cosine distance of outputs with one value vector zeroed"
     forward_passes = 1  # the capture; the zeroings add T forward-equivalents (record.meta["forward_passes"])
+    batch_capture = False  # one text: its zeroed forwards are batched over its own tokens
 
     def capture(
         self, model: Any, tokenizer: Any = None, text: Any = None, *, inputs: Any = None, **options: Any

@@ -269,6 +269,16 @@ class PluginRegistry:
         src = self._components[kind][name][1]
         return PluginInfo(kind, name, src.distribution, src.version, src.plugin)
 
+    def is_builtin(self, kind: str, name: str) -> bool:
+        """Whether the component comes from attn-plugins itself (not a third-party or in-process plugin)."""
+        return self.source(kind, name).distribution == DISTRIBUTION
+
+    def blame(self, kind: str, name: str) -> str:
+        """How an error names a component and where it comes from: ``method 'x' of plugin 'p' (distribution 'd' 1.0)``."""
+        info = self.source(kind, name)
+        version = f" {info.version}" if info.version not in ("", "local", "unknown") else ""
+        return f"{kind} {name!r} of plugin {info.plugin!r} (distribution {info.distribution!r}{version})"
+
     def names(self, kind: str) -> list[str]:
         """Registered names of one kind, sorted."""
         return sorted(self._components[kind])

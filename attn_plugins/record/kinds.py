@@ -31,6 +31,14 @@ TENSOR_AXES: dict[str, tuple[str, ...]] = {
     "gradients": ("query", "key"),  # [L, H, Q, K]: d(target)/d(attention probabilities)
 }
 TENSOR_FIELDS = tuple(TENSOR_AXES)
+# Fields whose last axis is a feature vector (head dimension) after the token axes: their rank is
+# 2 + len(axes) + 1; the others end with their token axes.
+FEATURE_FIELDS = ("values", "queries", "keys")
+
+
+def tensor_rank(field: str) -> int:
+    """The rank an optional per-kind tensor ``field`` has: [layers, heads, token axes..., (feature)]."""
+    return 2 + len(TENSOR_AXES[field]) + (1 if field in FEATURE_FIELDS else 0)
 
 
 def check_kind(kind: str) -> str:

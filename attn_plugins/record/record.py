@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import RecordValidationError
-from .kinds import KINDS, SIDES, TENSOR_AXES, TENSOR_FIELDS, by_side
+from .kinds import KINDS, SIDES, TENSOR_AXES, TENSOR_FIELDS, by_side, tensor_rank
 from .selection import Selection, choose
 
 SCHEMA_VERSION = 1
@@ -18,6 +18,44 @@ SCHEMA_VERSION = 1
 
 def _default_meta() -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION}
+
+
+def row_tolerance(dtype: torch.dtype) -> float:
+    """How far a row of ``dtype`` weights may sum from 1: two units of the dtype's precision, at least 1e-4.
+
+    Rounding each weight of a softmax row moves its sum by up to eps/2 (the weights are positive and sum
+    to 1), and renormalizing or re-rounding after a transformation adds as much again: float16 2e-3,
+    bfloat16 1.6e-2; float32 rows are held to 1e-4 (long rows accumulate the softmax's own error).
+    """
+    return max(1e-4, 2 * float(torch.finfo(dtype).eps))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_word_id(value: Any) -> bool:
+    return value is None or (_is_int(value) and value >= 0)
+
+
+def _is_offset(value: Any) -> bool:
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(_is_int(v) for v in value)
+        and 0 <= value[0] <= value[1]
+    )
+
+
+def _is_flag(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_)) or (_is_int(value) and value in (0, 1))
+
+
+_EXPECTED = {
+    _is_word_id: "expected a non-negative integer or None",
+    _is_offset: "expected a (start, end) pair of integers with 0 <= start <= end",
+    _is_flag: "expected true or false",
+}
 
 
 @dataclass
@@ -53,10 +91,13 @@ class AttentionRecord:
     meta: dict[str, Any] = field(default_factory=_default_meta)
 
     def __post_init__(self) -> None:
-        self.tokens = [str(t) for t in self.tokens]
-        if self.target_tokens is not None:
+        # Token sequences become lists of strings; anything else is left for check_structure() to name.
+        if isinstance(self.tokens, (list, tuple)):
+            self.tokens = [str(t) for t in self.tokens]
+        if isinstance(self.target_tokens, (list, tuple)):
             self.target_tokens = [str(t) for t in self.target_tokens]
-        self.meta = {"schema_version": SCHEMA_VERSION, **(self.meta or {})}
+        if self.meta is None or isinstance(self.meta, dict):
+            self.meta = {"schema_version": SCHEMA_VERSION, **(self.meta or {})}
 
     # ------------------------------------------------------------------ shape helpers
     @property
@@ -101,9 +142,24 @@ class AttentionRecord:
 
     # ------------------------------------------------------------------ validation
     def validate(self, atol: float | None = None) -> AttentionRecord:
-        """Check shapes, finiteness, row sums and causality; raise RecordValidationError naming the field."""
-        if not isinstance(self.tokens, list) or len(self.tokens) == 0:
-            raise RecordValidationError("tokens", "must be a non-empty list of strings")
+        """Check types, shapes, finiteness, row sums and causality; raise RecordValidationError naming the field.
+
+        Rows must sum to 1 within ``atol`` (default: :func:`row_tolerance` of the attention's dtype); a record
+        made with ``drop_special_tokens(renormalize=False)`` only needs rows of at most 1.
+        """
+        self.check_structure()
+        for kind, att in self.attentions.items():
+            self._validate_weights(kind, att, atol)
+        self._validate_tensor_values()
+        return self
+
+    def check_structure(self) -> AttentionRecord:
+        """Check every field's type and every shape against the tokens (not the values); return the record.
+
+        The record transformations call it first, so a malformed record is a RecordValidationError naming
+        the field rather than an indexing error from deep inside.
+        """
+        self._check_token_fields()
         if not isinstance(self.attentions, dict) or not self.attentions:
             raise RecordValidationError("attentions", "must be a non-empty mapping from kind to tensor")
         for kind in self.attentions:
@@ -112,12 +168,27 @@ class AttentionRecord:
         if any("target" in SIDES[k] for k in self.attentions) and not self.target_tokens:
             raise RecordValidationError("target_tokens", "decoder and cross attention need target_tokens")
         for kind, att in self.attentions.items():
-            self._validate_attention(kind, att, atol)
-        self._validate_token_lists()
-        self._validate_optional_tensors()
+            self._check_attention_shape(kind, att)
+        self._check_token_lists()
+        self._check_optional_tensors()
+        self._check_meta()
         return self
 
-    def _validate_attention(self, kind: str, att: torch.Tensor, atol: float | None) -> None:
+    def _check_token_fields(self) -> None:
+        if not isinstance(self.tokens, list) or len(self.tokens) == 0:
+            raise RecordValidationError("tokens", "must be a non-empty list of strings")
+        for name in ("tokens", "target_tokens"):
+            value = getattr(self, name)
+            if value is None and name == "target_tokens":
+                continue
+            if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                raise RecordValidationError(name, "must be a list of strings")
+        for name in ("text", "target_text"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise RecordValidationError(name, f"must be a string or None, got {type(value).__name__}")
+
+    def _check_attention_shape(self, kind: str, att: Any) -> None:
         name = f"attentions[{kind!r}]"
         if not isinstance(att, torch.Tensor):
             raise RecordValidationError(name, f"must be a torch.Tensor, got {type(att).__name__}")
@@ -127,20 +198,29 @@ class AttentionRecord:
             )
         if not att.is_floating_point():
             raise RecordValidationError(name, f"must be floating point, got {att.dtype}")
+        if att.shape[0] == 0 or att.shape[1] == 0:
+            raise RecordValidationError(name, f"holds no layer or no head: shape {tuple(att.shape)}")
         q_tokens, k_tokens = self.axes(kind)
         if att.shape[2] != len(q_tokens) or att.shape[3] != len(k_tokens):
             raise RecordValidationError(
                 name,
                 f"shape {tuple(att.shape)} does not match {len(q_tokens)} query and {len(k_tokens)} key tokens",
             )
+
+    def _validate_weights(self, kind: str, att: torch.Tensor, atol: float | None) -> None:
+        name = f"attentions[{kind!r}]"
         a = att.detach().float()
-        if torch.isnan(a).any() or torch.isinf(a).any():
+        if not torch.isfinite(a).all():
             raise RecordValidationError(name, "contains NaN or infinite values")
         if (a < -1e-6).any():
             raise RecordValidationError(name, f"contains negative weights (min {a.min().item():.3g})")
-        tol = atol if atol is not None else (2e-3 if att.dtype in (torch.float16, torch.bfloat16) else 1e-4)
+        tol = atol if atol is not None else row_tolerance(att.dtype)
         sums = a.sum(-1)
-        worst = (sums - 1).abs().max().item()
+        if self.meta.get("renormalized") is False:
+            # Special tokens were dropped without renormalizing: rows keep what they had, at most 1.
+            worst = (sums - 1).clamp_min(0).max().item()
+        else:
+            worst = (sums - 1).abs().max().item()
         if worst > tol:
             raise RecordValidationError(name, f"rows must sum to 1 (worst row is off by {worst:.3g})")
         if self.is_causal(kind):
@@ -153,43 +233,131 @@ class AttentionRecord:
         kind = kind or self.default_kind
         if kind == "decoder":
             return True
-        return kind == "self" and bool(self.meta.get("causal", False))
+        return kind == "self" and self.meta.get("causal", False) is True
 
-    def _validate_token_lists(self) -> None:
+    def _check_token_lists(self) -> None:
         pairs = [
-            ("word_ids", self.word_ids, self.tokens),
-            ("offsets", self.offsets, self.tokens),
-            ("special_tokens_mask", self.special_tokens_mask, self.tokens),
-            ("target_word_ids", self.target_word_ids, self.target_tokens),
-            ("target_special_tokens_mask", self.target_special_tokens_mask, self.target_tokens),
+            ("word_ids", self.word_ids, self.tokens, _is_word_id),
+            ("offsets", self.offsets, self.tokens, _is_offset),
+            ("special_tokens_mask", self.special_tokens_mask, self.tokens, _is_flag),
+            ("target_word_ids", self.target_word_ids, self.target_tokens, _is_word_id),
+            ("target_special_tokens_mask", self.target_special_tokens_mask, self.target_tokens, _is_flag),
         ]
-        for name, values, tokens in pairs:
-            if values is not None and (tokens is None or len(values) != len(tokens)):
+        for name, values, tokens, valid in pairs:
+            if values is None:
+                continue
+            if not isinstance(values, (list, tuple)):
+                raise RecordValidationError(name, f"must be a list, got {type(values).__name__}")
+            if tokens is None or len(values) != len(tokens):
                 n = 0 if tokens is None else len(tokens)
                 raise RecordValidationError(name, f"has {len(values)} entries for {n} tokens")
+            bad = next((i for i, v in enumerate(values) if not valid(v)), None)
+            if bad is not None:
+                raise RecordValidationError(name, f"entry {bad} is {values[bad]!r}, {_EXPECTED[valid]}")
 
-    def _validate_optional_tensors(self) -> None:
+    def _check_optional_tensors(self) -> None:
         for fname in ("outputs", "extras"):
-            for key, t in getattr(self, fname).items():
+            store = getattr(self, fname)
+            if not isinstance(store, dict):
+                raise RecordValidationError(fname, f"must be a mapping of tensors, got {type(store).__name__}")
+            for key, t in store.items():
                 if not isinstance(t, torch.Tensor):
                     raise RecordValidationError(f"{fname}[{key!r}]", f"must be a tensor, got {type(t).__name__}")
-        for fname, axes in TENSOR_AXES.items():
-            for kind, t in getattr(self, fname).items():
-                name = f"{fname}[{kind!r}]"
+        for fname in TENSOR_AXES:
+            store = getattr(self, fname)
+            if not isinstance(store, dict):
+                raise RecordValidationError(fname, f"must be a mapping from kind to tensor, got {type(store).__name__}")
+            for kind in store:
+                self._check_tensor_shape(fname, kind)
+
+    def _check_tensor_shape(self, fname: str, kind: str) -> torch.Tensor:
+        t = getattr(self, fname)[kind]
+        name = f"{fname}[{kind!r}]"
+        if kind not in self.attentions:
+            raise RecordValidationError(name, f"kind {kind!r} has no attentions")
+        att = self.attentions[kind]
+        rank = tensor_rank(fname)
+        if not isinstance(t, torch.Tensor) or t.dim() != rank or t.shape[:2] != att.shape[:2]:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise RecordValidationError(
+                name, f"must be rank {rank}, starting with [layers, heads] = {tuple(att.shape[:2])}, got {shape}"
+            )
+        if not t.is_floating_point():
+            raise RecordValidationError(name, f"must be floating point, got {t.dtype}")
+        sizes = {"query": att.shape[2], "key": att.shape[3]}
+        for offset, axis in enumerate(TENSOR_AXES[fname]):
+            if t.shape[2 + offset] != sizes[axis]:
+                raise RecordValidationError(
+                    name, f"has {t.shape[2 + offset]} {axis} positions for {sizes[axis]} {axis}s"
+                )
+        return t
+
+    def check_attention(self, kind: str) -> torch.Tensor:
+        """The attention of ``kind``, checked for what a method reads: a finite, floating-point
+        ``[layers, heads, queries, keys]`` tensor over this record's tokens (RecordValidationError otherwise)."""
+        if not isinstance(self.attentions, dict) or kind not in self.attentions:
+            raise RecordValidationError("attentions", f"the record has no {kind!r} attention")
+        if kind not in KINDS:
+            raise RecordValidationError(f"attentions[{kind!r}]", f"unknown kind; kinds are {', '.join(KINDS)}")
+        if "target" in SIDES[kind] and not isinstance(self.target_tokens, list):
+            raise RecordValidationError("target_tokens", f"{kind} attention needs target_tokens")
+        if not isinstance(self.tokens, list):
+            raise RecordValidationError("tokens", "must be a non-empty list of strings")
+        att = self.attentions[kind]
+        self._check_attention_shape(kind, att)
+        if not torch.isfinite(att.detach()).all():
+            raise RecordValidationError(f"attentions[{kind!r}]", "contains NaN or infinite values")
+        return att
+
+    def check_tensor(self, field: str, kind: str) -> torch.Tensor:
+        """The optional tensor ``field`` (``gradients``, ``value_norms``, ...) of ``kind``, checked for shape
+        against the attention and for finite values (RecordValidationError naming it otherwise)."""
+        self.check_attention(kind)
+        t = self._check_tensor_shape(field, kind)
+        if not torch.isfinite(t.detach()).all():
+            raise RecordValidationError(f"{field}[{kind!r}]", "contains NaN or infinite values")
+        return t
+
+    def _check_meta(self) -> None:
+        meta = self.meta
+        if not isinstance(meta, dict):
+            raise RecordValidationError("meta", f"must be a mapping, got {type(meta).__name__}")
+        version = meta.get("schema_version")
+        if not _is_int(version) or not 1 <= version <= SCHEMA_VERSION:
+            raise RecordValidationError(
+                "meta['schema_version']", f"must be an integer from 1 to {SCHEMA_VERSION}, got {version!r}"
+            )
+        if "causal" in meta and not isinstance(meta["causal"], bool):
+            raise RecordValidationError("meta['causal']", f"must be true or false, got {meta['causal']!r}")
+        for key in ("prompt_length",):
+            if key in meta and not (_is_int(meta[key]) and meta[key] >= 0):
+                raise RecordValidationError(f"meta[{key!r}]", f"must be a non-negative integer, got {meta[key]!r}")
+        for key, axis in (("layers", 0), ("heads", 1)):
+            if key not in meta:
+                continue
+            stored = meta[key]
+            if not isinstance(stored, dict):
+                raise RecordValidationError(f"meta[{key!r}]", f"must map kinds to {key[:-1]} numbers")
+            for kind, ids in stored.items():
+                name = f"meta[{key!r}][{kind!r}]"
                 if kind not in self.attentions:
                     raise RecordValidationError(name, f"kind {kind!r} has no attentions")
-                att = self.attentions[kind]
-                if not isinstance(t, torch.Tensor) or t.dim() < 2 + len(axes) or t.shape[:2] != att.shape[:2]:
-                    shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                    raise RecordValidationError(
-                        name, f"must start with [layers, heads] = {tuple(att.shape[:2])}, got {shape}"
-                    )
-                sizes = {"query": att.shape[2], "key": att.shape[3]}
-                for offset, axis in enumerate(axes):
-                    if t.shape[2 + offset] != sizes[axis]:
-                        raise RecordValidationError(
-                            name, f"has {t.shape[2 + offset]} {axis} positions for {sizes[axis]} {axis}s"
-                        )
+                n = self.attentions[kind].shape[axis]
+                if not isinstance(ids, list) or len(ids) != n or not all(_is_int(i) and i >= 0 for i in ids):
+                    raise RecordValidationError(name, f"must list {n} non-negative {key[:-1]} numbers")
+
+    def _validate_tensor_values(self) -> None:
+        for fname in TENSOR_FIELDS:
+            for kind, t in getattr(self, fname).items():
+                if not torch.isfinite(t.detach()).all():
+                    raise RecordValidationError(f"{fname}[{kind!r}]", "contains NaN or infinite values")
+        for kind, t in self.value_norms.items():
+            if (t.detach() < 0).any():
+                raise RecordValidationError(f"value_norms[{kind!r}]", "norms cannot be negative")
+        for fname in ("outputs", "extras"):
+            for key, t in getattr(self, fname).items():
+                if t.is_floating_point() and torch.isnan(t.detach()).any():
+                    raise RecordValidationError(f"{fname}[{key!r}]", "contains NaN values")
 
     # ------------------------------------------------------------------ transformations
     def _replace(self, **changes: Any) -> AttentionRecord:
@@ -205,6 +373,7 @@ class AttentionRecord:
 
     def select(self, layers: Selection = None, heads: Selection = None) -> AttentionRecord:
         """A record with only the given layers and heads (original numbers, negatives from the end)."""
+        self.check_structure()
         new = self._replace()
         meta_layers = dict(self.meta.get("layers", {}))
         meta_heads = dict(self.meta.get("heads", {}))
@@ -223,7 +392,12 @@ class AttentionRecord:
         return new
 
     def drop_special_tokens(self, renormalize: bool = True) -> AttentionRecord:
-        """A record without special tokens on either axis; rows are renormalized to sum to 1 by default."""
+        """A record without special tokens on either axis; rows are renormalized to sum to 1 by default.
+
+        Renormalizing runs in float32 and casts back, so float16 rows whose kept mass is tiny (even a
+        subnormal) still sum to 1; a row that kept no weight at all is a RecordValidationError naming it.
+        """
+        self.check_structure()
         src_keep = _keep_mask(self.special_tokens_mask, len(self.tokens), "special_tokens_mask")
         tgt_keep = None
         if self.target_tokens is not None:
@@ -235,7 +409,7 @@ class AttentionRecord:
             qk, kk = by_side(kind, src_keep, tgt_keep)
             a = att[:, :, qk][:, :, :, kk]
             if renormalize:
-                a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+                a = _renormalized(a, kind)
             new.attentions[kind] = a
             keep = {"query": qk, "key": kk}
             for fname, axes in TENSOR_AXES.items():
@@ -273,6 +447,7 @@ class AttentionRecord:
         sub-word markers (``##``, ``Ġ``, ``▁``). Optional tensors and extras (not ``outputs``) are dropped,
         as they have no word-level meaning.
         """
+        self.check_structure()
         if self.word_ids is None:
             raise RecordValidationError("word_ids", "aggregating into words needs word_ids from the tokenizer")
         src_m, src_words = _word_matrix(self.tokens, self.word_ids, self.offsets, self.text)
@@ -304,6 +479,9 @@ class AttentionRecord:
 
     def to(self, dtype: torch.dtype) -> AttentionRecord:
         """A copy with attention and optional tensors cast to ``dtype`` (e.g. float16 to save space)."""
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise RecordValidationError("dtype", f"records hold floating-point weights; cannot cast to {dtype!r}")
+        self.check_structure()
         new = self._replace()
         new.attentions = {k: v.to(dtype) for k, v in self.attentions.items()}
         for fname in TENSOR_FIELDS:
@@ -331,6 +509,21 @@ def _keep_mask(mask: list[bool] | None, n: int, name: str) -> torch.Tensor:
     if not keep.any():
         raise RecordValidationError(name, "every token is special; nothing would remain")
     return keep
+
+
+def _renormalized(a: torch.Tensor, kind: str) -> torch.Tensor:
+    """Rows of ``a`` [L, H, Q, K] divided by their sums, computed in float32 and cast back to ``a``'s dtype."""
+    a32 = a.float()
+    sums = a32.sum(-1, keepdim=True)
+    empty = (sums == 0).squeeze(-1)
+    if empty.any():
+        layer, head, row = (int(i) for i in torch.nonzero(empty)[0])
+        raise RecordValidationError(
+            f"attentions[{kind!r}]",
+            f"row {row} of layer {layer}, head {head} put all its weight on special tokens; it cannot be "
+            "renormalized without them (use renormalize=False)",
+        )
+    return (a32 / sums).to(a.dtype)
 
 
 _MARKERS = ("##", "Ġ", "▁", "Ċ")

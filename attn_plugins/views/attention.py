@@ -10,7 +10,7 @@ import torch
 from ..errors import InputError, MissingCaptureError
 from ..record import KINDS, AttentionRecord, Selection, choose
 from .bertviz_js import bertviz_script
-from .page import Fragment, View, escape, json_block, new_id
+from .page import Fragment, View, escape, json_block, new_id, visible
 from .payload import DEFAULT_THRESHOLD, check_threshold, encode_floats, encode_weights, reference
 
 # Above these many SVG lines per drawing the views switch to canvas: bertviz draws one <line> per weight
@@ -38,8 +38,8 @@ class Section:
 
 
 def prettify(tokens: Sequence[str]) -> list[str]:
-    """Tokens without sub-word markers, the way bertviz shows them (Ġ and ▁ become spaces)."""
-    return [t.replace("Ġ", " ").replace("▁", " ").replace("</w>", "") for t in tokens]
+    """Tokens without sub-word markers, the way bertviz shows them (Ġ and ▁ become spaces), made :func:`visible`."""
+    return [visible(t.replace("Ġ", " ").replace("▁", " ").replace("</w>", "")) for t in tokens]
 
 
 def check_record(record: object) -> AttentionRecord:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .page import Fragment, View, escape
+from ..files import write_atomic
+from .page import Fragment, View, escape, visible
 
 IMAGE_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
 # Text stays text in SVG (selectable, escaped by matplotlib), and ids are stable across runs.
@@ -16,8 +17,8 @@ _RC = {"svg.fonttype": "none", "svg.hashsalt": "attn-plugins"}
 
 
 def mpl_label(text: str) -> str:
-    """A string matplotlib shows literally: a token with '$' would otherwise be parsed as mathtext."""
-    return str(text).replace("\\", "\\\\").replace("$", r"\$")
+    """A string matplotlib shows literally and an SVG file can hold: made :func:`visible`, '$' not mathtext."""
+    return visible(text).replace("\\", "\\\\").replace("$", r"\$")
 
 
 class FigureView(View, ABC):
@@ -63,8 +64,7 @@ class FigureView(View, ABC):
         path = Path(path)
         suffix = path.suffix.lower().lstrip(".")
         if suffix in ("html", "htm"):
-            path.write_text(self.html, encoding="utf-8")
-            return path
+            return write_atomic(path, self.html)
         if suffix not in IMAGE_FORMATS:
             raise InputError(
                 f"cannot save as {suffix or 'a file without suffix'!r}; use one of {', '.join(IMAGE_FORMATS)}, html"
@@ -73,5 +73,5 @@ class FigureView(View, ABC):
 
         with matplotlib.rc_context(_RC):
             fig = self.figure()
-            fig.savefig(path, format=suffix, dpi=self.dpi, bbox_inches="tight")
-        return path
+            # Through a temporary file: a failed write leaves neither half an image nor the temporary file.
+            return write_atomic(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=self.dpi, bbox_inches="tight"))

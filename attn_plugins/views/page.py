@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import write_atomic
 
 # Every page forbids loading anything from outside the document: an http(s) URL that slipped into a
 # vendored library or a token can never be fetched, and a missing inline module fails loudly.
@@ -29,22 +30,56 @@ _AMD_SHIM = (
 )
 
 
+# Characters an XML 1.0 document (SVG) cannot hold and an HTML parser reports as errors when they appear raw:
+# C0 controls other than tab, newline and carriage return, DEL, C1 controls, surrogates, U+FFFE and U+FFFF.
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _stand_in(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return chr(0x2400 + code)  # Unicode's control pictures: NUL shows as ␀, ESC as ␛
+    if code == 0x7F:
+        return "\u2421"  # ␡
+    return f"\\u{code:04x}"
+
+
+def visible(text: Any) -> str:
+    """``text`` with every character XML or HTML cannot hold raw replaced by a visible stand-in.
+
+    C0 controls become Unicode's control pictures (NUL ␀, ESC ␛, BEL ␇), DEL becomes ␡, and C1 controls,
+    lone surrogates and the non-characters U+FFFE/U+FFFF become ``\\uXXXX``; tab, newline and carriage
+    return stay. Every token and text a view writes goes through it, so any token string gives a
+    well-formed page or SVG file.
+    """
+    return _UNSAFE.sub(_stand_in, str(text))
+
+
 def escape(text: Any) -> str:
-    """``text`` escaped for HTML text and quoted attribute values."""
-    return _html.escape(str(text), quote=True)
+    """``text`` made :func:`visible` and escaped for HTML text and quoted attribute values."""
+    return _html.escape(visible(text), quote=True)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def script_json(obj: Any) -> str:
-    """JSON for a ``<script type="application/json">`` block: no character of it can end the block."""
+    """JSON for a ``<script type="application/json">`` block: no character of it can end the block.
+
+    Characters an HTML parser must not meet raw (DEL, C1 controls, lone surrogates) are written as
+    ``\\u`` escapes, which mean the same characters to ``JSON.parse``.
+    """
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     # '<', '>' and '&' only occur inside JSON strings, where \\u escapes mean the same characters.
-    return (
+    text = (
         text.replace("<", "\\u003c")
         .replace(">", "\\u003e")
         .replace("&", "\\u0026")
         .replace("\u2028", "\\u2028")
         .replace("\u2029", "\\u2029")
     )
+    return _UNSAFE.sub(_json_escape, text)
 
 
 def script_code(code: str) -> str:
@@ -137,8 +172,7 @@ class View:
             )
         if suffix not in (".html", ".htm"):
             raise InputError(f"cannot save a view as {suffix or 'a file without suffix'!r}; use .html")
-        path.write_text(self.html, encoding="utf-8")
-        return path
+        return write_atomic(path, self.html)
 
     def _repr_html_(self) -> str:
         # An isolated frame: the page's require.js, ids and CSP cannot clash with the notebook's own.

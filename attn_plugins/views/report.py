@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import AttnPluginsError, InputError, PluginError
 from ..metrics.diagnostics import diagnose, disagreement
 from ..record import AttentionRecord, Selection
 from .attention import check_kinds, check_record, head_view, model_view, neuron_view
@@ -88,6 +88,70 @@ def _header(record: AttentionRecord, model_name: str | None, output: str | None)
     return Fragment("".join(parts), height=200)
 
 
+# Sandbox of a frame holding another view's page: its scripts run, but with an opaque origin they can
+# reach neither this page nor anything it holds (no allow-same-origin), and it cannot navigate it.
+FRAME_SANDBOX = "allow-scripts"
+FRAME_HEIGHT = 420
+
+
+def extra_views(names: Sequence[str] | None) -> list[tuple[str, Any, str | None]]:
+    """(name, view function, blame) of each registered view named; blame names a third-party view's plugin."""
+    if names is None:
+        return []
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise InputError(f"views must be a list of registered view names, got {type(names).__name__}")
+    from ..plugins import get_registry
+
+    registry = get_registry()
+    out = []
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(f"views must be registered view names, got {name!r}")
+        if name == "report":
+            raise InputError("the report cannot hold a report view of its own")
+        view = registry.get("view", name)
+        out.append((name, view, None if registry.is_builtin("view", name) else registry.blame("view", name)))
+    return out
+
+
+def view_html(result: Any) -> str | None:
+    """The HTML a view returned: a string, a View's standalone page, or an object's ``_repr_html_()``."""
+    if isinstance(result, str):
+        return result
+    if isinstance(result, View):
+        return result.html
+    html = getattr(result, "html", None)
+    if isinstance(html, str):
+        return html
+    repr_html = getattr(result, "_repr_html_", None)
+    if callable(repr_html):
+        html = repr_html()
+        return html if isinstance(html, str) else None
+    return None
+
+
+def framed_view(name: str, view: Any, blame: str | None, record: AttentionRecord) -> Fragment:
+    """The view ``name`` of ``record`` in a sandboxed frame; a third-party view's failure blames its plugin."""
+    who = blame or f"view {name!r}"
+    try:
+        html = view_html(view(record))
+    except AttnPluginsError:
+        raise
+    except Exception as exc:
+        if blame is None:
+            raise  # a built-in view's bug: the traceback is ours to read
+        lines = str(exc).strip().splitlines()
+        raise PluginError(f"{blame} failed: {type(exc).__name__}: {lines[0] if lines else ''}") from exc
+    if html is None:
+        raise PluginError(f"{who} returned no HTML (a string, a page with .html, or an object with _repr_html_)")
+    body = (
+        f'<div class="attn-view" data-view="{escape(name)}"><h3>{escape(name)}</h3>'
+        f'<iframe sandbox="{FRAME_SANDBOX}" srcdoc="{escape(html)}" title="{escape(name)}" '
+        f'style="width:100%;height:{FRAME_HEIGHT}px;border:1px solid #ddd"></iframe></div>'
+    )
+    return Fragment(body, height=FRAME_HEIGHT + 60)
+
+
 def trust_section(
     record: AttentionRecord, scores: Mapping[str, Any], reference: str | None, note: str | None = None
 ) -> Fragment:
@@ -163,6 +227,7 @@ def report(
     heads: Selection = None,
     renderer: str = "auto",
     threshold: float = DEFAULT_THRESHOLD,
+    views: Sequence[str] | None = None,
 ) -> Report:
     """One standalone page per call: for each record its text and output, scores per method, views, head summary.
 
@@ -171,8 +236,10 @@ def report(
     read from ``record.outputs["logits"]``. ``reference`` names the entry of ``scores`` that is a faithful
     attribution (e.g. Shapley values): every other method is ranked against it and flagged when it
     disagrees; ``reference_note`` (one per record for several) says what that reference is.
-    ``kind``, ``layers`` and ``heads`` choose what the attention views draw, as in every view. The page's
-    ``records`` are the records it shows.
+    ``kind``, ``layers`` and ``heads`` choose what the attention views draw, as in every view. ``views``
+    names registered views (a plugin's, e.g. ``"token_table"``) to add for each record: each is called
+    with the record and shown in its own sandboxed frame (scripts run, but cannot reach this page), and a
+    view that fails is a PluginError naming it and its plugin. The page's ``records`` are the records it shows.
     """
     recs = (
         [records] if isinstance(records, AttentionRecord) else list(records) if isinstance(records, Sequence) else None
@@ -180,6 +247,7 @@ def report(
     if not recs:
         raise InputError("report needs an AttentionRecord or a non-empty list of them")
     recs = [check_record(r) for r in recs]
+    extra = extra_views(views)
     per_scores = _per_record_scores(scores, len(recs))
     if reference is not None and (scores is None or reference not in scores):
         raise InputError(f"reference {reference!r} is not one of the scores")
@@ -217,6 +285,9 @@ def report(
             fragments.extend(neuron_view(rec, **{**chosen, "kind": qk_kinds}).fragments)
         fragments.append(Fragment("<h2>Per-head summary</h2>", height=40))
         fragments.extend(head_summary(rec, k).fragment() for k in drawn)
+        if extra:
+            fragments.append(Fragment("<h2>More views</h2>", height=40))
+            fragments.extend(framed_view(name, view, blame, rec) for name, view, blame in extra)
     page = Report(fragments, page_title)
     page.records = recs
     return page

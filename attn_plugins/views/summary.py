@@ -76,7 +76,7 @@ class HeadSummary(Result):
 def head_summary(record: AttentionRecord, kind: str | None = None) -> HeadSummary:
     """Entropy and the share of mass on special tokens, on the query itself and on the previous token, per head.
 
-    The statistics are those of :mod:`attn_plugins.record.statistics`, the same :func:`diagnose` reports.
+    The statistics are those of :mod:`attn_plugins.record.statistics`, the same :func:`~attn_plugins.metrics.diagnose` reports.
     """
     if not isinstance(record, AttentionRecord):
         raise InputError(f"head_summary takes an AttentionRecord, got {type(record).__name__}")

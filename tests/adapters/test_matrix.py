@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from attn_plugins.zoo import tiny_inputs, tiny_model, verify_capture, zoo_types
+from attn_plugins.zoo import deep_overrides, tiny_inputs, tiny_model, verify_capture, zoo_types
 
 # Models that compute attention themselves (not on transformers' AttentionInterface in 5.24).
 OFF_INTERFACE = {"deberta-v2", "mpnet", "falcon", "bloom"}
@@ -84,3 +84,14 @@ def test_values_and_value_norms_match_the_output_projection(model_type):
         v = call.extras["values"]
         expected = torch.einsum("bhkd,ohd->bhko", v, w.reshape(w.shape[0], v.shape[1], -1)).norm(dim=-1)
         assert torch.allclose(call.extras["value_norms"], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "llama", "bart", "bloom"])
+def test_captured_equals_eager_past_ten_layers(model_type):
+    """12 layers: layer order by module name ('layer.10' before 'layer.2') shows only from 11 layers on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        row = verify_capture(model_type, **deep_overrides(model_type, 12))
+    assert row["layers"] == 12, row
+    assert row["max_attention_diff"] <= 1e-5, row
+    assert row["max_output_diff"] <= 1e-5, row

@@ -82,3 +82,24 @@ def test_main_prints_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     assert align.main(["--quick", "--seed", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"benchmark": "align"}
     assert seen == {"quick": True, "seed": 3, "threads": 1}
+
+
+def test_links_are_read_source_then_target_on_asymmetric_data() -> None:
+    """A non-square score matrix, so reading the links the wrong way round cannot pass by symmetry."""
+    # 3 target words over 4 source words: target 0 -> source 2, target 1 -> source 0, target 2 -> source 3.
+    scores = np.array([[0.1, 0.2, 0.6, 0.1], [0.7, 0.1, 0.1, 0.1], [0.0, 0.1, 0.2, 0.7]])
+    gold = {(2, 0), (0, 1), (3, 2)}
+    assert align.links_from_scores(scores) == gold
+    assert align.aer(align.links_from_scores(scores), gold) == 0.0
+    swapped = {(t, s) for s, t in gold}
+    assert align.aer(swapped, gold) == 1.0  # a swapped alignment scores as badly as possible
+
+
+def test_gold_links_are_source_then_target() -> None:
+    lex = align.dictionary(0)
+    pair = align.translate(["the", "big", "cat", "with", "a", "dog"], lex)
+    # Every gold link (s, t) translates source word s into target word t.
+    for s, t in pair.gold:
+        assert lex[pair.source[s]] == pair.target[t]
+    # The adjective-noun swap makes the links asymmetric: (1, 2) and (2, 1) but not (1, 1).
+    assert (1, 2) in pair.gold and (2, 1) in pair.gold and (1, 1) not in pair.gold

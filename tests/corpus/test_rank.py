@@ -78,10 +78,14 @@ def test_shap_bar_draws_the_ranking_and_tables_render(tmp_path: Path) -> None:
 
 def test_reads_a_run_directory(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "a-000000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     assert corpus_ranking(out).words == corpus_ranking(ROWS).words
-    assert corpus_ranking(out / "results.jsonl").examples == 3
+    assert corpus_ranking(out / "shards" / "a-000000.jsonl").examples == 3
+    legacy = tmp_path / "old"  # a format-1 run: one results.jsonl
+    legacy.mkdir()
+    (legacy / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    assert corpus_ranking(legacy).words == corpus_ranking(legacy / "results.jsonl").words == corpus_ranking(ROWS).words
 
 
 def test_bad_input() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -47,7 +49,7 @@ def test_classification_has_shaps_own_structure(classifier):
     # values are the method's scores for the classifier's pooled first token
     for i, text in enumerate(TEXTS):
         rec = ap.capture(model, tok, text)
-        np.testing.assert_allclose(expl.values[i], ap.attribute(rec, "rollout", position="first"), atol=1e-9)
+        np.testing.assert_allclose(expl.values[i], ap.attribute(rec, "rollout", position="first"), atol=1e-6)
     renders(expl)
     renders(expl[0])
     shap.plots.bar(expl[0], show=False)
@@ -282,3 +284,48 @@ def test_relevance_methods_explain_the_targets_output(classifier):
     explainer = ap.AttentionExplainer(model, tok, method="attnlrp")
     explainer(TEXTS[0])
     assert explainer.forward_passes == 1
+
+
+BATCH = [
+    "the movie was good",
+    "a bad film and a very boring plot that went on and on",
+    "fine",
+    "the actors were wonderful, the story was not",
+    "ok then",
+]
+
+
+@pytest.mark.parametrize("method", ["rollout", "norm", "raw"])
+def test_a_batch_is_captured_together_and_scores_as_each_text_alone(classifier, method, monkeypatch):
+    model, tok = classifier
+    alone = [ap.explain(model, tok, t, method=method) for t in BATCH]
+    calls = []
+    real = ap.capture
+
+    def counting(model, tokenizer=None, text=None, **kw):
+        calls.append(text)
+        return real(model, tokenizer, text, **kw)
+
+    monkeypatch.setattr(sys.modules["attn_plugins.capture"], "capture", counting)
+    explainer = ap.AttentionExplainer(model, tok, method=method, batch_size=2)
+    together = explainer(BATCH)
+    # Five texts of different lengths, two per padded forward, shortest together: three captures.
+    assert [len(c) for c in calls] == [2, 2, 1] and all(isinstance(c, list) for c in calls)
+    assert sorted(map(len, calls[0] + calls[1] + calls[2])) == [len(t) for t in sorted(BATCH, key=len)]
+    assert explainer.forward_passes == len(BATCH)
+    for i, one in enumerate(alone):
+        assert list(together.data[i]) == list(one.data[0])
+        np.testing.assert_allclose(together.values[i], one.values[0], atol=1e-5)
+
+
+def test_a_gradient_method_is_not_batched_and_batch_size_is_checked(classifier, monkeypatch):
+    model, tok = classifier
+    calls = []
+    real = ap.capture
+    monkeypatch.setattr(
+        sys.modules["attn_plugins.capture"], "capture", lambda *a, **kw: calls.append(a[2]) or real(*a, **kw)
+    )
+    ap.explain(model, tok, BATCH[:3], method="grad_attention")
+    assert all(isinstance(c, str) for c in calls) and len(calls) == 3
+    with pytest.raises(InputError, match="batch_size must be a positive integer"):
+        ap.AttentionExplainer(model, tok, batch_size=0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import attn_plugins as ap
-from attn_plugins.errors import InputError, MissingCaptureError
+from attn_plugins.errors import InputError, MissingCaptureError, RecordValidationError
 from attn_plugins.methods import get_method
 from attn_plugins.methods.base import Method
 from attn_plugins.record import AttentionRecord
@@ -126,9 +126,10 @@ def test_rollout_matches_abnar_formula_on_random_attention():
 
 
 def test_rollout_rejects_non_square_and_bad_residual():
+    # Rows for only a suffix of the tokens: the record itself is inconsistent, and the method says which field.
     att = torch.full((1, 1, 2, 4), 0.25)
     r = AttentionRecord(tokens=list("abcd"), attentions={"self": att}, meta={"causal": False})
-    with pytest.raises(InputError, match="as many queries as keys"):
+    with pytest.raises(RecordValidationError, match=r"attentions\['self'\].*does not match 4 query"):
         get_method("rollout")(r, "all")
     with pytest.raises(InputError, match="residual"):
         get_method("rollout")(rec([[[[1.0]]]]), "all", residual=2.0)
@@ -322,6 +323,30 @@ def test_norm_by_hand_and_missing_value_norms():
     np.testing.assert_allclose(ap.attribute(r, "norm", position="last"), [0.3, 1.6], atol=1e-6)
     with pytest.raises(MissingCaptureError, match="value_norms=True"):
         ap.attribute(rec(att), "norm")
+
+
+def test_norm_averages_layers_on_a_hand_computed_two_layer_case():
+    """Summing the layers instead of averaging them (or reading one layer only) changes every number here."""
+    alpha = torch.tensor(
+        [
+            [[[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], [[0.1, 0.1, 0.8], [0.0, 1.0, 0.0], [0.3, 0.3, 0.4]]],
+            [
+                [[0.6, 0.2, 0.2], [0.0, 0.5, 0.5], [0.25, 0.25, 0.5]],
+                [[1.0, 0.0, 0.0], [0.2, 0.2, 0.6], [0.0, 0.0, 1.0]],
+            ],
+        ]
+    )  # [L=2, H=2, Q=3, K=3]
+    norms = torch.tensor([[[1.0, 2.0, 3.0], [2.0, 1.0, 0.5]], [[4.0, 1.0, 1.0], [0.5, 2.0, 3.0]]])  # [L, H, K]
+    r = AttentionRecord(tokens=["a", "b", "c"], attentions={"self": alpha}, value_norms={"self": norms})
+    r.validate()
+    # By hand, S_l[q, k] = Σ_h α[l, h, q, k]·‖f‖[l, h, k] (head_reduce="sum"); layer 0, row 0:
+    # [0.5·1 + 0.1·2, 0.5·2 + 0.1·1, 0·3 + 0.8·0.5] = [0.7, 1.1, 0.4]; layer 1, row 0:
+    # [0.6·4 + 1·0.5, 0.2·1 + 0, 0.2·1 + 0] = [2.9, 0.2, 0.2]. Layers are averaged: [1.8, 0.65, 0.3].
+    np.testing.assert_allclose(get_method("norm")(r, 0, layers=[0], head_reduce="sum"), [0.7, 1.1, 0.4], atol=1e-7)
+    np.testing.assert_allclose(get_method("norm")(r, 0, layers=[1], head_reduce="sum"), [2.9, 0.2, 0.2], atol=1e-7)
+    np.testing.assert_allclose(get_method("norm")(r, 0, head_reduce="sum"), [1.8, 0.65, 0.3], atol=1e-7)
+    # The default mean over heads halves the head sums: [0.9, 0.325, 0.15].
+    np.testing.assert_allclose(ap.attribute(r, "norm", position=0, layers=[0, 1]), [0.9, 0.325, 0.15], atol=1e-7)
 
 
 def test_norm_matches_kobayashi_definition_on_a_real_bert():

@@ -113,3 +113,31 @@ def test_unserializable_meta_is_a_clear_error(tmp_path):
     with pytest.raises(RecordFormatError, match="JSON"):
         ap.save(rec, tmp_path / "x.attn")
     assert not (tmp_path / "x.attn").exists()
+
+
+def test_encoder_decoder_record_keeps_every_field_through_save_and_load(tmp_path):
+    """Every field of a captured encoder-decoder record comes back equal (the target side included)."""
+    import dataclasses
+
+    from helpers.models import bart_seq2seq
+
+    model, tok = bart_seq2seq()
+    rec = ap.capture(model, tok, "the cat saw a dog", target="a dog", values=True, value_norms=True, qk=True)
+    rec.extras["sink_mass.cross"] = torch.rand(2, 4, len(rec.target_tokens))
+    assert rec.target_special_tokens_mask is not None and any(rec.target_special_tokens_mask)
+    assert rec.target_tokens and rec.target_text == "a dog"
+    ap.save(rec, tmp_path / "s2s.attn")
+    back = ap.load(tmp_path / "s2s.attn")
+    for f in dataclasses.fields(AttentionRecord):
+        want, got = getattr(rec, f.name), getattr(back, f.name)
+        if isinstance(want, dict) and want and all(isinstance(v, torch.Tensor) for v in want.values()):
+            assert want.keys() == got.keys(), f.name
+            for key in want:
+                assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), (f.name, key)
+        else:
+            assert got == want, f.name
+    for group in ("values", "value_norms", "queries", "keys"):
+        assert set(getattr(back, group)) == {"encoder", "decoder", "cross"}, group
+    # A loaded record drops special tokens on both sides, which needs the target mask.
+    dropped = back.drop_special_tokens()
+    assert len(dropped.target_tokens) == sum(not m for m in rec.target_special_tokens_mask)

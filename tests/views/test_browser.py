@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from helpers.records import (
     XSS_TOKENS,
     captured_decoder,
@@ -342,3 +343,87 @@ def test_a_corrupt_payload_shows_an_error_instead_of_a_blank_page(open_view: Any
     page = open_view(broken, "document.querySelector('.attn-error') !== null")
     assert "could not be drawn" in page.js("document.querySelector('.attn-error').textContent")
     assert page.console_errors  # the failure is reported, not swallowed
+
+
+# ---------------------------------------------------------------------------- what is drawn is the record
+# The page stores round(sqrt(w) * 255) and the browser squares it back, so a drawn weight is within
+# (1/255)·sqrt(w) + 1/255² of the record's: 0.006 covers every w in [0, 1].
+DRAWN_TOLERANCE = 0.006
+
+
+def test_head_view_draws_the_weights_of_the_record(open_view: Any) -> None:
+    """Every line's opacity, read back from the browser, is its weight (over the active heads)."""
+    g = torch.Generator().manual_seed(0)
+    att = torch.softmax(2.5 * torch.randn(2, 3, 5, 5, generator=g), -1)
+    rec = ap.AttentionRecord(tokens=["[CLS]", "a", "b", "c", "[SEP]"], attentions={"self": att})
+    page = open_view(ap.views.head_view(rec), f"{_lines()} > 0")
+    read = """(() => {
+        const view = document.querySelector('.attn-view');
+        const lines = Array.from(view.querySelectorAll('svg line'));
+        const heads = new Set(lines.map(l => l.parentNode.parentNode.getAttribute('head-index')));
+        return {layer: view.querySelector('select#layer').value, heads: heads.size,
+                lines: lines.map(l => [+l.parentNode.parentNode.getAttribute('head-index'),
+                                       +l.getAttribute('left-token-index'), +l.getAttribute('right-token-index'),
+                                       +l.getAttribute('stroke-opacity')])};
+    })()"""
+    for layer in ("0", "1"):
+        page.page.select_option(".attn-view select#layer", layer)
+        page.page.wait_for_timeout(100)
+        drawn = page.js(read)
+        assert drawn["layer"] == layer and drawn["heads"] == 3 and len(drawn["lines"]) == 3 * 5 * 5
+        worst = max(
+            abs(opacity * drawn["heads"] - float(att[int(layer), h, q, k])) for h, q, k, opacity in drawn["lines"]
+        )
+        assert worst < DRAWN_TOLERANCE, f"layer {layer}: drawn weights are off by up to {worst:.3f}"
+    page.assert_clean()
+
+
+def test_canvas_head_view_paints_the_weights_of_the_record(open_view: Any) -> None:
+    """Each pixel's colour, turned back into a weight through the colour scale, is the record's weight."""
+    rec = softmax_record(n=30, layers=2, heads=3, seed=4)
+    view = ap.views.head_view(rec, renderer="canvas", layers=[1], heads=[2])
+    page = open_view(view, "document.querySelector('[data-rendered=\"1\"]') !== null")
+    red = page.js(
+        "(() => { const c = document.querySelector('canvas.attn-canvas-main');"
+        " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        " const out = []; for (let i = 0; i < d.length; i += 4) out.push(d[i]); return [c.height, c.width, out]; })()"
+    )
+    rows, cols, values = red
+    assert (rows, cols) == (30, 30)
+    # Red channel = 255 - 247·sqrt(w) (the page's colour scale), so sqrt(w) = (255 - red) / 247.
+    painted = ((255 - np.array(values, dtype=float)) / 247).reshape(rows, cols) ** 2
+    expected = rec.attentions["self"][1, 2].double().numpy()
+    worst = np.abs(painted - expected).max()
+    assert worst < 0.02, f"painted weights are off by up to {worst:.3f}"
+    # The hover read-out names the same weight, to 4 decimals.
+    box = page.page.locator("canvas.attn-canvas-main").bounding_box()
+    page.page.mouse.move(box["x"] + box["width"] * 7.5 / 30, box["y"] + box["height"] * 3.5 / 30)
+    shown = float(page.js("document.querySelector('.attn-info').textContent").rsplit(": ", 1)[1])
+    assert shown == pytest.approx(float(expected[3, 7]), abs=DRAWN_TOLERANCE)
+    page.assert_clean()
+
+
+def test_report_shows_a_plugin_view_in_a_sandbox_that_cannot_reach_the_page(open_view: Any) -> None:
+    """The example plugin's table renders inside its frame; a script in a plugin view cannot touch the page."""
+    from helpers import bad_plugin
+
+    ap.register_plugin(bad_plugin, name=bad_plugin.PLUGIN_NAME)
+    try:
+        view = ap.views.report(softmax_record(), views=["token_table", "bad_evil_view"])
+    finally:
+        ap.reload_plugins()
+    page = open_view(view, "document.querySelectorAll('iframe').length === 2")
+    frames = page.page.frames[1:]
+    assert len(frames) == 2
+    deadline = time.monotonic() + 30
+    while frames[0].evaluate("document.querySelectorAll('tr').length") == 0:
+        assert time.monotonic() < deadline, page.console_errors
+        page.page.wait_for_timeout(50)
+    assert frames[0].evaluate("document.querySelectorAll('tr').length") == len(softmax_record().tokens) + 1
+    assert frames[1].evaluate("document.querySelector('#evil b').textContent") == "plugin view"
+    assert frames[1].evaluate("window.__pwned") == 1  # its script ran, in its own opaque-origin frame ...
+    assert (
+        frames[1].evaluate("(() => { try { return parent.document.title; } catch (e) { return 'blocked'; } })()")
+        == "blocked"
+    )
+    page.assert_clean()  # ... and window.__pwned of the page itself is untouched
