@@ -5,7 +5,7 @@ No model code lives here: the built-in adapters are the package ``attn_adapters`
 the core never imports an adapter.
 """
 
-from .batch import library_versions, model_device, move_inputs, split_batch
+from .batch import check_selection, library_versions, model_device, move_inputs, split_batch
 from .contract import Adapter, AttentionCall, CaptureOptions, EncodedBatch, TokenInfo, target_scalar
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "CaptureOptions",
     "EncodedBatch",
     "TokenInfo",
+    "check_selection",
     "library_versions",
     "model_device",
     "move_inputs",
