@@ -260,10 +260,16 @@ def _module_ids(model: torch.nn.Module) -> tuple[int, ...]:
     return tuple(out)
 
 
-def model_info(model: torch.nn.Module) -> ModelInfo:
-    """The cached :class:`ModelInfo` of ``model``, rebuilt when a module was replaced or a backend switched."""
+def model_info(model: torch.nn.Module, walk: bool = True) -> ModelInfo:
+    """The cached :class:`ModelInfo` of ``model``, rebuilt when a module was replaced or a backend switched.
+
+    ``walk=False`` skips the walk over the modules (a per-capture cost of milliseconds): the fast path
+    notices a replaced module itself (its planned layer is not written, so the capture learns again).
+    """
     with _INFO_LOCK:
         info = _INFO.get(model)
+    if info is not None and not walk and info.backends == _backends(info.configs):
+        return info
     ids = _module_ids(model)
     if info is not None and info.module_ids == ids and info.backends == _backends(info.configs):
         return info
@@ -996,7 +1002,7 @@ class HuggingFaceAdapter(Adapter):
 
     def attention_layout(self, model: Any, inputs: dict[str, Any] | None = None) -> dict[str, tuple[int, int]] | None:
         """The layers and heads per kind, learned once per model (with ``inputs``, by a forward that computes nothing)."""
-        info = model_info(model)
+        info = model_info(model, walk=False)
         if not info.interface:
             return None
         if info.layout is None and inputs is not None:
@@ -1057,7 +1063,7 @@ class HuggingFaceAdapter(Adapter):
         """
         from attn_plugins.adapters import check_selection
 
-        info = model_info(model)
+        info = model_info(model, walk=False)
         if not info.interface:
             return self._eager(model, batch, options, "the model does not use AttentionInterface")
         device = model_device(model)
@@ -1070,6 +1076,8 @@ class HuggingFaceAdapter(Adapter):
         else:
             forward = lambda: model(**inputs, return_dict=True)  # noqa: E731
         fast = fast_eligible(model, options, batch)
+        if not fast or info.layout is None:  # only the fast path notices replaced modules by itself
+            info = model_info(model, walk=True)
         for _ in range(2):  # a stale layout (the model called other modules than learned) is learned again
             if info.layout is None:
                 self._discover(model, info, forward)
@@ -1083,7 +1091,7 @@ class HuggingFaceAdapter(Adapter):
             if result is not None:
                 return result
             forget_layout(model, info)
-            info = model_info(model)
+            info = model_info(model, walk=True)
         return self._run_recording(model, batch, options, info, forward, keep)
 
     def _run_fast(

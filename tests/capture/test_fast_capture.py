@@ -144,3 +144,48 @@ def test_generation_computes_only_the_selected_layer_and_warns_nothing(counted):
     assert torch.allclose(last.attentions["self"][0], full.attentions["self"][-1], atol=1e-6)
     with pytest.raises(ap.InputError, match="layer 7 out of range"):
         ap.capture_generate(model, tok, "the movie was", max_new_tokens=2, layers=[7])
+
+
+def _as_arrays(result: dict) -> dict:
+    from attn_plugins.capture import TopKResult
+
+    out = {}
+    for name, per_kind in result.items():
+        for kind, value in per_kind.items():
+            if isinstance(value, TopKResult):
+                out[(name, kind, "values")], out[(name, kind, "indices")] = value.values, value.indices
+            else:
+                out[(name, kind)] = value
+    return out
+
+
+@pytest.mark.parametrize("model_type", ["bert", "llama", "gpt_oss", "bart"])
+def test_streaming_in_one_row_blocks_equals_whole_layers(model_type):
+    from attn_plugins.capture import HeadEntropy, HeadReduce, RolloutReducer, TopK, stream
+
+    model = tiny_model(model_type)
+    inputs = tiny_inputs(model, batch=2)
+
+    def reducers() -> list:
+        return [RolloutReducer(), HeadReduce("mean"), HeadEntropy(), TopK(3)]
+
+    whole = stream(model, inputs=inputs, reducers=reducers(), block_bytes=None)
+    rows = stream(model, inputs=inputs, reducers=reducers(), block_bytes=1)  # one query row per block
+    for a, b in zip(whole, rows):
+        x, y = _as_arrays(a.results), _as_arrays(b.results)
+        assert x.keys() == y.keys()
+        for key in x:
+            assert abs(x[key] - y[key]).max() <= 1e-6, key
+
+
+def test_streaming_computes_only_the_layers_a_reducer_reads(model, tok, counted):
+    from attn_plugins.capture import HeadReduce, stream
+
+    full = ap.capture(model, tok, TEXT, keep_backend=True)
+    counted.clear()
+    (result,) = stream(model, tok, TEXT, HeadReduce("mean", layers=[1]))
+    assert len(counted) == 1  # layers 0 and 2 ran the backend
+    expected = full.attentions["self"][1].double().mean(0).numpy()
+    assert abs(result.results["head_mean"]["self"][0] - expected).max() <= 1e-6
+    with pytest.raises(ap.InputError, match="layer 7 out of range"):
+        stream(model, tok, TEXT, HeadReduce("mean", layers=[7]))
