@@ -12,7 +12,7 @@ from ..adapters import Adapter, CaptureOptions, check_selection
 from ..errors import InputError, UnsupportedModelError
 from ..plugins import get_registry
 from ..record import TENSOR_FIELDS, AttentionRecord
-from .encoding import batch_size, encode, encode_inputs, is_batched_list
+from .encoding import batch_size, encode, encode_inputs, encode_raw, is_batched_list, is_raw_inputs
 
 
 def capture(
@@ -20,7 +20,7 @@ def capture(
     tokenizer: Any = None,
     text: str | Sequence[str] | None = None,
     *,
-    inputs: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | torch.Tensor | tuple | list | None = None,
     target: str | Sequence[str] | None = None,
     adapter: str | None = None,
     layers: Sequence[int] | None = None,
@@ -39,7 +39,9 @@ def capture(
     """Capture the attention of ``model`` on ``text`` (or tokenized ``inputs``).
 
     A single text gives one :class:`AttentionRecord`, a list of texts a list of records (padding
-    removed). ``target`` is the decoder-side text of encoder-decoder models. Text longer than the
+    removed). ``inputs`` are tokenized inputs (``input_ids``, ...) or the arguments of any PyTorch model's
+    own forward: a tensor (``model(x)``), a tuple of positional arguments, or a mapping of keyword
+    arguments; positions are then named by index, and a batch of one gives one record. ``target`` is the decoder-side text of encoder-decoder models. Text longer than the
     model's limit raises :class:`InputError` unless ``truncation=True``.
 
     ``layers``, ``heads`` and ``kinds`` are chosen before the forward: layers that are not captured run
@@ -74,9 +76,14 @@ def capture(
         kinds=list(kinds) if kinds is not None else None,
         keep_backend=keep_backend,
     )
-    single = isinstance(text, str) or (text is None and batch_size(inputs) == 1 and not is_batched_list(inputs))
+    raw = text is None and is_raw_inputs(inputs)
+    single = isinstance(text, str) or (
+        text is None and not raw and batch_size(inputs) == 1 and not is_batched_list(inputs)
+    )
     if text is not None:
         batch = encode(model, tokenizer, text, target=target, truncation=truncation, max_length=max_length)
+    elif raw:
+        batch = encode_raw(inputs)  # the arguments of the model's own forward, passed as they are
     else:
         batch = encode_inputs(model, inputs, tokenizer=tokenizer)
     chosen = select_adapter(model, adapter)
@@ -101,6 +108,8 @@ def capture(
             record.meta.setdefault("model_device", str(param.device))
         if labels is not None:
             record.meta.setdefault("id2label", labels)
+    if raw:
+        single = len(records) == 1
     return records[0] if single else records
 
 

@@ -511,7 +511,7 @@ def stream(
                 r.end_layer(call.kind, call.layer)
 
     with chosen.listen(model, options, heard), torch.no_grad():
-        chosen.call(model, move_inputs(batch.inputs, device))
+        chosen.call(model, move_inputs(batch.inputs, device), move_inputs(batch.args, device))
     if not layers:
         raise UnsupportedModelError(f"adapter {chosen.name!r} heard no attention from {type(model).__name__}")
     per_reducer = {r.name: r.results() for r in reducers}

@@ -189,3 +189,39 @@ def test_streaming_computes_only_the_layers_a_reducer_reads(model, tok, counted)
     assert abs(result.results["head_mean"]["self"][0] - expected).max() <= 1e-6
     with pytest.raises(ap.InputError, match="layer 7 out of range"):
         stream(model, tok, TEXT, HeadReduce("mean", layers=[7]))
+
+
+def _encoder(batch_first: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=batch_first)
+    return torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False).eval()
+
+
+def _by_hand(model: torch.nn.Module, x: torch.Tensor, batch_first: bool) -> list[torch.Tensor]:
+    """Each layer's per-head weights, from the modules' own need_weights path."""
+    out, h = [], x
+    with torch.no_grad():
+        for layer in model.layers:
+            _, w = layer.self_attn(h, h, h, need_weights=True, average_attn_weights=False)
+            out.append(w)
+            h = layer(h)
+    return out
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_any_pytorch_model_takes_its_own_forward_arguments(batch_first):
+    model = _encoder(batch_first)
+    x = torch.randn((2, 5, 16) if batch_first else (5, 2, 16), generator=torch.Generator().manual_seed(1))
+    expected = _by_hand(model, x, batch_first)
+    for inputs in (x, (x,), {"src": x}):  # a tensor, positional arguments, keyword arguments
+        records = ap.capture(model, inputs=inputs)
+        assert len(records) == 2
+        for b, rec in enumerate(records):
+            rec.validate()
+            assert rec.tokens == [str(i) for i in range(5)]
+            for layer in range(2):
+                assert torch.allclose(rec.attentions["self"][layer], expected[layer][b], atol=1e-6)
+    one = ap.capture(model, inputs=x[:1] if batch_first else x[:, :1])
+    assert isinstance(one, ap.AttentionRecord) and one.num_layers == 2
+    with pytest.raises(ap.InputError, match="inputs are empty"):
+        ap.capture(model, inputs=())
