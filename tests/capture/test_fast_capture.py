@@ -225,3 +225,14 @@ def test_any_pytorch_model_takes_its_own_forward_arguments(batch_first):
     assert isinstance(one, ap.AttentionRecord) and one.num_layers == 2
     with pytest.raises(ap.InputError, match="inputs are empty"):
         ap.capture(model, inputs=())
+
+
+def test_heatmap_shows_the_sink_as_the_missing_mass():
+    model = tiny_model("gpt_oss")
+    rec = ap.capture(model, inputs=tiny_inputs(model, batch=1))
+    view = ap.views.heatmap(rec, layers=[0], heads=[1])
+    assert view.keys[-1] == "[sink]" and view.matrix.shape == (len(rec.tokens), len(rec.tokens) + 1)
+    assert abs(view.matrix.sum(-1) - 1).max() < 1e-5  # the tokens' weights plus the sink's share
+    assert abs(view.matrix[:, -1] - rec.sink_mass["self"][0, 1].numpy()).max() < 1e-6
+    plain = ap.views.heatmap(ap.capture(tiny_bert(), tiny_tokenizer("bert"), TEXT))
+    assert "[sink]" not in plain.keys
