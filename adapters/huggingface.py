@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from attn_adapters.eager import EagerAdapter, all_configs, is_hf_model, kept_outputs
-from attn_adapters.kernel import Dest, Scratch, attend
+from attn_adapters.kernel import POOL, Dest, Scratch, attend
 from attn_plugins.adapters import (
     Adapter,
     AttentionCall,
@@ -781,7 +781,8 @@ class FastCapture(CaptureContext):
                 raise UnsupportedModelError("real tokens are not one contiguous run")
             qn = rows[1] if rows else q_len
             kn = cols[1] if cols else k_len
-            buffers.append(torch.empty((n_layers, n_heads, qn, kn), dtype=self.options.dtype, device=device))
+            # From the pool: a fresh 75 MB tensor costs ~50 ms of page faults here, about as much as its attention.
+            buffers.append(POOL.empty((n_layers, n_heads, qn, kn), self.options.dtype, device))
             runs.append((rows, cols))
         self.buffers[kind] = buffers
         self.geometry[kind] = (shape, runs)

@@ -236,3 +236,28 @@ def test_heatmap_shows_the_sink_as_the_missing_mass():
     assert abs(view.matrix[:, -1] - rec.sink_mass["self"][0, 1].numpy()).max() < 1e-6
     plain = ap.views.heatmap(ap.capture(tiny_bert(), tiny_tokenizer("bert"), TEXT))
     assert "[sink]" not in plain.keys
+
+
+def test_record_memory_is_reused_only_once_nothing_holds_it(model, tok):
+    """The buffer pool hands a record's storage out again only after every tensor on it is gone."""
+    import gc
+
+    def ptr(rec: ap.AttentionRecord) -> int:
+        return rec.attentions["self"].untyped_storage().data_ptr()
+
+    a = ap.capture(model, tok, TEXT)
+    kept = a.attentions["self"].clone()
+    b = ap.capture(model, tok, TEXT)
+    assert ptr(a) != ptr(b) and torch.equal(a.attentions["self"], kept)  # a live record is never overwritten
+    old = ptr(a)
+    view = a.attentions["self"][0]  # a view keeps the storage in use
+    del a
+    gc.collect()
+    c = ap.capture(model, tok, TEXT)
+    assert ptr(c) != old and torch.equal(view, kept[0])
+    del view
+    gc.collect()
+    d = ap.capture(model, tok, TEXT)
+    assert ptr(d) == old  # free again: reused, no fresh pages to fault in
+    assert torch.equal(d.attentions["self"], kept) and torch.equal(b.attentions["self"], kept)
+    del c
