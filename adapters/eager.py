@@ -13,11 +13,13 @@ from attn_plugins.adapters import (
     AttentionCall,
     CaptureOptions,
     EncodedBatch,
+    check_selection,
     model_device,
     move_inputs,
     split_batch,
     target_scalar,
 )
+from attn_plugins.adapters.routing import installed
 from attn_plugins.errors import MissingCaptureError
 from attn_plugins.plugins import hookimpl
 from attn_plugins.record import AttentionRecord, choose
@@ -54,20 +56,32 @@ def all_configs(model: Any) -> list[Any]:
 
 @contextmanager
 def attn_implementation(model: Any, name: str) -> Iterator[None]:
-    """Switch every config of a transformers model to attention ``name``; restore each, even if the body raises.
+    """Switch every config of a transformers model to attention ``name`` while the block runs; restore, even if it raises.
 
     The configs are set directly rather than through ``set_attn_implementation``, which refuses models
     not on the AttentionInterface (falcon, bloom, ...) with a warning, leaving them on sdpa: those then
     build sdpa's boolean masks and add them to eager scores, which corrupts ``output_attentions``.
+    The switch is shared by the model's captures in every thread and undone when the last one ends.
     """
-    previous = [(c, c._attn_implementation_internal) for c in all_configs(model)]
-    try:
+
+    def install() -> Callable[[], None]:
+        previous = [(c, c._attn_implementation_internal) for c in all_configs(model)]
         for config, _ in previous:
             config._attn_implementation_internal = name
+
+        def undo() -> None:
+            for config, impl in previous:
+                config._attn_implementation_internal = impl
+
+        return undo
+
+    with installed(model, f"attn_implementation={name}", install):
         yield
-    finally:
-        for config, impl in previous:
-            config._attn_implementation_internal = impl
+
+
+def has_sinks(model: Any) -> bool:
+    """Whether the model has learned attention sinks (gpt-oss ``sinks``): its rows then sum to less than 1."""
+    return any(isinstance(getattr(m, "sinks", None), torch.Tensor) for m in model.modules())
 
 
 def kept_outputs(output: Any, logits_side: str = "source") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -185,7 +199,18 @@ class EagerAdapter(Adapter):
                     kind: stack_layers(tuple(_zero_if_none(next(flat_grads), t) for t in per_layer), options)
                     for kind, per_layer in raw.items()
                 }
+        check_selection({kind: (len(per_layer), per_layer[0].shape[1]) for kind, per_layer in raw.items()}, options)
+        if options.kinds is not None:
+            raw = {kind: per_layer for kind, per_layer in raw.items() if kind in options.kinds}
+            grads = {kind: g for kind, g in grads.items() if kind in raw}
         attentions = {kind: stack_layers(per_layer, options) for kind, per_layer in raw.items()}
+        extras = {"gradients": grads} if grads else {}
+        if has_sinks(model):
+            # Learned sinks (gpt-oss): eager's rows are the model's exact weights and sum to less than 1; the
+            # share the sinks took is kept beside them, as the huggingface adapter does.
+            extras["sink_mass"] = {
+                kind: (1 - a.detach().float().sum(-1)).clamp_min(0) for kind, a in attentions.items()
+            }
         causal = "self" in attentions and looks_causal(attentions["self"])
         outs, seq = kept_outputs(output, "target" if "decoder" in attentions else "source")
         meta = {**self.describe(model), "causal": causal}
@@ -194,11 +219,15 @@ class EagerAdapter(Adapter):
             attentions,
             options=options,
             meta=meta,
-            extras={"gradients": grads} if grads else None,
+            extras=extras,
             outputs=outs,
             sequence_outputs=seq,
             totals={kind: (len(per_layer), per_layer[0].shape[1]) for kind, per_layer in raw.items()},
         )
+        if "sink_mass" in extras:
+            for record in records:
+                record.sink_mass = {k: v.float() for k, v in record.sink_mass.items()}
+                record.meta["attention_sinks"] = True
         return output, records
 
     @staticmethod

@@ -1,22 +1,29 @@
-"""Hugging Face adapter: reads attention through transformers' AttentionInterface while the model keeps its backend.
+"""Hugging Face adapter: reads attention through transformers' AttentionInterface.
 
-For one capture a uniquely named attention function is registered with ``AttentionInterface`` (and the
-backend's mask function with ``AttentionMaskInterface``, without which mask creation silently returns
-no mask). Every config of the model is switched to that name and restored afterwards, also when the
-forward raises. The function calls the backend each module was configured with (sdpa, ...) for the
-output and recomputes the softmax probabilities from the same query, key, mask, scaling, soft-cap,
-position bias and sinks, so the model runs as usual and the weights equal eager ``output_attentions``.
+One attention function per original backend (``attn_plugins_dispatch_<backend>``) is registered once, for
+good, with that backend's mask function (without which mask creation silently returns no mask). While a
+capture of a model runs, the model's configs name these dispatchers; the first capture to start switches
+them and the last to end restores them (:mod:`attn_plugins.adapters.routing`, reference counted). The
+dispatcher asks which captures run in the *calling thread* and hands the call to the innermost one of
+this module's model; with none it runs the module's own backend, untouched. Two threads capturing the
+same model, or one capturing while another runs it plainly, therefore never mix.
 
-Everything a capture collects lives in its :class:`CaptureContext`; the registered function is a bound
-method of that context, so two captures in two threads, or one nested in another, never mix. Layer and
-kind come from the module the function is called with (``id(module)`` -> qualified name), never from
-call order.
+A capture decides per module before the forward (from the model's :class:`Layout`, learned once with a
+forward that computes nothing) which calls it captures. A captured call is computed once
+(:func:`attn_adapters.kernel.attend`): the probabilities are written into the records' preallocated
+``[L, H, Q, K]`` tensors and the output is ``probs @ V`` from them, as eager attention does
+(``keep_backend=True``: the backend's output, probabilities beside it). Other calls run the backend.
+Gradients, values, value norms, queries/keys and training mode use :class:`CaptureContext`: out of
+place (autograd), every layer captured and selected afterwards.
+
+Layer and kind come from the module the function is called with (``id(module)`` -> qualified name),
+never from call order.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -27,6 +34,7 @@ from typing import Any
 import torch
 
 from attn_adapters.eager import EagerAdapter, all_configs, is_hf_model, kept_outputs
+from attn_adapters.kernel import POOL, Dest, Scratch, attend
 from attn_plugins.adapters import (
     ATTENTION_RULES,
     Adapter,
@@ -40,16 +48,17 @@ from attn_plugins.adapters import (
     split_batch,
     target_scalar,
 )
+from attn_plugins.adapters.routing import active, installed, running
 from attn_plugins.errors import MissingCaptureError, UnsupportedModelError
 from attn_plugins.plugins import hookimpl
 from attn_plugins.record import AttentionRecord, choose
 
-_COUNTER = itertools.count()
 _CROSS_NAME = re.compile(r"encoder_attn|crossattention|cross_attn|EncDecAttention", re.IGNORECASE)
 _INDEX = re.compile(r"(?:^|\.)(\d+)(?=\.|$)")
 # Output projections of attention modules, by attribute name (module first, then its parent's `output`).
 _OUT_PROJ = ("o_proj", "out_proj", "o", "out_lin", "c_proj", "dense", "Wo", "proj")
 _FIELDS = ("values", "value_norms", "queries", "keys")
+_KIND_ORDER = ("self", "encoder", "decoder", "cross")
 
 
 @dataclass
@@ -61,6 +70,7 @@ class Site:
     order: tuple[int, ...]
     backend: str
     cross: bool
+    ref: Any = None  # weakref to the module: a cached id must still name the same module
 
 
 @dataclass
@@ -72,7 +82,8 @@ class Call:
     probs: torch.Tensor  # [B, H, Q, K], float32; part of the graph when gradients are asked for
     causal: bool
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
-    sinks: bool = False  # probabilities leave mass on learned sinks, so rows sum to less than 1
+    sink_mass: torch.Tensor | None = None  # [B, H, Q]: the share of each row learned sinks took
+    module_id: int = 0
 
 
 def repeat_kv(states: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -93,8 +104,14 @@ def attention_probs(
     position_bias: torch.Tensor | None = None,
     sinks: torch.Tensor | None = None,
     causal_if_unmasked: bool = False,
-) -> torch.Tensor:
-    """Softmax attention probabilities [B, H, Q, K] in float32 (float64 for a float64 model), as eager computes them."""
+    with_sink: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax attention probabilities [B, H, Q, K] in float32 (float64 for a float64 model), out of place
+    (autograd), as eager computes them.
+
+    With learned sinks the rows keep the model's exact weights (they sum to less than 1); ``with_sink``
+    also returns the sink's share of each row ``[B, H, Q]`` (None without sinks).
+    """
     work = torch.promote_types(query.dtype, torch.float32)
     n_rep = query.shape[1] // key.shape[1]
     k = repeat_kv(key, n_rep).to(work)
@@ -116,13 +133,17 @@ def attention_probs(
         # sdpa's is_causal: upper-left aligned (only used when no mask was built).
         allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril()
         scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)
+    sink = None
     if sinks is not None:
-        # A learned sink logit per head takes part in the softmax and is dropped afterwards (gpt-oss).
-        sink = sinks.to(work).reshape(1, -1, 1, 1).expand(scores.shape[0], -1, q_len, 1)
-        logits = torch.cat([scores, sink], dim=-1)
+        # A learned sink logit per head takes part in the softmax; its column is the mass no token gets (gpt-oss).
+        col = sinks.to(work).reshape(1, -1, 1, 1).expand(scores.shape[0], -1, q_len, 1)
+        logits = torch.cat([scores, col], dim=-1)
         logits = logits - logits.amax(dim=-1, keepdim=True)
-        return torch.softmax(logits, dim=-1)[..., :-1]
-    return torch.softmax(scores, dim=-1)
+        full = torch.softmax(logits, dim=-1)
+        probs, sink = full[..., :-1], full[..., -1]
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    return (probs, sink) if with_sink else probs
 
 
 def output_projection_module(model: torch.nn.Module, site: Site, module: torch.nn.Module) -> torch.nn.Module | None:
@@ -154,10 +175,6 @@ def output_projection(model: torch.nn.Module, site: Site, module: torch.nn.Modul
     return proj.weight if isinstance(proj, torch.nn.Linear) else proj.weight.t()
 
 
-def _qualified_names(model: torch.nn.Module) -> dict[int, str]:
-    return {id(m): name for name, m in model.named_modules()}
-
-
 def on_interface(model: torch.nn.Module) -> bool:
     """Whether the model's code routes attention through ``ALL_ATTENTION_FUNCTIONS`` (transformers' own check)."""
     from transformers import PreTrainedModel
@@ -173,12 +190,11 @@ def find_sites(model: torch.nn.Module) -> dict[int, Site]:
     cross-attention is told by ``is_cross_attention`` or the path (``encoder_attn``, ``crossattention``,
     ``cross_attn``, ``EncDecAttention``). Layer order: the integers in the path.
     """
-    names = _qualified_names(model)
+    names = {id(m): name for name, m in model.named_modules()}
     encoder_prefix = None
     if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
-        encoder = model.get_encoder()
-        encoder_prefix = names.get(id(encoder))
-    default_backend = model.config._attn_implementation or "eager"
+        encoder_prefix = names.get(id(model.get_encoder()))
+    default_backend = original_backend(model.config._attn_implementation) or "eager"
     sites = {}
     for name, module in model.named_modules():
         if not name:
@@ -190,93 +206,256 @@ def find_sites(model: torch.nn.Module) -> dict[int, Site]:
         else:
             kind = "cross" if cross else "self"
         config = getattr(module, "config", None)
-        backend = getattr(config, "_attn_implementation", None) or default_backend
+        backend = original_backend(getattr(config, "_attn_implementation", None)) or default_backend
         order = tuple(int(i) for i in _INDEX.findall(name))
-        sites[id(module)] = Site(name, kind, order, backend, cross)
+        sites[id(module)] = Site(name, kind, order, backend, cross, weakref.ref(module))
     return sites
 
 
-_SITES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, dict[int, Site]]] = weakref.WeakKeyDictionary()
-_SITES_LOCK = threading.Lock()
+@dataclass
+class Layout:
+    """Which layer of which kind each attention call is, learned once per model.
 
-
-def cached_sites(model: torch.nn.Module, configs: list[Any]) -> dict[int, Site]:
-    """:func:`find_sites`, reused while the model's modules and their backends are the same.
-
-    Naming every module costs milliseconds per capture; the key (module identities and every config's
-    backend) is cheap and changes whenever a module is replaced or an enclosing capture switched backends.
+    ``slots`` maps ``(id(module), call index within a forward)`` (ALBERT calls one module per layer) to
+    ``(kind, layer)``; ``totals`` holds ``(layers, heads)`` per kind. With it a capture decides before the
+    forward which calls to capture and preallocates exactly what it keeps.
     """
-    key = (tuple(map(id, model.modules())), tuple(c._attn_implementation_internal for c in configs))
-    with _SITES_LOCK:
-        hit = _SITES.get(model)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    sites = find_sites(model)
-    with _SITES_LOCK:
-        _SITES[model] = (key, sites)
-    return sites
+
+    slots: dict[tuple[int, int], tuple[str, int]]
+    totals: dict[str, tuple[int, int]]
 
 
+@dataclass
+class ModelInfo:
+    """What a capture needs to know about a model that does not change between captures.
+
+    Reused while the model's modules and their backends are the same (one walk over the modules per
+    capture): configs, sites, whether the model is on the interface, the learned layout and the plans
+    derived from it per selection.
+    """
+
+    module_ids: tuple[int, ...]
+    configs: list[Any]
+    backends: tuple[str | None, ...]
+    sites: dict[int, Site]
+    interface: bool
+    layout: Layout | None = None
+    plans: dict[tuple, Any] = field(default_factory=dict)
+
+
+_INFO: weakref.WeakKeyDictionary[torch.nn.Module, ModelInfo] = weakref.WeakKeyDictionary()
+_INFO_LOCK = threading.Lock()
+
+
+def _backends(configs: list[Any]) -> tuple[str | None, ...]:
+    return tuple(original_backend(c._attn_implementation_internal) for c in configs)
+
+
+def _module_ids(model: torch.nn.Module) -> tuple[int, ...]:
+    """``id`` of every module, like ``model.modules()`` but without building names (a few times faster)."""
+    out, seen, stack = [], set(), [model]
+    while stack:
+        m = stack.pop()
+        i = id(m)
+        if i in seen:
+            continue
+        seen.add(i)
+        out.append(i)
+        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+    return tuple(out)
+
+
+def model_info(model: torch.nn.Module, walk: bool = True) -> ModelInfo:
+    """The cached :class:`ModelInfo` of ``model``, rebuilt when a module was replaced or a backend switched.
+
+    ``walk=False`` skips the walk over the modules (a per-capture cost of milliseconds): the fast path
+    notices a replaced module itself (its planned layer is not written, so the capture learns again).
+    """
+    with _INFO_LOCK:
+        info = _INFO.get(model)
+    if info is not None and not walk and info.backends == _backends(info.configs):
+        return info
+    ids = _module_ids(model)
+    if info is not None and info.module_ids == ids and info.backends == _backends(info.configs):
+        return info
+    configs = all_configs(model)
+    info = ModelInfo(ids, configs, _backends(configs), find_sites(model), on_interface(model))
+    with _INFO_LOCK:
+        _INFO[model] = info
+    return info
+
+
+def forget_layout(model: torch.nn.Module, info: ModelInfo) -> None:
+    """Drop a layout that no longer matches the calls the model makes (the next capture learns it again)."""
+    with _INFO_LOCK:
+        info.layout = None
+        info.plans = {}
+
+
+# ---------------------------------------------------------------------------- per-thread dispatch
+_DISPATCH = "attn_plugins_dispatch_"
+_EAGER_FUNCTIONS: dict[type, Callable[..., Any]] = {}
+_REGISTER_LOCK = threading.Lock()
+
+
+def original_backend(name: str | None) -> str | None:
+    """The backend a dispatcher name stands for (other names are returned unchanged)."""
+    if name and name.startswith(_DISPATCH):
+        return name[len(_DISPATCH) :]
+    return name
+
+
+def eager_function(module: torch.nn.Module) -> Callable[..., Any]:
+    """The eager function the module's own code falls back to (its modeling file's ``eager_attention_forward``)."""
+    cls = type(module)
+    fn = _EAGER_FUNCTIONS.get(cls)
+    if fn is None:
+        fn = getattr(sys.modules.get(cls.__module__), "eager_attention_forward", None) or _generic_eager
+        _EAGER_FUNCTIONS[cls] = fn
+    return fn
+
+
+def _generic_eager(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Eager attention for a module whose modeling file has no ``eager_attention_forward`` of its own."""
+    probs = attention_probs(
+        query,
+        key,
+        attention_mask,
+        scaling=scaling,
+        softcap=kwargs.get("softcap"),
+        position_bias=kwargs.get("position_bias"),
+        sinks=kwargs.get("s_aux"),
+    )
+    weights = torch.nn.functional.dropout(probs, p=float(dropout or 0.0), training=module.training)
+    n_rep = query.shape[1] // value.shape[1]
+    output = torch.matmul(weights.to(value.dtype), repeat_kv(value, n_rep)).transpose(1, 2).contiguous()
+    return output, probs.to(query.dtype)
+
+
+def backend_function(backend: str, module: torch.nn.Module) -> Callable[..., Any]:
+    """The function a module configured with ``backend`` runs when it is not captured."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if backend == "eager":
+        return eager_function(module)
+    return ALL_ATTENTION_FUNCTIONS[backend]
+
+
+def _chain(captures: tuple[Any, ...], i: int, backend: str) -> Callable[..., Any]:
+    """What capture ``i`` hands a call on to: the next enclosing capture of the model, or the backend."""
+
+    def call(module, *args, **kwargs):
+        if i < 0:
+            return backend_function(backend, module)(module, *args, **kwargs)
+        return captures[i].attention(
+            module, *args, _backend=_chain(captures, i - 1, backend), _original=backend if i == 0 else None, **kwargs
+        )
+
+    return call
+
+
+def dispatcher_name(backend: str) -> str:
+    """Register (once, for good) and return the dispatcher standing for ``backend``."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    name = _DISPATCH + backend
+    if name in ALL_ATTENTION_FUNCTIONS._global_mapping:
+        return name
+
+    def dispatch(module, query, key, value, attention_mask, *args, **kwargs):
+        captures = active()
+        if captures:
+            # Only captures of this module's model take part (a capture may run inside another model's forward).
+            mid = id(module)
+            mine = tuple(c for c in captures if mid in c.sites)
+            if mine:
+                i = len(mine) - 1
+                return mine[i].attention(
+                    module,
+                    query,
+                    key,
+                    value,
+                    attention_mask,
+                    *args,
+                    _backend=_chain(mine, i - 1, backend),
+                    _original=backend if i == 0 else None,
+                    **kwargs,
+                )
+        return backend_function(backend, module)(module, query, key, value, attention_mask, *args, **kwargs)
+
+    with _REGISTER_LOCK:
+        if name not in ALL_ATTENTION_FUNCTIONS._global_mapping:
+            mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(backend, eager_mask)
+            ALL_MASK_ATTENTION_FUNCTIONS.register(name, mask_fn)
+            ALL_ATTENTION_FUNCTIONS.register(name, dispatch)
+    return name
+
+
+def _switch_to_dispatchers(model: torch.nn.Module, configs: list[Any]) -> Callable[[], None]:
+    """Point every config at the dispatcher of its backend; return the undo."""
+    top = original_backend(model.config._attn_implementation) or "eager"
+    previous = [(c, c._attn_implementation_internal) for c in configs]
+    for config, impl in previous:
+        config._attn_implementation_internal = dispatcher_name(original_backend(impl) or top)
+
+    def undo() -> None:
+        for config, impl in previous:
+            config._attn_implementation_internal = impl
+
+    return undo
+
+
+def _install(model: torch.nn.Module, info: ModelInfo) -> Any:
+    """The model switched to the dispatchers while this capture runs (shared with the model's other captures)."""
+    return installed(model, "dispatch", lambda: _switch_to_dispatchers(model, info.configs))
+
+
+# ---------------------------------------------------------------------------- captures
 class CaptureContext:
-    """One capture: registers its own attention function, switches the model to it, and collects calls.
+    """A capture that records every call out of place (autograd works), selection afterwards.
 
-    Use as ``with CaptureContext(model, options).active() as ctx: model(...)``; ``ctx.steps`` then
-    holds one list of :class:`Call` per forward (several during generation, see :meth:`begin_step`).
+    Used for gradients, values, value norms, queries/keys and training mode, and by tests that look at
+    single calls. ``with CaptureContext(model, options).active() as ctx: model(...)``; ``ctx.steps`` then
+    holds one list of :class:`Call` per forward (see :meth:`begin_step`).
     """
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        options: CaptureOptions,
-        on_call: Callable[[AttentionCall], None] | None = None,
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, options: CaptureOptions) -> None:
         self.model = model
         self.options = options
-        # Listening (generation, streaming): each call goes to on_call in layer order and is not kept.
-        self.on_call = on_call
-        self._last: dict[str, tuple] = {}
-        self._layers: dict[str, int] = {}
-        self.name = f"attn_plugins_capture_{next(_COUNTER)}"
+        self.info: ModelInfo | None = None
         self.sites: dict[int, Site] = {}
         self.steps: list[list[Call]] = [[]]
         self.calls = 0
-        self._counts: dict[str, int] = {}
+        self._counts: dict[Any, int] = {}
         self._projections: dict[int, torch.Tensor | None] = {}
 
-    # ------------------------------------------------------------------ switching
     @contextmanager
     def active(self) -> Iterator[CaptureContext]:
-        """Register the function, switch every config to it, and restore everything on exit."""
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-        # Sites (and the backend each module runs with) are read now: an enclosing capture may have switched them.
-        configs = all_configs(self.model)
-        self.sites = cached_sites(self.model, configs)
-        previous = [(c, c._attn_implementation_internal) for c in configs]
-        top = self.model.config._attn_implementation or "eager"
-        # The mask the model's own backend would get, so sdpa still sees its boolean (or skipped) masks.
-        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(top, eager_mask)
-        ALL_ATTENTION_FUNCTIONS.register(self.name, self.attention)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(self.name, mask_fn)
-        try:
-            for config in configs:
-                config._attn_implementation_internal = self.name
+        """Switch the model to the dispatchers (unless another capture did) and make this the thread's capture."""
+        self.info = self.info if self.info is not None else model_info(self.model)
+        self.sites = self.info.sites
+        self.prepare()
+        with _install(self.model, self.info), running(self):
             yield self
-        finally:
-            for config, impl in previous:
-                config._attn_implementation_internal = impl
-            ALL_ATTENTION_FUNCTIONS._global_mapping.pop(self.name, None)
-            ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.pop(self.name, None)
+
+    def prepare(self) -> None:
+        """Decide, before the forward, what to capture (subclasses)."""
 
     def begin_step(self) -> None:
         """Start a new forward pass (generation runs one per token); per-module call counts restart."""
         if self.steps[-1]:
             self.steps.append([])
         self._counts = {}
-        self._last, self._layers = {}, {}
 
-    # ------------------------------------------------------------------ the attention function
+    def site(self, module: torch.nn.Module) -> Site:
+        """The module's site (a module created after the capture started gets one of its own)."""
+        site = self.sites.get(id(module))
+        if site is None:
+            backend = original_backend(self.model.config._attn_implementation) or "eager"
+            site = Site(type(module).__name__, "self", (), backend, False)
+        return site
+
     def attention(
         self,
         module: torch.nn.Module,
@@ -286,50 +465,42 @@ class CaptureContext:
         attention_mask: torch.Tensor | None,
         dropout: float = 0.0,
         scaling: float | None = None,
+        *,
+        _backend: Callable[..., Any] | None = None,
+        _original: str | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The registered attention function: backend output plus recomputed, recorded probabilities."""
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-        site = self.sites.get(id(module))
-        if site is None:  # a module created after the capture started: give it a site of its own
-            site = Site(type(module).__name__, "self", (), self.model.config._attn_implementation or "eager", False)
-        backend_fn = ALL_ATTENTION_FUNCTIONS.get(site.backend) if site.backend != "eager" else None
+        """Probabilities computed out of place and recorded; the output from them (or the backend's)."""
+        site = self.site(module)
         is_causal = kwargs.get("is_causal")
         if is_causal is None:
             is_causal = getattr(module, "is_causal", True)
-        softcap = kwargs.get("softcap")
-        sinks = kwargs.get("s_aux")
-        position_bias = kwargs.get("position_bias")
+        softcap, sinks = kwargs.get("softcap"), kwargs.get("s_aux")
         rule = self.options.attention_rule
         query, key = rule_operands(rule, query, key)
         # Grad mode is the caller's: ap.capture enables it only when gradients are asked for.
-        probs = attention_probs(
+        probs, sink = attention_probs(
             query,
             key,
             attention_mask,
             scaling=scaling,
             softcap=softcap,
-            position_bias=position_bias,
+            position_bias=kwargs.get("position_bias"),
             sinks=sinks,
             # Only sdpa-like backends turn "no mask" into a causal mask; eager functions do not.
-            causal_if_unmasked=backend_fn is not None and bool(is_causal),
+            causal_if_unmasked=site.backend != "eager" and bool(is_causal),
+            with_sink=True,
         )
-        # sdpa refuses soft-capping and ignores sinks; eager functions are model-specific and not reachable
-        # from here; gradients must flow through the recomputed probabilities: in those cases the output is
-        # computed from the probabilities, which is exactly what eager attention does.
-        # A relevance rule (CaptureOptions.attention_rule) also needs the product computed here.
-        own = backend_fn is None or softcap is not None or sinks is not None or self.options.gradients or bool(rule)
-        if own:
+        if _own_output(self.options, _backend, _original, softcap, sinks) or self.options.gradients or rule:
+            # One computation: the output from the recorded probabilities, as eager attention does (a
+            # relevance rule, CaptureOptions.attention_rule, acts on that product).
             weights = torch.nn.functional.dropout(probs, p=float(dropout or 0.0), training=module.training)
             n_rep = query.shape[1] // value.shape[1]
             output = rule_output(rule, weights.to(value.dtype), repeat_kv(value, n_rep)).transpose(1, 2).contiguous()
         else:
-            output, _ = backend_fn(
-                module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-            )
+            output, _ = _backend(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         causal = bool(getattr(module, "is_causal", is_causal))
-        self._record(module, site, probs, query, key, value, causal, sinks is not None)
+        self._record(module, site, probs, sink, query, key, value, causal)
         return output, probs.to(query.dtype)
 
     def _record(
@@ -337,11 +508,11 @@ class CaptureContext:
         module: torch.nn.Module,
         site: Site,
         probs: torch.Tensor,
+        sink: torch.Tensor | None,
         query: torch.Tensor,
         key: torch.Tensor,
         value: torch.Tensor,
         causal: bool,
-        sinks: bool,
     ) -> None:
         self.calls += 1
         index = self._counts.get(site.name, 0)
@@ -358,26 +529,9 @@ class CaptureContext:
         if options.qk:
             extras["queries"] = query.detach()
             extras["keys"] = repeat_kv(key, n_rep).detach()
-        kept = probs if self.options.gradients else probs.detach()
-        if self.on_call is not None:
-            self._hand_over(site, index, kept, causal and not site.cross)
-            return
-        self.steps[-1].append(Call(site, index, kept, causal and not site.cross, extras, sinks))
-
-    def _hand_over(self, site: Site, index: int, probs: torch.Tensor, causal: bool) -> None:
-        """Pass one call to ``on_call``, numbered by its arrival among the calls of its kind in this forward."""
-        kind = site.kind
-        # Layers are numbered by arrival; that is the layer order only if modules are called in path order.
-        key = (site.order, site.name, index)
-        if kind in self._last and key <= self._last[kind]:
-            raise UnsupportedModelError(
-                f"{type(self.model).__name__} calls its {kind} attention modules out of layer order "
-                f"({site.name} after {self._last[kind][1]}); capture it whole with ap.capture instead"
-            )
-        self._last[kind] = key
-        layer = self._layers.get(kind, 0)
-        self._layers[kind] = layer + 1
-        self.on_call(AttentionCall(kind, layer, probs, causal))
+        kept = probs if options.gradients else probs.detach()
+        sink = sink.detach() if sink is not None else None
+        self.steps[-1].append(Call(site, index, kept, causal and not site.cross, extras, sink, id(module)))
 
     def _value_norms(self, module: torch.nn.Module, site: Site, v: torch.Tensor) -> torch.Tensor:
         """‖f(x_j)‖ per head (Kobayashi et al. 2020): the value vector through that head's output-projection slice."""
@@ -411,7 +565,8 @@ class CaptureContext:
         """Calls of one step grouped by kind and ordered by layer (module position, then reuse count)."""
         by_kind: dict[str, list[Call]] = {}
         for call in step:
-            by_kind.setdefault(call.site.kind, []).append(call)
+            if options.kinds is None or call.site.kind in options.kinds:
+                by_kind.setdefault(call.site.kind, []).append(call)
         causal = {}
         for kind, calls in by_kind.items():
             calls.sort(key=lambda c: (c.site.order, c.site.name, c.index))
@@ -421,9 +576,409 @@ class CaptureContext:
         return by_kind, causal
 
 
+def _own_output(
+    options: CaptureOptions, backend: Callable[..., Any] | None, original: str | None, softcap: Any, sinks: Any
+) -> bool:
+    """Whether a captured call computes its output from its own probabilities (else the backend does).
+
+    Nested in another capture of the same model (``original`` None) the enclosing capture makes the
+    output. ``keep_backend`` asks for the backend's output, except where sdpa cannot reproduce the model
+    (soft-capping, learned sinks) or the backend is the model's own eager code, which recomputes anyway.
+    """
+    if backend is None:
+        return True
+    if original is None:
+        return False
+    return not options.keep_backend or original == "eager" or softcap is not None or sinks is not None
+
+
+class Discovery(CaptureContext):
+    """A forward that computes nothing extra: every call goes to its backend and its place is noted.
+
+    Learns the model's :class:`Layout` (kind and layer of each call, heads per kind), so later captures
+    choose layers, heads and kinds before their forward.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model, CaptureOptions())
+        self.seen: list[tuple[Site, int, int, int]] = []  # site, module id, call index, heads
+
+    def attention(self, module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        """Note the call's place and run the backend (or the enclosing capture) unchanged."""
+        backend = kwargs.pop("_backend")
+        kwargs.pop("_original", None)
+        self.calls += 1
+        mid = id(module)
+        index = self._counts.get(mid, 0)
+        self._counts[mid] = index + 1
+        self.seen.append((self.site(module), mid, index, int(query.shape[1])))
+        return backend(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+    def layout(self) -> Layout | None:
+        """The layout of the calls seen (None if there were none); layers ordered as :meth:`stacked` does."""
+        if not self.seen:
+            return None
+        by_kind: dict[str, list[tuple[Site, int, int, int]]] = {}
+        for entry in self.seen:
+            by_kind.setdefault(entry[0].kind, []).append(entry)
+        slots: dict[tuple[int, int], tuple[str, int]] = {}
+        totals: dict[str, tuple[int, int]] = {}
+        for kind in sorted(by_kind, key=_KIND_ORDER.index):
+            entries = sorted(by_kind[kind], key=lambda e: (e[0].order, e[0].name, e[2]))
+            for layer, (_, mid, index, _) in enumerate(entries):
+                slots[(mid, index)] = (kind, layer)
+            totals[kind] = (len(entries), entries[0][3])
+        return Layout(slots, totals)
+
+
+def _run_of(mask: torch.Tensor | None, b: int, n: int) -> tuple[int, int] | None | bool:
+    """Real positions of example ``b`` as one ``(start, length)`` run; None: all of them; False: not one run."""
+    if mask is None or mask.numel() == 0 or mask.shape[-1] != n:
+        return None
+    idx = torch.nonzero(mask[b].bool(), as_tuple=False).flatten()
+    m = idx.numel()
+    if m == n:
+        return None
+    if m == 0 or int(idx[-1]) - int(idx[0]) != m - 1:
+        return False
+    return (int(idx[0]), m)
+
+
+def contiguous_tokens(batch: EncodedBatch) -> bool:
+    """Whether every example's real tokens are one run (left or right padding), so records are cut as blocks."""
+    for mask in (batch.source_mask, batch.target_mask):
+        if mask is None or mask.numel() == 0:
+            continue
+        for b in range(mask.shape[0]):
+            if _run_of(mask, b, mask.shape[-1]) is False:
+                return False
+    return True
+
+
+class FastCapture(CaptureContext):
+    """A capture decided per call before the forward; each captured call is computed once, into its records.
+
+    The plan (from the model's :class:`Layout` and the selection) names the calls to capture. Each one
+    runs :func:`attn_adapters.kernel.attend`: probabilities written into the records' preallocated
+    ``[L_sel, H_sel, Q_b, K_b]`` tensors (one per example and kind, in the record dtype, padding never
+    stored) and the output computed from them (``keep_backend``: the backend's). Other calls run the
+    backend untouched. A call the layout does not know marks the capture stale (the caller learns again).
+    """
+
+    def __init__(self, model: torch.nn.Module, options: CaptureOptions, batch: EncodedBatch, info: ModelInfo) -> None:
+        super().__init__(model, options)
+        self.info = info
+        self.batch = batch
+        self.layout = info.layout
+        self.scratch = Scratch()
+        self.mask_cache: dict = {}
+        self.plan: dict[tuple[int, int], tuple[str, int]] = {}
+        self.layer_ids: dict[str, list[int]] = {}
+        self.head_index: dict[str, torch.Tensor | None] = {}
+        self.buffers: dict[str, list[torch.Tensor]] = {}
+        self.sink_buffers: dict[str, list[torch.Tensor]] = {}
+        self.geometry: dict[str, tuple[tuple[int, ...], list[tuple]]] = {}
+        self.written: dict[str, int] = {}
+        self.causal: dict[str, bool] = {}
+        self.stale = False
+
+    def prepare(self) -> None:
+        """Resolve layers, heads and kinds into a plan of calls (cached per selection)."""
+        self.plan, self.layer_ids, self.head_index = plan_for(self.info, self.options)
+
+    def attention(
+        self,
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        dropout: float = 0.0,
+        scaling: float | None = None,
+        *,
+        _backend: Callable[..., Any] | None = None,
+        _original: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Capture this call if it is planned (one computation), else hand it to the backend untouched."""
+        self.calls += 1
+        mid = id(module)
+        index = self._counts.get(mid, 0)
+        self._counts[mid] = index + 1
+        site = self.sites.get(mid)
+        slot = self.plan.get((mid, index))
+        if slot is None or site is None or site.ref() is not module:
+            if slot is not None or (mid, index) not in self.layout.slots:
+                self.stale = True  # a call the layout does not know: the caller learns the layout again
+            return _backend(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        kind, layer = slot
+        is_causal = kwargs.get("is_causal")
+        if is_causal is None:
+            is_causal = getattr(module, "is_causal", True)
+        softcap, sinks = kwargs.get("softcap"), kwargs.get("s_aux")
+        own = _own_output(self.options, _backend, _original, softcap, sinks)
+        b, h, q_len = query.shape[:3]
+        k_len = key.shape[2]
+        causal = bool(getattr(module, "is_causal", is_causal)) and not site.cross
+        dests = self._dests(kind, layer, (b, h, q_len, k_len), sinks is not None, query.device)
+        self.written[kind] = self.written.get(kind, 0) + 1
+        self.causal[kind] = self.causal.get(kind, False) or causal
+        output = attend(
+            query,
+            key,
+            value if own else None,
+            attention_mask,
+            scaling=scaling,
+            softcap=softcap,
+            position_bias=kwargs.get("position_bias"),
+            sinks=sinks,
+            causal_if_unmasked=site.backend != "eager" and bool(is_causal),
+            causal=causal,
+            dests=dests,
+            scratch=self.scratch,
+            dropout=float(dropout or 0.0),
+            training=module.training,
+            mask_cache=self.mask_cache,
+        )
+        if not own:
+            output, _ = _backend(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return output, None
+
+    def _dests(self, kind: str, layer: int, shape: tuple[int, ...], sinks: bool, device: torch.device) -> list[Dest]:
+        """Each example's slice of layer ``layer`` in its record tensor (allocated at the kind's first call)."""
+        geometry = self.geometry.get(kind)
+        if geometry is None:
+            geometry = self._allocate(kind, shape, device)
+        elif geometry[0] != shape:
+            raise UnsupportedModelError(
+                f"attention modules of one kind have different shapes {[geometry[0], shape]}; "
+                "this model needs its own adapter (see docs/plugins.md)"
+            )
+        if sinks and kind not in self.sink_buffers:
+            # float32 whatever the record dtype: [L, H, Q] is small, and half-precision sink mass would add
+            # its own rounding to the rows + sink = 1 check.
+            self.sink_buffers[kind] = [
+                torch.zeros(buf.shape[:3], dtype=torch.float32, device=device) for buf in self.buffers[kind]
+            ]
+        sink_bufs = self.sink_buffers.get(kind)
+        heads = self.head_index[kind]
+        return [
+            Dest(
+                self.buffers[kind][i][layer],
+                sink_bufs[i][layer] if sink_bufs is not None else None,
+                heads,
+                rows,
+                cols,
+            )
+            for i, (rows, cols) in enumerate(geometry[1])
+        ]
+
+    def _allocate(self, kind: str, shape: tuple[int, ...], device: torch.device) -> tuple:
+        b, h, q_len, k_len = shape
+        masks = {"source": self.batch.source_mask, "target": self.batch.target_mask}
+        q_side, k_side = (
+            ("target", "source") if kind == "cross" else (("target",) * 2 if kind == "decoder" else ("source",) * 2)
+        )
+        n_layers = len(self.layer_ids[kind])
+        heads = self.head_index[kind]
+        n_heads = h if heads is None else heads.numel()
+        runs, buffers = [], []
+        for i in range(b):
+            rows, cols = _run_of(masks[q_side], i, q_len), _run_of(masks[k_side], i, k_len)
+            if rows is False or cols is False:  # checked before the forward (contiguous_tokens)
+                raise UnsupportedModelError("real tokens are not one contiguous run")
+            qn = rows[1] if rows else q_len
+            kn = cols[1] if cols else k_len
+            # From the pool: a fresh 75 MB tensor costs ~50 ms of page faults here, about as much as its attention.
+            buffers.append(POOL.empty((n_layers, n_heads, qn, kn), self.options.dtype, device))
+            runs.append((rows, cols))
+        self.buffers[kind] = buffers
+        self.geometry[kind] = (shape, runs)
+        return self.geometry[kind]
+
+    def complete(self) -> bool:
+        """Whether every planned layer was written exactly once (else the layout was stale)."""
+        if self.stale or not self.written:
+            return False
+        return all(self.written.get(kind, 0) == len(ids) for kind, ids in self.layer_ids.items())
+
+
+def plan_for(info: ModelInfo, options: CaptureOptions) -> tuple[dict, dict[str, list[int]], dict]:
+    """The calls to capture for a selection: ``{(module id, call index): (kind, position)}``, layers, heads."""
+    sel = (
+        tuple(options.layers) if options.layers is not None else None,
+        tuple(options.heads) if options.heads is not None else None,
+        tuple(options.kinds) if options.kinds is not None else None,
+    )
+    with _INFO_LOCK:
+        cached = info.plans.get(sel)
+    if cached is not None:
+        return cached
+    layout = info.layout
+    plan, layer_ids, head_index = {}, {}, {}
+    for kind, (n_layers, n_heads) in layout.totals.items():
+        if options.kinds is not None and kind not in options.kinds:
+            continue
+        layers = choose(options.layers, n_layers, f"{kind} layer")
+        layer_ids[kind] = layers
+        heads = choose(options.heads, n_heads, "head") if options.heads is not None else None
+        head_index[kind] = torch.tensor(heads) if heads is not None else None
+        pos = {layer: i for i, layer in enumerate(layers)}
+        for slot, (k, layer) in layout.slots.items():
+            if k == kind and layer in pos:
+                plan[slot] = (kind, pos[layer])
+    cached = (plan, layer_ids, head_index)
+    with _INFO_LOCK:
+        info.plans[sel] = cached
+    return cached
+
+
+class ListenCapture(CaptureContext):
+    """Hands each selected layer to a listener as it is computed (generation, streaming); keeps nothing.
+
+    Layers are numbered by arrival among the calls of their kind in one forward (the model must call
+    them in path order). A layer that is not selected runs the backend untouched. A selected one is
+    computed once: the listener gets the whole layer ``[B, H, Q, K]``, or query blocks of at most
+    ``options.block_bytes``; the output comes from the same probabilities (``keep_backend``: the backend).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        options: CaptureOptions,
+        on_call: Callable[[AttentionCall], None],
+    ) -> None:
+        super().__init__(model, options)
+        self.on_call = on_call
+        self.scratch = Scratch()
+        self.mask_cache: dict = {}
+        self._last: dict[str, tuple] = {}
+        self._layers: dict[str, int] = {}
+        self.wanted: dict[str, set[int]] | set[int] | None = None
+        self.num_layers: dict[str, int] = {}
+
+    def prepare(self) -> None:
+        """Which layers of each kind the listener reads, when that is known before the forward."""
+        layout, layers = self.info.layout, self.options.layers
+        if layout is not None:
+            self.num_layers = {kind: n for kind, (n, _) in layout.totals.items()}
+        if layers is None:
+            self.wanted = None
+        elif layout is not None:
+            self.wanted = {kind: set(choose(layers, n, f"{kind} layer")) for kind, n in self.num_layers.items()}
+        elif all(int(i) >= 0 for i in layers):
+            self.wanted = {int(i) for i in layers}
+        else:
+            self.wanted = None  # negative numbers without a layout: every layer goes to the listener
+
+    def begin_step(self) -> None:
+        """A new forward: layer numbers restart."""
+        super().begin_step()
+        self._last, self._layers = {}, {}
+
+    def _wants(self, kind: str, layer: int) -> bool:
+        if self.options.kinds is not None and kind not in self.options.kinds:
+            return False
+        if self.wanted is None:
+            return True
+        wanted = self.wanted.get(kind, set()) if isinstance(self.wanted, dict) else self.wanted
+        return layer in wanted
+
+    def attention(
+        self,
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        dropout: float = 0.0,
+        scaling: float | None = None,
+        *,
+        _backend: Callable[..., Any] | None = None,
+        _original: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Number the call; compute and hand over a selected layer, run the backend for the others."""
+        self.calls += 1
+        site = self.site(module)
+        kind = site.kind
+        index = self._counts.get(site.name, 0)
+        self._counts[site.name] = index + 1
+        order = (site.order, site.name, index)
+        if kind in self._last and order <= self._last[kind]:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} calls its {kind} attention modules out of layer order "
+                f"({site.name} after {self._last[kind][1]}); capture it whole with ap.capture instead"
+            )
+        self._last[kind] = order
+        layer = self._layers.get(kind, 0)
+        self._layers[kind] = layer + 1
+        if not self._wants(kind, layer):
+            return _backend(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        is_causal = kwargs.get("is_causal")
+        if is_causal is None:
+            is_causal = getattr(module, "is_causal", True)
+        softcap, sinks = kwargs.get("softcap"), kwargs.get("s_aux")
+        own = _own_output(self.options, _backend, _original, softcap, sinks)
+        causal = bool(getattr(module, "is_causal", is_causal)) and not site.cross
+        b, h, q_len = query.shape[:3]
+        n_layers = self.num_layers.get(kind)
+        rule = self.options.attention_rule
+        if self.options.gradients or rule:
+            # Autograd through the attention (gradients, relevance rules): out of place, the listener gets
+            # probabilities inside the graph; the kernel's in-place steps would break the backward pass.
+            q, k = rule_operands(rule, query, key)
+            probs, sink = attention_probs(
+                q,
+                k,
+                attention_mask,
+                scaling=scaling,
+                softcap=softcap,
+                position_bias=kwargs.get("position_bias"),
+                sinks=sinks,
+                causal_if_unmasked=site.backend != "eager" and bool(is_causal),
+                with_sink=True,
+            )
+            weights = torch.nn.functional.dropout(probs, p=float(dropout or 0.0), training=module.training)
+            n_rep = query.shape[1] // value.shape[1]
+            output = rule_output(rule, weights.to(value.dtype), repeat_kv(value, n_rep)).transpose(1, 2).contiguous()
+            self.on_call(AttentionCall(kind, layer, probs, causal, 0, q_len, n_layers, sink))
+            return output, None
+        common = dict(
+            scaling=scaling,
+            softcap=softcap,
+            position_bias=kwargs.get("position_bias"),
+            sinks=sinks,
+            causal_if_unmasked=site.backend != "eager" and bool(is_causal),
+            causal=causal,
+            scratch=self.scratch,
+            dropout=float(dropout or 0.0),
+            training=module.training,
+            mask_cache=self.mask_cache,
+        )
+        if self.options.block_bytes is not None:
+
+            def on_block(i0: int, i1: int, block: torch.Tensor, sink: torch.Tensor | None) -> None:
+                self.on_call(AttentionCall(kind, layer, block, causal, i0, q_len, n_layers, sink))
+
+            output = attend(
+                query, key, value if own else None, attention_mask, block_bytes=self.options.block_bytes,
+                on_block=on_block, **common,
+            )  # fmt: skip
+        else:
+            probs = torch.empty(b, h, q_len, key.shape[2], dtype=torch.float32, device=query.device)
+            sink = torch.empty(b, h, q_len, dtype=torch.float32, device=query.device) if sinks is not None else None
+            dests = [Dest(probs[i], sink[i] if sink is not None else None) for i in range(b)]
+            output = attend(query, key, value if own else None, attention_mask, dests=dests, **common)
+            self.on_call(AttentionCall(kind, layer, probs, causal, 0, q_len, n_layers, sink))
+        if not own:
+            output, _ = _backend(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return output, None
+
+
 def stack_calls(calls: list[Call], what: str, options: CaptureOptions) -> torch.Tensor:
     """Stack per-layer [B, H, ...] tensors into [B, L, H, ...], keeping only the selected heads."""
-    tensors = [c.probs if what == "probs" else c.extras[what] for c in calls]
+    tensors = [getattr(c, what) if what in ("probs", "sink_mass") else c.extras[what] for c in calls]
     shapes = {tuple(t.shape[2:]) for t in tensors} if what == "probs" else set()
     if len(shapes) > 1:
         raise UnsupportedModelError(
@@ -451,8 +1006,20 @@ def model_meta(model: torch.nn.Module, adapter: str, backend: str, causal: bool)
     }
 
 
+def fast_eligible(model: torch.nn.Module, options: CaptureOptions, batch: EncodedBatch) -> bool:
+    """Plain weight captures of a model in eval mode take the one-computation path; the rest need autograd."""
+    return not (
+        options.values
+        or options.value_norms
+        or options.qk
+        or options.gradients
+        or options.attention_rule
+        or model.training
+    ) and contiguous_tokens(batch)
+
+
 class HuggingFaceAdapter(Adapter):
-    """Captures transformers models through their AttentionInterface, keeping the model's own backend."""
+    """Captures transformers models through their AttentionInterface, one attention computation per captured layer."""
 
     name = "huggingface"
     priority = 20
@@ -467,24 +1034,48 @@ class HuggingFaceAdapter(Adapter):
 
     def describe(self, model: Any) -> dict[str, Any]:
         """Model type, class and the backend its attention runs with."""
-        if not on_interface(model):
+        info = model_info(model)
+        if not info.interface:
             return EagerAdapter().describe(model)
-        return model_meta(model, self.name, model.config._attn_implementation or "eager", False)
+        return model_meta(model, self.name, original_backend(model.config._attn_implementation) or "eager", False)
+
+    def attention_layout(self, model: Any, inputs: dict[str, Any] | None = None) -> dict[str, tuple[int, int]] | None:
+        """The layers and heads per kind, learned once per model (with ``inputs``, by a forward that computes nothing)."""
+        info = model_info(model, walk=False)
+        if not info.interface:
+            return None
+        if info.layout is None and inputs is not None:
+            self._discover(model, info, lambda: model(**move_inputs(inputs, model_device(model))))
+        return dict(info.layout.totals) if info.layout is not None else None
+
+    @staticmethod
+    def _discover(model: Any, info: ModelInfo, forward: Callable[[], Any]) -> None:
+        ctx = Discovery(model)
+        ctx.info = info
+        with ctx.active(), torch.no_grad():
+            forward()
+        layout = ctx.layout()
+        with _INFO_LOCK:
+            info.layout, info.plans = layout, {}
 
     @contextmanager
     def listen(self, model: Any, options: CaptureOptions, on_call: Callable[[AttentionCall], None]) -> Iterator[None]:
-        """Install the capture function for the block; every forward hands each layer's weights to ``on_call``.
+        """Install the dispatcher for the block; every forward hands each selected layer's weights to ``on_call``.
 
         Models off the interface are listened to the eager way (``output_attentions`` after each forward).
         """
-        if not on_interface(model):
+        info = model_info(model)
+        if not info.interface:
             with EagerAdapter().listen(model, options, on_call):
                 yield
             return
-        ctx = CaptureContext(model, options, on_call)
+        ctx = ListenCapture(model, options, on_call)
+        ctx.info = info
         handle = model.register_forward_pre_hook(lambda *_: ctx.begin_step())
+        # Gradients and relevance rules differentiate through the caller's forward: its grad mode stays.
+        grad_mode = torch.enable_grad() if options.gradients or options.attention_rule else torch.no_grad()
         try:
-            with ctx.active(), torch.set_grad_enabled(options.gradients):
+            with ctx.active(), grad_mode:
                 yield
         finally:
             handle.remove()
@@ -494,7 +1085,7 @@ class HuggingFaceAdapter(Adapter):
             )
 
     def capture(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> list[AttentionRecord]:
-        """Run the model once with the capture function installed; fall back to eager when it is never called."""
+        """Run the model once with the capture installed; fall back to eager when attention is never called."""
         _, records = self.run(model, batch, options)
         return records
 
@@ -508,22 +1099,106 @@ class HuggingFaceAdapter(Adapter):
     ) -> tuple[Any, list[AttentionRecord]]:
         """Like :meth:`capture`, but also return the model output (for checks against an uncaptured forward).
 
-        ``call(inputs)`` runs the forward (default ``model(**inputs)``; a wrapper such as a
+        ``call(inputs)`` runs the forward (default ``model(*args, **inputs)``; a wrapper such as a
         sentence-transformers model passes its own), ``keep(output)`` picks the outputs kept in records.
         """
-        if not on_interface(model):
+        from attn_plugins.adapters import check_selection
+
+        info = model_info(model, walk=False)
+        if not info.interface:
             return self._eager(model, batch, options, "the model does not use AttentionInterface")
-        inputs = move_inputs(batch.inputs, model_device(model))
+        device = model_device(model)
+        inputs = move_inputs(batch.inputs, device)
+        args = move_inputs(batch.args, device)
+        if call is not None:
+            forward = lambda: call(inputs)  # noqa: E731
+        elif args:
+            forward = lambda: model(*args, **inputs)  # noqa: E731
+        else:
+            forward = lambda: model(**inputs, return_dict=True)  # noqa: E731
+        fast = fast_eligible(model, options, batch)
+        if not fast or info.layout is None:  # only the fast path notices replaced modules by itself
+            info = model_info(model, walk=True)
+        for _ in range(2):  # a stale layout (the model called other modules than learned) is learned again
+            if info.layout is None:
+                self._discover(model, info, forward)
+                if info.layout is None:
+                    # The model accepted the dispatcher but computes attention itself: read it the eager way.
+                    return self._eager(model, batch, options, "the model never called the attention function")
+            check_selection(info.layout.totals, options)  # bad layers/heads/kinds fail before the capture runs
+            if not fast:
+                break
+            result = self._run_fast(model, batch, options, info, forward, keep)
+            if result is not None:
+                return result
+            forget_layout(model, info)
+            info = model_info(model, walk=True)
+        return self._run_recording(model, batch, options, info, forward, keep)
+
+    def _run_fast(
+        self,
+        model: Any,
+        batch: EncodedBatch,
+        options: CaptureOptions,
+        info: ModelInfo,
+        forward: Callable[[], Any],
+        keep: Callable[[Any], tuple[dict[str, torch.Tensor], dict[str, str]]] | None,
+    ) -> tuple[Any, list[AttentionRecord]] | None:
+        ctx = FastCapture(model, options, batch, info)
+        with ctx.active(), torch.no_grad():
+            output = forward()
+        if not ctx.complete():
+            return None
+        kinds = [k for k in _KIND_ORDER if k in ctx.buffers]
+        if keep is not None:
+            outs, seq = keep(output)
+        else:
+            outs, seq = kept_outputs(output, "target" if batch.target_mask is not None else "source")
+        n = len(ctx.buffers[kinds[0]])
+        per_example = []
+        for b in range(n):
+            fields: dict[str, dict[str, torch.Tensor]] = {"attentions": {k: ctx.buffers[k][b].cpu() for k in kinds}}
+            if ctx.sink_buffers:
+                fields["sink_mass"] = {k: bufs[b].cpu() for k, bufs in ctx.sink_buffers.items()}
+            per_example.append(fields)
+        backend = original_backend(model.config._attn_implementation) or "eager"
+        meta = model_meta(model, self.name, backend, ctx.causal.get("self", False))
+        records = split_batch(
+            batch,
+            {},
+            options=options,
+            meta=meta,
+            outputs=outs,
+            sequence_outputs=seq,
+            totals=info.layout.totals,
+            per_example=per_example,
+        )
+        if ctx.sink_buffers:
+            for record in records:
+                record.meta["attention_sinks"] = True
+        return output, records
+
+    def _run_recording(
+        self,
+        model: Any,
+        batch: EncodedBatch,
+        options: CaptureOptions,
+        info: ModelInfo,
+        forward: Callable[[], Any],
+        keep: Callable[[Any], tuple[dict[str, torch.Tensor], dict[str, str]]] | None,
+    ) -> tuple[Any, list[AttentionRecord]]:
+        """Every call recorded out of place (gradients, values, training mode), selection afterwards."""
         ctx = CaptureContext(model, options)
-        backend = model.config._attn_implementation or "eager"
+        ctx.info = info
+        backend = original_backend(model.config._attn_implementation) or "eager"
         with ctx.active(), torch.set_grad_enabled(options.gradients):
-            output = call(inputs) if call is not None else model(**inputs, return_dict=True)
+            output = forward()
             grads = self._gradients(ctx, output, options) if options.gradients else None
         if ctx.calls == 0:
-            # The model accepted the name but computes attention itself: read it the eager way.
             return self._eager(model, batch, options, "the model never called the attention function")
-        totals = ctx.totals(ctx.steps[0])
-        by_kind, causal = ctx.stacked(ctx.steps[0], options)
+        step = [c for c in ctx.steps[0] if options.kinds is None or c.site.kind in options.kinds]
+        totals = ctx.totals(step)
+        by_kind, causal = ctx.stacked(step, options)
         attentions = {kind: stack_calls(calls, "probs", options) for kind, calls in by_kind.items()}
         extras: dict[str, dict[str, torch.Tensor]] = {}
         for what in _FIELDS:
@@ -534,18 +1209,14 @@ class HuggingFaceAdapter(Adapter):
                 kind: stack_calls([Call(c.site, c.index, grads[id(c)], c.causal) for c in calls], "probs", options)
                 for kind, calls in by_kind.items()
             }
-        sink_mass = {}
-        for kind, calls in by_kind.items():
-            if any(c.sinks for c in calls):
-                # Records hold rows that sum to 1: the mass the sinks took is kept apart (extras), so the
-                # model's own weights are attentions * (1 - sink_mass).
-                total = attentions[kind].sum(-1, keepdim=True)
-                sink_mass[kind] = (1 - total.squeeze(-1)).clamp_min(0)
-                attentions[kind] = attentions[kind] / total.clamp_min(torch.finfo(total.dtype).tiny)
+        sinks = {kind: calls for kind, calls in by_kind.items() if all(c.sink_mass is not None for c in calls)}
+        if sinks:
+            # Rows keep the model's exact weights (they sum to 1 - sink mass); the sinks' share is kept beside them.
+            extras["sink_mass"] = {kind: stack_calls(calls, "sink_mass", options) for kind, calls in sinks.items()}
         if keep is not None:
             outs, seq = keep(output)
         else:
-            outs, seq = kept_outputs(output, "target" if "decoder" in attentions else "source")
+            outs, seq = kept_outputs(output, "target" if batch.target_mask is not None else "source")
         meta = model_meta(model, self.name, backend, causal.get("self", False))
         records = split_batch(
             batch,
@@ -557,11 +1228,9 @@ class HuggingFaceAdapter(Adapter):
             sequence_outputs=seq,
             totals=totals,
         )
-        for kind, mass in sink_mass.items():
-            mask = batch.target_mask if kind == "decoder" else batch.source_mask
-            for b, record in enumerate(records):
-                rows = mass[b] if mask is None or mask.numel() == 0 else mass[b][:, :, mask[b].bool()]
-                record.extras[f"sink_mass.{kind}"] = rows.detach().to("cpu", options.dtype)
+        if sinks:
+            for record in records:
+                record.sink_mass = {k: v.float() for k, v in record.sink_mass.items()}
                 record.meta["attention_sinks"] = True
         return output, records
 

@@ -62,8 +62,10 @@ class SentenceTransformersAdapter(Adapter):
         inner = HuggingFaceAdapter().describe(inner_model(model))
         return {**inner, "adapter": self.name, "inner_adapter": inner["adapter"], "wrapper": type(model).__name__}
 
-    def call(self, model: Any, inputs: dict[str, torch.Tensor]) -> Any:
-        """The whole sentence-transformers pipeline on the features it takes."""
+    def call(self, model: Any, inputs: dict[str, torch.Tensor], args: tuple[Any, ...] = ()) -> Any:
+        """The whole sentence-transformers pipeline on the features it takes (or on the caller's own arguments)."""
+        if args:
+            return model(*args)
         return model({k: v for k, v in inputs.items() if k in _FEATURES})
 
     @contextmanager

@@ -199,8 +199,10 @@ class TorchMHAAdapter(Adapter):
             "num_key_value_heads": None,
         }
 
-    def call(self, model: Any, inputs: dict[str, torch.Tensor]) -> Any:
+    def call(self, model: Any, inputs: dict[str, torch.Tensor], args: tuple[Any, ...] = ()) -> Any:
         """Call the plain PyTorch model with the arguments its forward takes (see :func:`call_model`)."""
+        if args:
+            return model(*args, **inputs)  # the model's own arguments, as the caller gave them
         return call_model(model, inputs)
 
     @contextmanager
@@ -211,10 +213,13 @@ class TorchMHAAdapter(Adapter):
 
     def run(self, model: Any, batch: EncodedBatch, options: CaptureOptions) -> tuple[Any, list[AttentionRecord]]:
         """Like :meth:`capture`, but also return the model output."""
-        inputs = move_inputs(batch.inputs, model_device(model))
+        device = model_device(model)
+        inputs, args = move_inputs(batch.inputs, device), move_inputs(batch.args, device)
         hooks = _Hooks(options)
         with _hooked(model, hooks), torch.set_grad_enabled(options.gradients):
-            output = call_model(model, inputs)
+            # The model's own arguments (ap.capture(model, inputs=tensor | tuple | mapping)) go in as given.
+            raw = bool(args) or batch.meta.get("raw_inputs", False)
+            output = model(*args, **inputs) if raw else call_model(model, inputs)
             layers = [call for name, _ in mha_modules(model) for call in hooks.calls.get(name, [])]
             if not layers:
                 raise UnsupportedModelError(f"{type(model).__name__} never called its MultiheadAttention modules")

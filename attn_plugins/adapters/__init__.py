@@ -5,7 +5,7 @@ No model code lives here: the built-in adapters are the package ``attn_adapters`
 the core never imports an adapter.
 """
 
-from .batch import library_versions, model_device, move_inputs, split_batch
+from .batch import check_selection, library_versions, model_device, move_inputs, split_batch
 from .contract import (
     ATTENTION_RULES,
     Adapter,
@@ -26,6 +26,7 @@ __all__ = [
     "CaptureOptions",
     "EncodedBatch",
     "TokenInfo",
+    "check_selection",
     "library_versions",
     "model_device",
     "move_inputs",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from ..errors import InputError
 from ..record import SCHEMA_VERSION, TENSOR_AXES, TENSOR_FIELDS, AttentionRecord
 from ..record.kinds import by_side
 from ..record.selection import choose
@@ -27,9 +28,18 @@ def model_device(model: Any) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def move_inputs(inputs: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
-    """Model inputs with every tensor on ``device`` (records are always built on the CPU afterwards)."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+def move_inputs(inputs: Any, device: torch.device | str) -> Any:
+    """Model inputs (a mapping, a tuple or list of arguments, a tensor) with every tensor on ``device``.
+
+    Nested mappings and sequences are followed; records are always built on the CPU afterwards.
+    """
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, Mapping):
+        return {k: move_inputs(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(move_inputs(v, device) for v in inputs)
+    return inputs
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,6 +58,24 @@ def library_versions() -> dict[str, str]:
     return dict(_versions())
 
 
+def check_selection(totals: Mapping[str, tuple[int, int]], options: CaptureOptions) -> None:
+    """Refuse ``layers=``, ``heads=`` or ``kinds=`` the model does not have, naming what it has.
+
+    ``totals`` is ``{kind: (layers, heads)}`` (:meth:`Adapter.attention_layout`); called before the forward.
+    """
+    if options.kinds is not None:
+        if not options.kinds:
+            raise InputError("the kinds selection is empty")
+        for kind in options.kinds:
+            if kind not in totals:
+                raise InputError(f"kind {kind!r}: this model has {', '.join(repr(k) for k in totals)} attention")
+    for kind, (layers, heads) in totals.items():
+        if options.kinds is not None and kind not in options.kinds:
+            continue
+        choose(options.layers, layers, f"{kind} layer")
+        choose(options.heads, heads, "head")
+
+
 def split_batch(
     batch: EncodedBatch,
     attentions: dict[str, torch.Tensor],
@@ -58,8 +86,13 @@ def split_batch(
     outputs: dict[str, torch.Tensor] | None = None,
     sequence_outputs: Mapping[str, str] | None = None,
     totals: Mapping[str, tuple[int, int]] | None = None,
+    per_example: Sequence[Mapping[str, Mapping[str, torch.Tensor]]] | None = None,
 ) -> list[AttentionRecord]:
     """Cut batched tensors ``[batch, layers, heads, queries, keys]`` into one record per example.
+
+    ``per_example`` (one ``{field: {kind: tensor}}`` per example, ``field`` being ``"attentions"`` or an
+    optional field) holds tensors an adapter already wrote cut to the example's real tokens, in the
+    record's dtype, on the CPU: they become the record's own tensors as they are, without a copy.
 
     ``totals`` (layers and heads per kind before selection) lets a selection with negative indices be
     stored as the original, non-negative numbers.
@@ -73,7 +106,7 @@ def split_batch(
     outputs = outputs or {}
     sequence_outputs = sequence_outputs or {}
     records = []
-    n = next(iter(attentions.values())).shape[0]
+    n = len(per_example) if per_example is not None else next(iter(attentions.values())).shape[0]
     for b in range(n):
         src_keep = _keep(batch.source_mask, b)
         tgt_keep = _keep(batch.target_mask, b) if batch.target_mask is not None else None
@@ -92,6 +125,12 @@ def split_batch(
 
         atts = {kind: _finish(cut(t, *by_side(kind, src_keep, tgt_keep)), options) for kind, t in attentions.items()}
         fields: dict[str, dict[str, torch.Tensor]] = {f: {} for f in TENSOR_FIELDS}
+        for fname, per_kind in (per_example[b] if per_example is not None else {}).items():
+            if fname != "attentions" and fname not in fields:
+                raise ValueError(
+                    f"split_batch: unknown field {fname!r}; fields are attentions, {', '.join(TENSOR_FIELDS)}"
+                )
+            (atts if fname == "attentions" else fields[fname]).update(per_kind)
         for fname, per_kind in extras.items():
             if fname not in fields:
                 raise ValueError(

@@ -27,6 +27,13 @@ class CaptureOptions:
     gradients: bool = False  # d(target)/d(attention probabilities)
     # Scalar target for gradients: a class index, or a callable(model_output) -> scalar tensor.
     target: int | Callable[[Any], torch.Tensor] | None = None
+    kinds: list[str] | None = None  # attention kinds to capture (None: all)
+    # Keep the backend's output (an output bit-identical to an uncaptured run) and compute the probabilities
+    # beside it, instead of computing the output from the captured probabilities (one computation per layer).
+    keep_backend: bool = False
+    # Listening only: the adapter may hand a layer over in query blocks of at most this many bytes of
+    # float32 weights (None: whole layers), so a streaming consumer never holds more than one block.
+    block_bytes: int | None = None
     # A relevance rule applied inside the attention computation (a key of ATTENTION_RULES; None: none).
     # It changes the backward pass only; adapters that apply rules list them in Adapter.attention_rules().
     attention_rule: str | None = None
@@ -93,7 +100,7 @@ class TokenInfo:
 class EncodedBatch:
     """Model inputs for a batch plus per-example token facts.
 
-    ``inputs`` are the keyword arguments of the model's forward. ``source_mask`` and ``target_mask``
+    ``inputs`` are the keyword arguments of the model's forward (``args`` its positional ones). ``source_mask`` and ``target_mask``
     ([batch, seq], 1 for real tokens) tell which positions are padding; they are kept apart from the
     ids because a pad id can be a real token (Marian starts decoding with its pad id).
     """
@@ -104,10 +111,13 @@ class EncodedBatch:
     target: list[TokenInfo] | None = None
     target_mask: torch.Tensor | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Positional arguments of the model's forward, before ``inputs`` (a plain PyTorch module called as
+    # ``model(src)``); tokens are then named by position once the attention shows how many there are.
+    args: tuple[Any, ...] = ()
 
     @property
     def size(self) -> int:
-        """Number of examples."""
+        """Number of examples (0 when only the model's attention will tell, e.g. a raw tensor input)."""
         return len(self.source)
 
 
@@ -115,14 +125,32 @@ class EncodedBatch:
 class AttentionCall:
     """One attention computation seen while listening: its kind, original layer number and weights.
 
-    ``probs`` is ``[batch, heads, queries, keys]`` (heads already selected); ``causal`` tells whether
-    its queries may only see keys at or before their own position.
+    ``probs`` is ``[batch, heads, rows, keys]`` with every head: the whole layer, or (when the listener
+    set ``CaptureOptions.block_bytes``) the query rows ``row0 .. row0 + rows`` of a layer of
+    ``num_queries`` rows, blocks arriving in order. ``causal`` tells whether queries may only see keys at
+    or before their own position; ``num_layers`` is the number of layers of this kind in the model (None:
+    unknown to the adapter); ``sink_mass`` ``[batch, heads, rows]`` is the share of each row that learned
+    attention sinks took (None: the model has none, rows sum to 1).
     """
 
     kind: str
     layer: int
     probs: torch.Tensor
     causal: bool
+    row0: int = 0
+    num_queries: int | None = None
+    num_layers: int | None = None
+    sink_mass: torch.Tensor | None = None
+
+    @property
+    def rows(self) -> int:
+        """Query rows of the whole layer (all of them arrive in one call unless handed over in blocks)."""
+        return self.num_queries if self.num_queries is not None else int(self.probs.shape[2])
+
+    @property
+    def ends_layer(self) -> bool:
+        """Whether this call holds the last query rows of its layer."""
+        return self.row0 + int(self.probs.shape[2]) >= self.rows
 
 
 class Adapter(ABC):
@@ -139,6 +167,20 @@ class Adapter(ABC):
     An adapter that can also hand over attention while the model runs implements :meth:`listen`; then
     generation (:func:`~attn_plugins.capture.capture_generate`) and streaming reducers
     (:func:`attn_plugins.capture.stream`) work for its models too, with no further code.
+
+    Three optional parts make captures cheaper; an adapter without them still works, the core then
+    filters and checks after the forward:
+
+    * :meth:`attention_layout` - the layers and heads per kind (learned once, possibly from a forward
+      that computes nothing), so a bad ``layers=``/``heads=``/``kinds=`` fails before the capture runs;
+    * honouring ``options.layers`` and ``options.kinds`` (and ``heads`` in :meth:`capture`) before the
+      forward: layers that are not selected run the model's own attention with nothing computed or kept;
+    * in :meth:`listen`, handing a layer over in query blocks when ``options.block_bytes`` is set
+      (:class:`AttentionCall` ``row0`` / ``num_queries``).
+
+    Models are shared: an adapter that switches a model's state (configs, hooks) must leave other threads'
+    forwards and captures of the same model unaffected and restore the model when its last capture ends;
+    :mod:`attn_plugins.adapters.routing` gives per-thread routing and reference-counted installation.
     """
 
     name: str = "adapter"
@@ -157,8 +199,11 @@ class Adapter(ABC):
     ) -> AbstractContextManager[None]:
         """A context in which every forward of ``model`` hands each selected layer's attention to ``on_call``.
 
-        Calls of one kind arrive in layer order within a forward. The default refuses: an adapter that
-        cannot listen still captures whole records.
+        Calls of one kind arrive in layer order within a forward, each layer's blocks in row order.
+        ``options.layers`` (original numbers, negatives from the end) and ``options.kinds`` say which
+        layers the listener reads: an adapter may skip the others (the listener ignores them if it does
+        not); with ``options.block_bytes`` it may deliver query blocks instead of whole layers. The default
+        refuses: an adapter that cannot listen still captures whole records.
         """
         raise UnsupportedModelError(
             f"adapter {self.name!r} cannot hand over attention while the model runs (no listen()); "
@@ -169,9 +214,18 @@ class Adapter(ABC):
         """The :data:`ATTENTION_RULES` this adapter applies inside ``model``'s attention (default: none)."""
         return ()
 
-    def call(self, model: Any, inputs: dict[str, torch.Tensor]) -> Any:
-        """Run one forward of ``model`` on encoded ``inputs`` (keyword arguments by default)."""
-        return model(**inputs)
+    def attention_layout(self, model: Any, inputs: dict[str, Any] | None = None) -> dict[str, tuple[int, int]] | None:
+        """``{kind: (layers, heads)}`` this adapter captures from ``model`` (None: not known before a capture).
+
+        With ``inputs`` (keyword arguments of one forward) an adapter may run the model once to learn it,
+        computing nothing extra. The core checks ``layers=``, ``heads=`` and ``kinds=`` against it
+        (:func:`attn_plugins.adapters.check_selection`) before the capture runs.
+        """
+        return None
+
+    def call(self, model: Any, inputs: dict[str, torch.Tensor], args: tuple[Any, ...] = ()) -> Any:
+        """Run one forward of ``model`` on encoded inputs: positional ``args``, then keyword ``inputs``."""
+        return model(*args, **inputs)
 
     def describe(self, model: Any) -> dict[str, Any]:
         """Record metadata about ``model`` under this adapter (model type, backend, exactness)."""

@@ -184,6 +184,30 @@ def is_batched_list(inputs: Mapping[str, Any] | None) -> bool:
     return inputs is not None and isinstance(inputs.get("input_ids"), list) and len(inputs["input_ids"]) > 1
 
 
+_MAIN_KEYS = ("input_ids", "inputs_embeds", "pixel_values", "input_features")
+
+
+def is_raw_inputs(inputs: Any) -> bool:
+    """Whether ``inputs`` are a model's own forward arguments (a tensor, a tuple, or a mapping without token ids)."""
+    if isinstance(inputs, (torch.Tensor, tuple, list)):
+        return True
+    return isinstance(inputs, Mapping) and not any(k in inputs for k in _MAIN_KEYS)
+
+
+def encode_raw(inputs: Any) -> EncodedBatch:
+    """Wrap a forward's own arguments: a tensor or a tuple/list is positional, a mapping keyword arguments."""
+    if isinstance(inputs, torch.Tensor):
+        args, kwargs = (inputs,), {}
+    elif isinstance(inputs, (tuple, list)):
+        args, kwargs = tuple(inputs), {}
+    else:
+        args, kwargs = (), dict(inputs)
+    if not args and not kwargs:
+        raise InputError("inputs are empty: pass the arguments of the model's forward (a tensor, a tuple or a mapping)")
+    # No tokens to name: records name positions by index; no padding mask, every position is kept.
+    return EncodedBatch(inputs=kwargs, source=[], source_mask=torch.ones(0), args=args, meta={"raw_inputs": True})
+
+
 def encode_inputs(model: Any, inputs: Mapping[str, Any], tokenizer: Any = None) -> EncodedBatch:
     """Wrap already-tokenized inputs (a BatchEncoding or dict) into an :class:`EncodedBatch`."""
     model_inputs: dict[str, torch.Tensor] = {}

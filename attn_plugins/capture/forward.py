@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from ..adapters import Adapter, CaptureOptions
+from ..adapters import Adapter, CaptureOptions, check_selection
 from ..errors import InputError, UnsupportedModelError
 from ..plugins import get_registry
-from ..record import AttentionRecord
-from .encoding import batch_size, encode, encode_inputs, is_batched_list
+from ..record import TENSOR_FIELDS, AttentionRecord
+from .encoding import batch_size, encode, encode_inputs, encode_raw, is_batched_list, is_raw_inputs
 
 
 def capture(
@@ -20,7 +20,7 @@ def capture(
     tokenizer: Any = None,
     text: str | Sequence[str] | None = None,
     *,
-    inputs: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | torch.Tensor | tuple | list | None = None,
     target: str | Sequence[str] | None = None,
     adapter: str | None = None,
     layers: Sequence[int] | None = None,
@@ -33,12 +33,21 @@ def capture(
     qk: bool = False,
     gradients: bool = False,
     gradient_target: Any = None,
+    kinds: Sequence[str] | None = None,
+    keep_backend: bool = False,
 ) -> AttentionRecord | list[AttentionRecord]:
     """Capture the attention of ``model`` on ``text`` (or tokenized ``inputs``).
 
     A single text gives one :class:`AttentionRecord`, a list of texts a list of records (padding
-    removed). ``target`` is the decoder-side text of encoder-decoder models. Text longer than the
+    removed). ``inputs`` are tokenized inputs (``input_ids``, ...) or the arguments of any PyTorch model's
+    own forward: a tensor (``model(x)``), a tuple of positional arguments, or a mapping of keyword
+    arguments; positions are then named by index, and a batch of one gives one record. ``target`` is the decoder-side text of encoder-decoder models. Text longer than the
     model's limit raises :class:`InputError` unless ``truncation=True``.
+
+    ``layers``, ``heads`` and ``kinds`` are chosen before the forward: layers that are not captured run
+    the model's own attention backend. A captured layer computes its output from the probabilities it
+    records (one attention computation, as eager does; within float rounding of an uncaptured forward);
+    ``keep_backend=True`` keeps the backend's output bit-identical and computes the probabilities beside it.
     """
     if (text is None) == (inputs is None):
         raise InputError("pass either text (with a tokenizer) or inputs=, not both or neither")
@@ -47,6 +56,13 @@ def capture(
         tokenizer = getattr(model, "tokenizer", None)
     if text is not None and tokenizer is None:
         raise InputError("capturing from text needs a tokenizer; or pass inputs= with token ids")
+    if keep_backend and gradients:
+        raise InputError(
+            "keep_backend=True cannot go with gradients=True: the gradients are taken through the probabilities "
+            "the capture computes, and with keep_backend the model's output does not depend on them"
+        )
+    if kinds is not None and (isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds)):
+        raise InputError(f"kinds must be a list of attention kinds such as ['self'], not {kinds!r}")
     check_model_device(model)
     options = CaptureOptions(
         layers=list(layers) if layers is not None else None,
@@ -57,10 +73,17 @@ def capture(
         qk=qk,
         gradients=gradients,
         target=gradient_target,
+        kinds=list(kinds) if kinds is not None else None,
+        keep_backend=keep_backend,
     )
-    single = isinstance(text, str) or (text is None and batch_size(inputs) == 1 and not is_batched_list(inputs))
+    raw = text is None and is_raw_inputs(inputs)
+    single = isinstance(text, str) or (
+        text is None and not raw and batch_size(inputs) == 1 and not is_batched_list(inputs)
+    )
     if text is not None:
         batch = encode(model, tokenizer, text, target=target, truncation=truncation, max_length=max_length)
+    elif raw:
+        batch = encode_raw(inputs)  # the arguments of the model's own forward, passed as they are
     else:
         batch = encode_inputs(model, inputs, tokenizer=tokenizer)
     chosen = select_adapter(model, adapter)
@@ -71,7 +94,12 @@ def capture(
             UserWarning,
             stacklevel=2,
         )
+    layout = chosen.attention_layout(model)
+    if layout is not None:
+        check_selection(layout, options)  # a bad selection fails before the model runs
     records = chosen.capture(model, batch, options)
+    if options.kinds is not None:
+        records = [_only_kinds(record, options.kinds) for record in records]
     param = _first_parameter(model)
     labels = _class_names(model)
     for record in records:
@@ -80,7 +108,23 @@ def capture(
             record.meta.setdefault("model_device", str(param.device))
         if labels is not None:
             record.meta.setdefault("id2label", labels)
+    if raw:
+        single = len(records) == 1
     return records[0] if single else records
+
+
+def _only_kinds(record: AttentionRecord, kinds: Sequence[str]) -> AttentionRecord:
+    """The record with only ``kinds`` (for adapters that capture every kind); an unknown kind names the others."""
+    for kind in kinds:
+        if kind not in record.attentions:
+            raise InputError(f"kind {kind!r}: this model has {', '.join(repr(k) for k in record.kinds)} attention")
+    if set(record.attentions) == set(kinds):
+        return record
+    for fname in ("attentions", *TENSOR_FIELDS):
+        store = getattr(record, fname)
+        for kind in [k for k in store if k not in kinds]:
+            del store[kind]
+    return record
 
 
 def _class_names(model: Any) -> dict[str, str] | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..adapters import AttentionCall, CaptureOptions, library_versions, model_device, move_inputs
+from ..adapters import AttentionCall, CaptureOptions, check_selection, library_versions, model_device, move_inputs
 from ..errors import InputError, MissingCaptureError, UnsupportedModelError
 from ..record import SCHEMA_VERSION, AttentionRecord, choose
 from .forward import check_model_device, select_adapter
@@ -24,6 +24,7 @@ def capture_generate(
     heads: list[int] | None = None,
     dtype: torch.dtype = torch.float32,
     adapter: str | None = None,
+    keep_backend: bool = False,
     **generate_kwargs: Any,
 ) -> AttentionRecord:
     """Generate from ``prompt`` with the KV cache on and return one record covering prompt and new tokens.
@@ -51,7 +52,7 @@ def capture_generate(
     check_model_device(model)
     if model.training:
         warnings.warn("the model is in training mode: dropout changes the attention weights", UserWarning, stacklevel=2)
-    options = CaptureOptions(layers=layers, heads=heads, dtype=dtype)
+    options = CaptureOptions(layers=layers, heads=heads, dtype=dtype, keep_backend=keep_backend)
     enc_dec = bool(getattr(model.config, "is_encoder_decoder", False))
     enc = tokenizer(prompt, return_tensors="pt")
     inputs = move_inputs({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, model_device(model))
@@ -61,14 +62,32 @@ def capture_generate(
         generate_kwargs.setdefault("pad_token_id", pad)
 
     chosen = select_adapter(model, adapter)
+    # The layers and heads per kind, learned from the prompt if the adapter can (nothing is computed): a
+    # bad selection fails here, and the adapter computes only the selected layers while generating.
+    probe = dict(inputs)
+    if enc_dec:
+        start = getattr(model.config, "decoder_start_token_id", None)
+        start = (
+            start
+            if start is not None
+            else getattr(getattr(model, "generation_config", None), "decoder_start_token_id", None)
+        )
+        if start is not None:
+            probe["decoder_input_ids"] = torch.tensor([[start]], device=inputs["input_ids"].device)
+    layout = chosen.attention_layout(model, probe)
+    if layout is not None:
+        check_selection(layout, options)
     blocks: Blocks = {}
+    seen_layers: dict[str, int] = {}
 
     def heard(call: AttentionCall) -> None:
-        # Layer 0 of a kind starts the next forward's block of that kind (one forward per generated token).
+        # A layer not above the last one heard starts the next forward's block (one forward per generated token).
         per_kind = blocks.setdefault(call.kind, [])
-        if call.layer == 0 or not per_kind:
-            per_kind.append([])
-        per_kind[-1].append(call.probs[0].detach())
+        if not per_kind or call.layer <= max(per_kind[-1]):
+            per_kind.append({})
+        per_kind[-1][call.layer] = call.probs[0].detach()
+        total = call.num_layers if call.num_layers is not None else call.layer + 1
+        seen_layers[call.kind] = max(seen_layers.get(call.kind, 0), total)
 
     with chosen.listen(model, options, heard), torch.no_grad():
         out = model.generate(
@@ -80,8 +99,10 @@ def capture_generate(
         raise UnsupportedModelError(
             f"adapter {chosen.name!r} heard no attention while {type(model).__name__} generated"
         )
-    totals = {kind: (len(parts[0]), parts[0][0].shape[0]) for kind, parts in blocks.items()}
-    attentions = _assemble(blocks, options)
+    totals = {kind: (seen_layers[kind], next(iter(parts[0].values())).shape[0]) for kind, parts in blocks.items()}
+    if layout is not None:
+        totals = {kind: layout.get(kind, t) for kind, t in totals.items()}
+    attentions = _assemble(blocks, options, totals)
     description = chosen.describe(model)
     source_ids = inputs["input_ids"][0].tolist()
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -127,7 +148,7 @@ def capture_generate(
     )
 
 
-Blocks = dict[str, list[list[torch.Tensor]]]  # kind -> per forward -> per layer [heads, queries, keys]
+Blocks = dict[str, list[dict[int, torch.Tensor]]]  # kind -> per forward -> {layer: [heads, queries, keys]}
 
 
 def _closing_step(model: Any, inputs: dict[str, torch.Tensor], out: Any, enc_dec: bool) -> Any:
@@ -149,27 +170,30 @@ def _closing_step(model: Any, inputs: dict[str, torch.Tensor], out: Any, enc_dec
     return model(input_ids=sequence[-1:].unsqueeze(0), attention_mask=mask, **extra)
 
 
-def _assemble(blocks: Blocks, options: CaptureOptions) -> dict[str, torch.Tensor]:
+def _assemble(blocks: Blocks, options: CaptureOptions, totals: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
     """Place every forward's rows into one [L, H, T, T] (or [L, H, T, S] for cross) tensor per kind.
 
     A forward's queries are the next tokens in order; its keys are the last K positions up to and
     including its last query (sliding-window caches keep only a window, so K can stop growing). The
     encoder runs once for generation (and once more for the closing step): its first block is used.
+    Each forward holds the selected layers (an adapter may also hand over the others; they are skipped).
     """
     out = {}
     for kind, parts in blocks.items():
         if kind == "encoder":
             parts = parts[:1]
-        layers = choose(options.layers, len(parts[0]), "layer")
-        heads = choose(options.heads, parts[0][0].shape[0], "head")
-        total = sum(part[0].shape[1] for part in parts)
-        width = parts[0][0].shape[-1] if kind == "cross" else total
-        full = parts[0][0].new_zeros(len(layers), len(heads), total, width)
+        layers = choose(options.layers, totals[kind][0], "layer")
+        heads = choose(options.heads, totals[kind][1], "head")
+        first = next(iter(parts[0].values()))
+        total = sum(next(iter(part.values())).shape[1] for part in parts)
+        width = first.shape[-1] if kind == "cross" else total
+        full = first.new_zeros(len(layers), len(heads), total, width)
         end = 0
         for part in parts:
-            if len(part) != len(parts[0]):
-                raise UnsupportedModelError(f"generation steps gave {len(part)} and {len(parts[0])} {kind} layers")
-            q = part[0].shape[1]
+            missing = [layer for layer in layers if layer not in part]
+            if missing:
+                raise UnsupportedModelError(f"a generation step gave no {kind} attention for layer {missing[0]}")
+            q = next(iter(part.values())).shape[1]
             end += q
             for i, layer in enumerate(layers):
                 p = part[layer][heads]

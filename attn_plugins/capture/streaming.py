@@ -1,9 +1,11 @@
 """Streaming reducers: summarize attention one layer at a time, inside the capture, never holding all layers.
 
 A full capture keeps ``layers x heads x N²`` weights per example, which at a few thousand tokens no
-longer fits. A reducer instead receives each layer's probabilities ``[batch, heads, queries, keys]``
-together with the key mask as the model computes them (:meth:`Reducer.update`), folds them into a small
-running state, and lets them go; the peak extra memory is one layer. :func:`stream` runs a model with
+longer fits. A reducer instead receives each layer's probabilities as the model computes them, in
+query blocks ``[batch, heads, rows, keys]`` of at most ``block_bytes`` (:meth:`Reducer.begin_layer`,
+:meth:`Reducer.update_rows`, :meth:`Reducer.end_layer`; :meth:`Reducer.update` hands over a whole
+layer), folds them into a small running state, and lets them go: the scores of one block are alive at
+a time. Layers no reducer reads (``HeadReduce(layers=...)``, ``kinds=``) are not computed at all. :func:`stream` runs a model with
 reducers attached through the Hugging Face adapter's capture context, so the probabilities are the same
 ones a full capture records. Any adapter that can listen (:meth:`attn_plugins.adapters.Adapter.listen`)
 serves, so streaming works for third-party adapters too.
@@ -27,12 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..adapters import AttentionCall, CaptureOptions, model_device, move_inputs
+from ..adapters import AttentionCall, CaptureOptions, check_selection, model_device, move_inputs
 from ..errors import InputError, UnsupportedModelError
 from ..record import SQUARE_KINDS
 from ..record.kinds import sides
 from ..record.selection import check_reduction, reduce_axis
-from ..record.statistics import head_entropy
+from ..record.statistics import head_entropy_sums
 from ..results import Result, plain
 from .encoding import encode, encode_inputs
 from .forward import select_adapter
@@ -47,14 +49,18 @@ class TopKResult:
 
 
 class Reducer(ABC):
-    """Base class: folds one layer's probabilities at a time into per-example results.
+    """Base class: folds one layer's probabilities at a time, in query blocks, into per-example results.
 
-    Subclasses implement :meth:`_fold` (state update for one layer of one kind) and :meth:`_finish`
-    (one example's result from the state). ``kinds`` limits the attention kinds the reducer consumes;
-    updates of other kinds are ignored so one reducer list can serve encoder-decoder models.
+    Subclasses implement :meth:`_fold` (state update for one whole layer of one kind) and :meth:`_finish`
+    (one example's result from the state); a reducer that can fold query blocks as they come also
+    overrides :meth:`_fold_rows` and :meth:`_end_layer` (else the blocks of a layer are assembled for
+    :meth:`_fold`). ``kinds`` limits the attention kinds the reducer consumes; updates of other kinds are
+    ignored so one reducer list can serve encoder-decoder models.
     """
 
     name: str = "reducer"
+    # Whether every layer from 0 up must arrive (rollout is a product from the first layer up).
+    needs_every_layer: bool = True
 
     def __init__(self, kinds: Sequence[str] | None = None) -> None:
         self.kinds = tuple(kinds) if kinds is not None else None
@@ -65,10 +71,15 @@ class Reducer(ABC):
         self._state: dict[str, Any] = {}
         self._masks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._next_layer: dict[str, int] = {}
+        self._open: dict[str, Any] = {}  # the layer being folded: (layer, shape, causal, per-layer state)
 
     def accepts(self, kind: str) -> bool:
         """Whether this reducer consumes attention of ``kind``."""
         return self.kinds is None or kind in self.kinds
+
+    def wanted_layers(self) -> list[int] | None:
+        """The layers this reducer reads (None: all); the others need not be computed."""
+        return None
 
     def update(
         self,
@@ -85,35 +96,74 @@ class Reducer(ABC):
         ``query_mask`` [B, Q] defaults to ``mask`` when queries and keys are the same tokens; layers of
         a kind must arrive in order 0, 1, 2, ... (rollout is a product from the first layer up).
         """
-        if not self.accepts(kind):
-            return
         if probs.dim() != 4:
             raise InputError(
                 f"reducer {self.name!r}: probs must be [batch, heads, queries, keys], got {tuple(probs.shape)}"
             )
-        b, _, q, k = probs.shape
+        if self.begin_layer(kind, layer, tuple(probs.shape), mask, query_mask=query_mask, causal=causal):
+            self.update_rows(kind, layer, 0, probs)
+            self.end_layer(kind, layer)
+
+    def begin_layer(
+        self,
+        kind: str,
+        layer: int,
+        shape: tuple[int, ...],
+        mask: torch.Tensor | None = None,
+        *,
+        query_mask: torch.Tensor | None = None,
+        causal: bool = False,
+        device: torch.device | str | None = None,
+    ) -> bool:
+        """Start layer ``layer`` of ``kind``, of ``shape`` [B, H, Q, K]; False if this reducer skips it."""
+        if not self.accepts(kind):
+            return False
+        b, _, q, k = shape
         expected = self._next_layer.get(kind, 0)
-        if layer != expected:
+        if layer < expected or (layer != expected and self.needs_every_layer):
             raise InputError(f"reducer {self.name!r}: {kind!r} layer {layer} arrived, expected layer {expected}")
-        self._next_layer[kind] = expected + 1
-        key_mask = _as_mask(mask, b, k, "mask", probs.device)
+        self._next_layer[kind] = layer + 1
+        wanted = self.wanted_layers()
+        if wanted is not None and layer not in wanted:
+            return False
+        device = device if device is not None else (mask.device if isinstance(mask, torch.Tensor) else "cpu")
+        key_mask = _as_mask(mask, b, k, "mask", device)
         if query_mask is None:
             if q != k and mask is not None:
                 raise InputError(f"reducer {self.name!r}: {q} queries and {k} keys need a query_mask")
             query_mask = key_mask if q == k else None
-        q_mask = _as_mask(query_mask, b, q, "query_mask", probs.device)
+        q_mask = _as_mask(query_mask, b, q, "query_mask", device)
         if kind in self._masks:
             old_q, old_k = self._masks[kind]
             if old_q.shape != q_mask.shape or old_k.shape != key_mask.shape:
                 raise InputError(f"reducer {self.name!r}: {kind!r} layers of one batch must share their shape")
         self._masks[kind] = (q_mask, key_mask)
+        self._open[kind] = [layer, tuple(shape), causal, None]
+        return True
+
+    def update_rows(self, kind: str, layer: int, row0: int, probs: torch.Tensor) -> None:
+        """Fold the query rows ``row0 ..`` of the open layer: ``probs`` [B, H, rows, K] (not kept)."""
+        current = self._open.get(kind)
+        if current is None or current[0] != layer:
+            return  # a kind or layer this reducer skips
+        q_mask, key_mask = self._masks[kind]
+        rows = probs.shape[2]
         clean = probs.detach().float()
-        if not (bool(q_mask.all()) and bool(key_mask.all())):
+        q_rows = q_mask[:, row0 : row0 + rows]
+        if not (bool(q_rows.all()) and bool(key_mask.all())):
             # Padding rows and columns may hold anything (uniform rows, NaN under additive masks): zero them
             # so they never leak into real rows through a product or a sum. Without padding, no copy is made.
-            valid = q_mask[:, None, :, None] & key_mask[:, None, None, :]
+            valid = q_rows[:, None, :, None] & key_mask[:, None, None, :]
             clean = torch.where(valid, clean, torch.zeros((), dtype=clean.dtype, device=clean.device))
-        self._fold(kind, layer, clean, q_mask, key_mask, causal)
+        self._fold_rows(kind, layer, row0, clean, current)
+
+    def end_layer(self, kind: str, layer: int) -> None:
+        """Close the open layer of ``kind`` (after its last rows)."""
+        current = self._open.pop(kind, None)
+        if current is None or current[0] != layer:
+            return
+        q_mask, key_mask = self._masks[kind]
+        self._end_layer(kind, layer, current, q_mask, key_mask)
 
     def results(self) -> list[dict[str, Any]]:
         """Per example, ``{kind: result}`` with padding removed (results are NumPy arrays on the CPU)."""
@@ -129,11 +179,21 @@ class Reducer(ABC):
         return out
 
     # ------------------------------------------------------------------ subclass contract
+    def _fold_rows(self, kind: str, layer: int, row0: int, probs: torch.Tensor, current: list) -> None:
+        """Fold a block of rows (padding zeroed); ``current[3]`` holds the layer's own state. Default: assemble."""
+        if current[3] is None:
+            current[3] = torch.zeros(current[1], dtype=probs.dtype, device=probs.device)
+        current[3][:, :, row0 : row0 + probs.shape[2]] = probs
+
+    def _end_layer(self, kind: str, layer: int, current: list, q_mask: torch.Tensor, k_mask: torch.Tensor) -> None:
+        """Finish a layer whose rows were all folded. Default: :meth:`_fold` on the assembled layer."""
+        self._fold(kind, layer, current[3], q_mask, k_mask, current[2])
+
     @abstractmethod
     def _fold(
         self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
     ) -> None:
-        """Fold one layer (padding already zeroed) into the state."""
+        """Fold one whole layer (padding already zeroed) into the state."""
 
     @abstractmethod
     def _finish(self, kind: str, b: int, q_keep: torch.Tensor, k_keep: torch.Tensor) -> Any:
@@ -141,6 +201,17 @@ class Reducer(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+class _RowReducer(Reducer):
+    """A built-in reducer that folds query blocks as they come; a whole layer is one block."""
+
+    def _fold(
+        self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
+    ) -> None:
+        current = [layer, tuple(probs.shape), causal, None]
+        self._fold_rows(kind, layer, 0, probs, current)
+        self._end_layer(kind, layer, current, q_mask, k_mask)
 
 
 def _as_mask(mask: torch.Tensor | None, b: int, n: int, what: str, device: torch.device) -> torch.Tensor:
@@ -152,7 +223,7 @@ def _as_mask(mask: torch.Tensor | None, b: int, n: int, what: str, device: torch
     return mask.bool()
 
 
-class HeadReduce(Reducer):
+class HeadReduce(_RowReducer):
     """Mean or max over heads of each layer: ``[L, Q, K]`` per example, or ``[Q, K]`` averaged over layers.
 
     ``layers`` (non-negative, as the total is unknown while streaming) keeps only those layers;
@@ -177,12 +248,20 @@ class HeadReduce(Reducer):
         self.name = f"head_{how}" + ("_layer_mean" if layer_reduce else "")
         super().__init__(kinds)
 
-    def _fold(
-        self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
-    ) -> None:
-        if self.layers is not None and layer not in self.layers:
-            return
-        reduced = reduce_axis(probs, self.how).double()  # [B, Q, K]
+    needs_every_layer = False
+
+    def wanted_layers(self) -> list[int] | None:
+        """The layers kept (None: all)."""
+        return self.layers
+
+    def _fold_rows(self, kind: str, layer: int, row0: int, probs: torch.Tensor, current: list) -> None:
+        if current[3] is None:
+            b, _, q, k = current[1]
+            current[3] = torch.zeros(b, q, k, dtype=torch.float64, device=probs.device)
+        current[3][:, row0 : row0 + probs.shape[2]] = reduce_axis(probs, self.how)
+
+    def _end_layer(self, kind: str, layer: int, current: list, q_mask: torch.Tensor, k_mask: torch.Tensor) -> None:
+        reduced = current[3]  # [B, Q, K]
         if self.layer_reduce == "mean":
             total, count = self._state.get(kind, (None, 0))
             self._state[kind] = (reduced if total is None else total + reduced, count + 1)
@@ -201,7 +280,7 @@ class HeadReduce(Reducer):
         return m.cpu().numpy()
 
 
-class RolloutReducer(Reducer):
+class RolloutReducer(_RowReducer):
     """Attention rollout accumulated layer by layer: R <- norm(0.5·Ā + 0.5·I) · R, ``[Q, K]`` per example.
 
     Equals the ``rollout`` method (heads combined by ``head_reduce``, ``residual`` share of identity) on
@@ -222,16 +301,19 @@ class RolloutReducer(Reducer):
         self.head_reduce = head_reduce
         super().__init__(kinds)
 
-    def _fold(
-        self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
-    ) -> None:
-        if probs.shape[-1] != probs.shape[-2]:
-            raise InputError(f"rollout needs as many queries as keys; {kind!r} is {tuple(probs.shape[-2:])}")
+    def _fold_rows(self, kind: str, layer: int, row0: int, probs: torch.Tensor, current: list) -> None:
+        b, _, q, k = current[1]
+        if q != k:
+            raise InputError(f"rollout needs as many queries as keys; {kind!r} is {(q, k)}")
+        if current[3] is None:  # the head-combined map, filled block by block
+            current[3] = torch.zeros(b, q, k, dtype=torch.float64, device=probs.device)
+        current[3][:, row0 : row0 + probs.shape[2]] = reduce_axis(probs, self.head_reduce)
+
+    def _end_layer(self, kind: str, layer: int, current: list, q_mask: torch.Tensor, k_mask: torch.Tensor) -> None:
         # float64 like the rollout method: long products of row-stochastic maps lose digits in float32.
-        a = reduce_axis(probs, self.head_reduce).double()
-        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-        mixed = (1.0 - self.residual) * a + self.residual * eye
-        mixed = mixed / mixed.sum(-1, keepdim=True).clamp_min(torch.finfo(mixed.dtype).tiny)
+        mixed = current[3].mul_(1.0 - self.residual)  # in place: the state is this map, R and the new R
+        mixed.diagonal(dim1=-2, dim2=-1).add_(self.residual)
+        mixed.div_(mixed.sum(-1, keepdim=True).clamp_min(torch.finfo(mixed.dtype).tiny))
         r = self._state.get(kind)
         self._state[kind] = mixed if r is None else torch.bmm(mixed, r)
 
@@ -239,7 +321,7 @@ class RolloutReducer(Reducer):
         return self._state[kind][b][q_keep][:, k_keep].cpu().numpy()
 
 
-class HeadEntropy(Reducer):
+class HeadEntropy(_RowReducer):
     """Mean entropy of each head's rows, ``[L, H]`` per example, like :func:`attn_plugins.metrics.diagnostics.head_entropy`.
 
     ``normalized`` divides each row's entropy by the log of the number of keys it may see (1 = uniform)
@@ -252,17 +334,30 @@ class HeadEntropy(Reducer):
         self.normalized = normalized
         super().__init__(kinds)
 
-    def _fold(
-        self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
-    ) -> None:
-        entropy = head_entropy(probs, causal=causal, normalized=self.normalized, key_mask=k_mask, query_mask=q_mask)
-        self._state.setdefault(kind, []).append(entropy)  # [B, H]
+    def _fold_rows(self, kind: str, layer: int, row0: int, probs: torch.Tensor, current: list) -> None:
+        q_mask, k_mask = self._masks[kind]
+        num, den = head_entropy_sums(
+            probs,
+            causal=current[2],
+            normalized=self.normalized,
+            key_mask=k_mask,
+            query_mask=q_mask,
+            row0=row0,
+            n_queries=current[1][2],
+        )
+        current[3] = (num, den) if current[3] is None else (current[3][0] + num, current[3][1] + den)
+
+    def _end_layer(self, kind: str, layer: int, current: list, q_mask: torch.Tensor, k_mask: torch.Tensor) -> None:
+        num, den = current[3]
+        if not bool((den > 0).all()):
+            raise InputError("every attention row sees a single key: entropy is not informative")
+        self._state.setdefault(kind, []).append(num / den)  # [B, H]
 
     def _finish(self, kind: str, b: int, q_keep: torch.Tensor, k_keep: torch.Tensor) -> np.ndarray:
         return torch.stack([s[b] for s in self._state[kind]]).cpu().numpy()
 
 
-class TopK(Reducer):
+class TopK(_RowReducer):
     """The ``k`` largest weights of every row and their key positions (padding removed), per layer and head.
 
     Key positions count real tokens only, so they index the record's tokens even under left padding.
@@ -278,16 +373,26 @@ class TopK(Reducer):
         self.name = f"top_{self.k}"
         super().__init__(kinds)
 
-    def _fold(
-        self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
-    ) -> None:
-        k = min(self.k, probs.shape[-1])
+    def _fold_rows(self, kind: str, layer: int, row0: int, probs: torch.Tensor, current: list) -> None:
+        _, k_mask = self._masks[kind]
+        b, h, q, n_keys = current[1]
+        k = min(self.k, n_keys)
+        if current[3] is None:
+            current[3] = (
+                torch.empty(b, h, q, k, dtype=probs.dtype, device=probs.device),
+                torch.empty(b, h, q, k, dtype=torch.long, device=probs.device),
+            )
         # Padding keys sort below every real weight (weights are >= 0).
         scored = probs if bool(k_mask.all()) else probs.masked_fill(~k_mask[:, None, None, :], -1.0)
         values, idx = torch.topk(scored, k, dim=-1)
         position = torch.cumsum(k_mask.long(), dim=1) - 1  # padded position -> position among real keys
-        real = torch.gather(position[:, None, None, :].expand_as(probs), -1, idx)
-        self._state.setdefault(kind, []).append((values, real))
+        real = torch.gather(position[:, None, None, :].expand(b, h, probs.shape[2], n_keys), -1, idx)
+        rows = slice(row0, row0 + probs.shape[2])
+        current[3][0][:, :, rows] = values
+        current[3][1][:, :, rows] = real
+
+    def _end_layer(self, kind: str, layer: int, current: list, q_mask: torch.Tensor, k_mask: torch.Tensor) -> None:
+        self._state.setdefault(kind, []).append(current[3])
 
     def _finish(self, kind: str, b: int, q_keep: torch.Tensor, k_keep: torch.Tensor) -> TopKResult:
         k = min(self.k, int(k_keep.numel()))
@@ -339,11 +444,13 @@ def stream(
     truncation: bool = False,
     max_length: int | None = None,
     adapter: str | None = None,
+    block_bytes: int | None = 32 << 20,
 ) -> list[StreamResult]:
     """Run ``model`` once with ``reducers`` fed each layer's attention as it is computed; one result per example.
 
-    The adapter hands over one layer at a time (:meth:`attn_plugins.adapters.Adapter.listen`); with the
-    ``huggingface`` adapter only one layer's weights are alive at a time.
+    The adapter hands over one layer at a time (:meth:`attn_plugins.adapters.Adapter.listen`); the
+    ``huggingface`` adapter hands over query blocks of at most ``block_bytes`` of float32 scores (None:
+    whole layers) and computes only the layers and kinds some reducer reads.
     """
     reducers = [reducers] if isinstance(reducers, Reducer) else list(reducers)
     if not reducers:
@@ -369,17 +476,42 @@ def stream(
     if batch.target_mask is not None:
         masks["target"] = batch.target_mask.to(device)
     layers: dict[str, int] = {}
+    wanted = [r.wanted_layers() for r in reducers]
+    options = CaptureOptions(
+        layers=sorted({i for w in wanted for i in w}) if all(w is not None for w in wanted) else None,
+        kinds=sorted({k for r in reducers for k in r.kinds}) if all(r.kinds is not None for r in reducers) else None,
+        block_bytes=block_bytes,
+    )
+    layout = chosen.attention_layout(model, batch.inputs)
+    if layout is not None and options.kinds is not None:
+        # Reducers may name kinds this model lacks (rollout: every square kind); if none is left, say which it has.
+        options.kinds = [k for k in options.kinds if k in layout] or options.kinds
+    if layout is not None:
+        check_selection(layout, options)
 
     def heard(call: AttentionCall) -> None:
-        layers[call.kind] = max(layers.get(call.kind, 0), call.layer + 1)
+        layers[call.kind] = max(layers.get(call.kind, 0), call.num_layers or 0, call.layer + 1)
         query_side, key_side = sides(call.kind)
+        if call.row0 == 0:
+            shape = (call.probs.shape[0], call.probs.shape[1], call.rows, call.probs.shape[3])
+            for r in reducers:
+                r.begin_layer(
+                    call.kind,
+                    call.layer,
+                    shape,
+                    masks[key_side],
+                    query_mask=masks[query_side],
+                    causal=call.causal,
+                    device=call.probs.device,
+                )
         for r in reducers:
-            r.update(
-                call.kind, call.layer, call.probs, masks[key_side], query_mask=masks[query_side], causal=call.causal
-            )
+            r.update_rows(call.kind, call.layer, call.row0, call.probs)
+        if call.ends_layer:
+            for r in reducers:
+                r.end_layer(call.kind, call.layer)
 
-    with chosen.listen(model, CaptureOptions(), heard), torch.no_grad():
-        chosen.call(model, move_inputs(batch.inputs, device))
+    with chosen.listen(model, options, heard), torch.no_grad():
+        chosen.call(model, move_inputs(batch.inputs, device), move_inputs(batch.args, device))
     if not layers:
         raise UnsupportedModelError(f"adapter {chosen.name!r} heard no attention from {type(model).__name__}")
     per_reducer = {r.name: r.results() for r in reducers}

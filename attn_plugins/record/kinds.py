@@ -29,6 +29,9 @@ TENSOR_AXES: dict[str, tuple[str, ...]] = {
     "queries": ("query",),  # [L, H, Q, d]
     "keys": ("key",),  # [L, H, K, d]
     "gradients": ("query", "key"),  # [L, H, Q, K]: d(target)/d(attention probabilities)
+    # [L, H, Q]: the share of each row that went to no token (learned attention sinks, gpt-oss): rows of
+    # the attention keep the model's exact weights and sum to 1 - sink_mass.
+    "sink_mass": ("query",),
 }
 TENSOR_FIELDS = tuple(TENSOR_AXES)
 # Fields whose last axis is a feature vector (head dimension) after the token axes: their rank is

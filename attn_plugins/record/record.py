@@ -13,7 +13,8 @@ from ..errors import RecordValidationError
 from .kinds import KINDS, SIDES, TENSOR_AXES, TENSOR_FIELDS, by_side, tensor_rank
 from .selection import Selection, choose
 
-SCHEMA_VERSION = 1
+# 2: ``sink_mass`` (learned attention sinks) became a field of its own; version-1 files are still read.
+SCHEMA_VERSION = 2
 
 
 def _default_meta() -> dict[str, Any]:
@@ -84,6 +85,9 @@ class AttentionRecord:
     queries: dict[str, torch.Tensor] = field(default_factory=dict)
     keys: dict[str, torch.Tensor] = field(default_factory=dict)
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Per-kind [L,H,Q]: the share of each row that learned attention sinks took (gpt-oss). Rows then keep
+    # the model's exact weights and sum to 1 - sink_mass; methods read the sink as mass that reaches no token.
+    sink_mass: dict[str, torch.Tensor] = field(default_factory=dict)
     # Model output for this example, e.g. {"logits": tensor}; free-form tensors.
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     # Method- or plugin-specific tensors captured on request (e.g. ALTI contributions); free-form.
@@ -144,8 +148,9 @@ class AttentionRecord:
     def validate(self, atol: float | None = None) -> AttentionRecord:
         """Check types, shapes, finiteness, row sums and causality; raise RecordValidationError naming the field.
 
-        Rows must sum to 1 within ``atol`` (default: :func:`row_tolerance` of the attention's dtype); a record
-        made with ``drop_special_tokens(renormalize=False)`` only needs rows of at most 1.
+        Rows must sum to 1 within ``atol`` (default: :func:`row_tolerance` of the attention's dtype), rows
+        plus their ``sink_mass`` when the model has attention sinks; a record made with
+        ``drop_special_tokens(renormalize=False)`` only needs rows of at most that.
         """
         self.check_structure()
         for kind, att in self.attentions.items():
@@ -216,6 +221,14 @@ class AttentionRecord:
             raise RecordValidationError(name, f"contains negative weights (min {a.min().item():.3g})")
         tol = atol if atol is not None else row_tolerance(att.dtype)
         sums = a.sum(-1)
+        sink = self.sink_mass.get(kind)
+        if sink is not None:
+            # Learned sinks take part of each row's softmax mass: rows plus the sink's share sum to 1.
+            s = sink.detach().float()
+            if not ((s >= -1e-6) & (s <= 1 + 1e-6)).all():
+                raise RecordValidationError(f"sink_mass[{kind!r}]", "a share of a row must lie within [0, 1]")
+            sums = sums + s
+            tol = max(tol, row_tolerance(sink.dtype)) if atol is None else tol
         if self.meta.get("renormalized") is False:
             # Special tokens were dropped without renormalizing: rows keep what they had, at most 1.
             worst = (sums - 1).clamp_min(0).max().item()
@@ -409,7 +422,9 @@ class AttentionRecord:
             qk, kk = by_side(kind, src_keep, tgt_keep)
             a = att[:, :, qk][:, :, :, kk]
             if renormalize:
-                a = _renormalized(a, kind)
+                # With attention sinks the kept keys share what the sink left: rows sum to 1 - sink_mass.
+                sink = self.sink_mass.get(kind)
+                a = _renormalized(a, kind, None if sink is None else sink[:, :, qk])
             new.attentions[kind] = a
             keep = {"query": qk, "key": kk}
             for fname, axes in TENSOR_AXES.items():
@@ -445,7 +460,7 @@ class AttentionRecord:
         Tokens without a word id (special tokens) stay units of their own. Word strings are cut from
         ``text`` with ``offsets`` when both are known, else the pieces are joined without their
         sub-word markers (``##``, ``Ġ``, ``▁``). Optional tensors and extras (not ``outputs``) are dropped,
-        as they have no word-level meaning.
+        as they have no word-level meaning, except the sink mass (averaged over queries like the rows).
         """
         self.check_structure()
         if self.word_ids is None:
@@ -466,6 +481,9 @@ class AttentionRecord:
             qmean = qm / qm.sum(1, keepdim=True)
             agg = torch.einsum("wq,lhqk,vk->lhwv", qmean, a, km)
             new.attentions[kind] = agg.to(att.dtype)
+            if kind in self.sink_mass:  # a word's row is the mean of its pieces' rows, sink share included
+                sink = self.sink_mass[kind]
+                new.sink_mass[kind] = torch.einsum("wq,lhq->lhw", qmean, sink.float()).to(sink.dtype)
         new.tokens = src_words
         new.word_ids = list(range(len(src_words)))
         new.offsets = None
@@ -511,10 +529,12 @@ def _keep_mask(mask: list[bool] | None, n: int, name: str) -> torch.Tensor:
     return keep
 
 
-def _renormalized(a: torch.Tensor, kind: str) -> torch.Tensor:
-    """Rows of ``a`` [L, H, Q, K] divided by their sums, computed in float32 and cast back to ``a``'s dtype."""
+def _renormalized(a: torch.Tensor, kind: str, sink: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows of ``a`` [L, H, Q, K] scaled to sum to 1 (to ``1 - sink`` given the sink mass [L, H, Q]), in float32."""
     a32 = a.float()
     sums = a32.sum(-1, keepdim=True)
+    if sink is not None:
+        sums = sums / (1 - sink.float()).clamp_min(0).unsqueeze(-1)
     empty = (sums == 0).squeeze(-1)
     if empty.any():
         layer, head, row = (int(i) for i in torch.nonzero(empty)[0])

@@ -43,14 +43,38 @@ def head_entropy(
     out rows that see a single key. ``key_mask`` ``[B, K]`` and ``query_mask`` ``[B, Q]`` (1 = real
     token) apply to a padded batch ``[B, H, Q, K]``; padding columns must hold zeros.
     """
+    num, den = head_entropy_sums(
+        weights, causal=causal, normalized=normalized, key_mask=key_mask, query_mask=query_mask
+    )
+    if not bool((den > 0).all()):
+        raise InputError("every attention row sees a single key: entropy is not informative")
+    return num / den
+
+
+def head_entropy_sums(
+    weights: torch.Tensor,
+    *,
+    causal: bool = False,
+    normalized: bool = True,
+    key_mask: torch.Tensor | None = None,
+    query_mask: torch.Tensor | None = None,
+    row0: int = 0,
+    n_queries: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum of the counted rows' entropies and their number, each ``[..., H]`` (float64): see :func:`head_entropy`.
+
+    ``weights`` may hold the query rows ``row0 ..`` of a layer of ``n_queries`` rows (a streamed query
+    block); ``query_mask`` is then the whole layer's ``[B, n_queries]``. Sums of blocks add up to the layer's.
+    """
     if weights.dim() < 3:
         raise InputError(f"head statistics need weights [..., heads, queries, keys], got {tuple(weights.shape)}")
-    n_q, n_k = weights.shape[-2:]
+    n_rows, n_k = weights.shape[-2:]
+    n_q = n_queries if n_queries is not None else n_rows
     # entr in the weights' own dtype and a float32 sum: a float64 copy of every layer costs more than it gains.
-    h = torch.special.entr(weights.float()).sum(-1).double()  # [..., H, Q]; entr(0) = 0
-    visible = visible_keys(n_q, n_k, causal, key_mask, weights.device)
+    h = torch.special.entr(weights.float()).sum(-1).double()  # [..., H, rows]; entr(0) = 0
+    visible = visible_keys(n_q, n_k, causal, key_mask, weights.device)[..., row0 : row0 + n_rows]
     if query_mask is not None:
-        rows = query_mask.bool().clone()
+        rows = query_mask.bool()[..., row0 : row0 + n_rows].clone()
     else:
         rows = torch.ones(visible.shape, dtype=torch.bool, device=weights.device)
     if normalized:
@@ -58,10 +82,8 @@ def head_entropy(
         h = h / torch.log(visible.clamp_min(2).double()).unsqueeze(-2)
     if key_mask is not None:  # [B, Q] -> broadcast over heads
         rows = rows.unsqueeze(-2)
-    if not bool(rows.any(-1).all()):
-        raise InputError("every attention row sees a single key: entropy is not informative")
     w = rows.double()
-    return (h * w).sum(-1) / w.sum(-1)
+    return (h * w).sum(-1), w.sum(-1).expand(h.shape[:-1])
 
 
 def mass_on(weights: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

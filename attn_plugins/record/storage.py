@@ -93,12 +93,28 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> AttentionRecord:
         if group not in groups or not key:
             raise RecordFormatError(f"{source}: unexpected tensor {name!r}")
         groups[group][key] = t
+    if version == 1:
+        _sinks_from_version_1(groups)
     record = AttentionRecord(**plain, **groups)
     try:
         record.validate()
     except RecordValidationError as exc:
         raise RecordFormatError(f"{source}: not a consistent record: {exc}") from None
     return record
+
+
+def _sinks_from_version_1(groups: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Version 1 kept rows renormalized to 1 and the sink share in ``extras['sink_mass.<kind>']``: move it
+    to the ``sink_mass`` field and give the rows back the model's exact weights (rows * (1 - sink))."""
+    for key in [k for k in groups["extras"] if k.startswith("sink_mass.")]:
+        kind = key.split(".", 1)[1]
+        att = groups["attentions"].get(kind)
+        sink = groups["extras"][key]
+        if att is None or not att.is_floating_point() or tuple(sink.shape) != tuple(att.shape[:3]):
+            continue  # not what version 1 wrote: left for validate() to name
+        del groups["extras"][key]
+        groups["sink_mass"][kind] = sink
+        groups["attentions"][kind] = (att.float() * (1 - sink.float()).unsqueeze(-1)).to(att.dtype)
 
 
 def save(record: AttentionRecord, path: str | os.PathLike) -> None:

@@ -14,6 +14,7 @@ from .attention import check_kinds, check_record, prettify, select
 from .figure import FigureView, mpl_label
 
 SCALES = ("linear", "sqrt")
+SINK_LABEL = "[sink]"  # the extra column of models with learned attention sinks: mass that reached no token
 # Beyond this many tokens an axis shows every n-th label so the labels stay legible.
 MAX_LABELS = 80
 
@@ -103,7 +104,9 @@ def heatmap(
     """Query-by-key heatmap of the chosen layers and heads (original numbers; several are combined).
 
     Several heads are combined by ``head_reduce``, then several layers by ``layer_reduce`` (``"mean"``,
-    ``"max"``, ``"min"`` or ``"sum"``); by default every head and layer, averaged.
+    ``"max"``, ``"min"`` or ``"sum"``); by default every head and layer, averaged. A model with learned
+    attention sinks (gpt-oss) gets one more column, ``[sink]``: the share of each row that reached no token,
+    reduced the same way, so a head that parks its mass on the sink is not drawn as a confident pointer.
     """
     record = check_record(record)
     check_cmap(cmap)
@@ -120,11 +123,16 @@ def heatmap(
     li, hi = select(record, kind, layers, heads)
     att = record.attentions[kind].detach().float().index_select(0, torch.tensor(li)).index_select(1, torch.tensor(hi))
     att = reduce_axis(reduce_axis(att, head_reduce, dim=1), layer_reduce, dim=0)
+    queries, keys = record.axes(kind)
+    keys = prettify(keys)
+    sink = record.sink_mass.get(kind)
+    if sink is not None:
+        mass = sink.detach().float().index_select(0, torch.tensor(li)).index_select(1, torch.tensor(hi))
+        mass = reduce_axis(reduce_axis(mass, head_reduce, dim=1), layer_reduce, dim=0)  # [Q]
+        att = torch.cat([att, mass.unsqueeze(-1)], dim=-1)
+        keys = [*keys, SINK_LABEL]
     layer_ids, head_ids = record.layer_ids(kind), record.head_ids(kind)
     layer_name = _named([layer_ids[i] for i in li], "layer", layer_reduce, len(layer_ids))
     head_name = _named([head_ids[i] for i in hi], "head", head_reduce, len(head_ids))
-    queries, keys = record.axes(kind)
     label = title if title is not None else f"{kind} attention, {layer_name}, {head_name}"
-    return Heatmap(
-        att.numpy(), prettify(queries), prettify(keys), label, cmap=cmap, annotate=annotate, dpi=dpi, scale=scale
-    )
+    return Heatmap(att.numpy(), prettify(queries), keys, label, cmap=cmap, annotate=annotate, dpi=dpi, scale=scale)

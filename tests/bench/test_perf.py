@@ -22,10 +22,16 @@ def test_capture_overhead_quick(capsys: pytest.CaptureFixture) -> None:
     assert {r["model"] for r in out["rows"]} == {"all-MiniLM-L6-v2", "tiny-llama"}
     for row in out["rows"]:
         med = row["median_s"]
-        assert set(med) == {"plain", "capture", "eager"} and all(v > 0 for v in med.values())
+        assert set(med) == {"plain", "capture", "capture_last", "eager"} and all(v > 0 for v in med.values())
         assert row["capture_vs_plain"] == pytest.approx(med["capture"] / med["plain"], rel=1e-2)
+        assert row["last_vs_plain"] == pytest.approx(med["capture_last"] / med["plain"], rel=1e-2)
+        assert set(row["cpu_median_s"]) == set(med)
         assert row["backend"] == "sdpa"
-    assert set(out["goals"]) >= {"capture_le_1.15x_plain_at_128", "capture_faster_than_eager_at_512"}
+    assert set(out["goals"]) >= {
+        "capture_le_eager_everywhere",
+        "capture_le_1.10x_plain_at_128",
+        "last_le_1.10x_plain_at_512",
+    }
 
 
 def test_memory_long_quick(capsys: pytest.CaptureFixture) -> None:

@@ -47,7 +47,9 @@ def test_negative_selections_are_stored_as_original_numbers(adapter):
     full = ap.capture(model, tok, "good movie", adapter=adapter)
     rec = ap.capture(model, tok, "good movie", adapter=adapter, layers=[-1, 0], heads=[-2])
     assert rec.layer_ids() == [2, 0] and rec.head_ids() == [2]
-    assert torch.equal(rec.attentions["self"][0, 0], full.attentions["self"][2, 2])
+    # Uncaptured layers keep the backend's output while captured ones compute it from their probabilities,
+    # so a selection moves later layers' weights by float rounding only.
+    assert torch.allclose(rec.attentions["self"][0, 0], full.attentions["self"][2, 2], atol=1e-6)
     # the views and methods can then address them by their real numbers
     ap.views.heatmap(rec, layers=2, heads=2)
     with pytest.raises(ap.InputError, match=r"layer 3 out of range: there are 3 .*layers \(0\.\.2"):
@@ -75,22 +77,23 @@ def test_generation_records_store_selections_as_original_numbers(model_type, sty
     for kind in rec.kinds:
         last_layer, last_head = full.layer_ids(kind)[-1], full.head_ids(kind)[-1]
         assert rec.layer_ids(kind) == [last_layer] and rec.head_ids(kind) == [last_head]
-        assert torch.equal(rec.attentions[kind][0, 0], full.attentions[kind][last_layer, last_head])
+        # Selected before the forward: other layers run on the backend, equal up to float rounding.
+        assert torch.allclose(rec.attentions[kind][0, 0], full.attentions[kind][last_layer, last_head], atol=1e-6)
 
 
 def test_module_sites_are_found_again_after_a_module_is_replaced():
     import copy
 
-    from attn_adapters.huggingface import _SITES
+    from attn_adapters.huggingface import _INFO
 
     model, tok = tiny_bert(layers=2), tiny_tokenizer()
     first = ap.capture(model, tok, "good movie", adapter="huggingface")
-    key_before = _SITES[model][0]
+    key_before = _INFO[model].module_ids
     # swap layer 0's self-attention for a copy with other weights: the cached sites must not be reused
     new = copy.deepcopy(model.encoder.layer[1].attention.self)
     model.encoder.layer[0].attention.self = new
     again = ap.capture(model, tok, "good movie", adapter="huggingface")
     eager = ap.capture(model, tok, "good movie", adapter="eager")
-    assert _SITES[model][0] != key_before
+    assert _INFO[model].module_ids != key_before
     assert torch.allclose(again.attentions["self"], eager.attentions["self"], atol=1e-6)
     assert not torch.allclose(again.attentions["self"][0], first.attentions["self"][0])

@@ -23,7 +23,7 @@ def test_minimal_record_is_valid_and_every_other_field_optional():
     rec = make(["a", "b", "c"])
     assert rec.validate() is rec
     assert rec.kinds == ["self"] and rec.num_layers == 2 and rec.num_heads == 3
-    assert rec.meta["schema_version"] == 1
+    assert rec.meta["schema_version"] == 2  # 2: sink_mass became a field
     assert rec.word_ids is None and rec.values == {} and rec.outputs == {}
 
 
