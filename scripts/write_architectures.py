@@ -45,9 +45,10 @@ NOTES = """
   `torch_mha`) adapter.
 - `qk=True`: per-head query and key vectors `[layers, heads, tokens, head_dim]` (bertviz neuron view).
 - `gradients=True`: d(target)/d(attention probabilities) `[layers, heads, queries, keys]`; the output is
-  then computed from the recomputed probabilities so the gradient flows through them.
-- Models with attention sinks (gpt-oss) keep rows that sum to 1; the mass the sinks took is in
-  `record.extras["sink_mass.<kind>"]`, so the model's own weights are `attentions * (1 - sink_mass)`.
+  computed from the captured probabilities (as in every capture) so the gradient flows through them.
+- Models with attention sinks (gpt-oss) keep eager's exact weights, whose rows sum to less than 1; the
+  share each row gave the sinks is `record.sink_mass[kind]` `[layers, heads, queries]`, and `validate()`
+  checks rows + sink mass = 1 (the eager adapter gives the same record).
 - `ap.capture_generate` reads every step of a KV-cached generation (interface models through the
   capture function, others through eager `output_attentions`), checked in `tests/test_generate.py`
   against a teacher-forced eager forward.

@@ -141,3 +141,26 @@ def test_encoder_decoder_record_keeps_every_field_through_save_and_load(tmp_path
     # A loaded record drops special tokens on both sides, which needs the target mask.
     dropped = back.drop_special_tokens()
     assert len(dropped.target_tokens) == sum(not m for m in rec.target_special_tokens_mask)
+
+
+def test_version_1_sink_records_load_with_exact_rows_and_the_sink_field(monkeypatch):
+    """Schema 1 kept renormalized rows and ``extras['sink_mass.<kind>']``; loading gives the model's exact rows."""
+    import attn_plugins.record.storage as storage
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 2, 3, 3, generator=g)
+    full = torch.cat([logits, torch.zeros(1, 2, 3, 1)], dim=-1).softmax(-1)  # the last column is a sink
+    exact, sink = full[..., :3], full[..., 3]
+    old = ap.AttentionRecord(
+        tokens=["a", "b", "c"],
+        attentions={"self": exact / exact.sum(-1, keepdim=True)},
+        extras={"sink_mass.self": sink},
+    )
+    monkeypatch.setattr(storage, "SCHEMA_VERSION", 1)
+    data = storage.to_bytes(old)
+    monkeypatch.undo()
+    rec = storage.from_bytes(data)
+    assert "sink_mass.self" not in rec.extras and rec.meta["schema_version"] == 1
+    assert torch.allclose(rec.attentions["self"], exact, atol=1e-6)
+    assert torch.allclose(rec.sink_mass["self"], sink)
+    rec.validate()
