@@ -402,12 +402,32 @@ def score_shap(
                 s = np.zeros(len(case.ids))
                 s[case.players] = vals
             else:
-                e = shap.Explainer(fn, masker, algorithm=algo)([case.text], max_evals=budget, silent=True)
+                # Permutation reseeds numpy when built (from the system without a seed) and shuffles the
+                # masker's token tree with numba's own generator: seed both
+                seeded = {"seed": budget} if algo == "permutation" else {}
+                seed_numba(budget)
+                e = shap.Explainer(fn, masker, algorithm=algo, **seeded)([case.text], max_evals=budget, silent=True)
                 s = np.asarray(e.values[0], dtype=np.float64)
             overhead = time.perf_counter() - start
             values = evaluate(s, case, mask_id)
             rows = counter["rows"]
             scores.add(name, case, values, rows, overhead + rows * ms_per_row / 1000, "shap")
+
+
+_NUMBA_SEED: list[Callable[[int], None]] = []
+
+
+def seed_numba(seed: int) -> None:
+    """Seed numba's random generator, which shap's compiled helpers (partition_tree_shuffle) draw from."""
+    if not _NUMBA_SEED:
+        import numba
+
+        @numba.njit(cache=False)
+        def _seed(s: int) -> None:
+            np.random.seed(s)
+
+        _NUMBA_SEED.append(_seed)
+    _NUMBA_SEED[0](seed)
 
 
 # ---------------------------------------------------------------------------- tasks

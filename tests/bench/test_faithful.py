@@ -137,6 +137,22 @@ def test_every_scorer_runs_on_one_case(tiny_case) -> None:
     assert per["cases"] == ["tiny.0"] and len(per["cplrp_mask"]) == 1
 
 
+def test_shap_estimates_are_seeded(tiny_case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of shap's sampling explainers give the same values (Permutation reseeds numpy unless given a
+    seed, and shuffles the token tree with numba's own generator)."""
+    _, _, masker, case = tiny_case
+    seen: list[np.ndarray] = []
+    evaluate = faithful.evaluate
+    monkeypatch.setattr(faithful, "evaluate", lambda s, *a, **k: seen.append(np.array(s)) or evaluate(s, *a, **k))
+    runs = []
+    for _ in range(2):
+        seen.clear()
+        faithful.score_shap(case, masker, faithful.Scores(), 0.1, case.mask_id, (20, 100))
+        runs.append(np.stack(seen))
+    assert runs[0].shape[0] == 6  # Partition, Permutation, Kernel at each budget
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
 def test_agreement_by_hand() -> None:
     case = faithful.Case(
         key="h",
