@@ -90,18 +90,20 @@ class Reducer(ABC):
         *,
         query_mask: torch.Tensor | None = None,
         causal: bool = False,
+        sink: torch.Tensor | None = None,
     ) -> None:
         """Fold layer ``layer`` of ``kind``: ``probs`` [B, H, Q, K], ``mask`` [B, K] (1 = real key).
 
         ``query_mask`` [B, Q] defaults to ``mask`` when queries and keys are the same tokens; layers of
         a kind must arrive in order 0, 1, 2, ... (rollout is a product from the first layer up).
+        ``sink`` [B, H, Q]: the share of each row learned attention sinks took (None: rows sum to 1).
         """
         if probs.dim() != 4:
             raise InputError(
                 f"reducer {self.name!r}: probs must be [batch, heads, queries, keys], got {tuple(probs.shape)}"
             )
         if self.begin_layer(kind, layer, tuple(probs.shape), mask, query_mask=query_mask, causal=causal):
-            self.update_rows(kind, layer, 0, probs)
+            self.update_rows(kind, layer, 0, probs, sink)
             self.end_layer(kind, layer)
 
     def begin_layer(
@@ -138,11 +140,14 @@ class Reducer(ABC):
             if old_q.shape != q_mask.shape or old_k.shape != key_mask.shape:
                 raise InputError(f"reducer {self.name!r}: {kind!r} layers of one batch must share their shape")
         self._masks[kind] = (q_mask, key_mask)
-        self._open[kind] = [layer, tuple(shape), causal, None]
+        self._open[kind] = [layer, tuple(shape), causal, None, None]
         return True
 
-    def update_rows(self, kind: str, layer: int, row0: int, probs: torch.Tensor) -> None:
-        """Fold the query rows ``row0 ..`` of the open layer: ``probs`` [B, H, rows, K] (not kept)."""
+    def update_rows(
+        self, kind: str, layer: int, row0: int, probs: torch.Tensor, sink: torch.Tensor | None = None
+    ) -> None:
+        """Fold the query rows ``row0 ..`` of the open layer: ``probs`` [B, H, rows, K] (not kept), with the
+        sinks' share of those rows ``sink`` [B, H, rows] when the model has learned sinks."""
         current = self._open.get(kind)
         if current is None or current[0] != layer:
             return  # a kind or layer this reducer skips
@@ -155,6 +160,8 @@ class Reducer(ABC):
             # so they never leak into real rows through a product or a sum. Without padding, no copy is made.
             valid = q_rows[:, None, :, None] & key_mask[:, None, None, :]
             clean = torch.where(valid, clean, torch.zeros((), dtype=clean.dtype, device=clean.device))
+        if sink is not None:
+            self._fold_sink(kind, layer, row0, sink.detach().float() * q_rows[:, None, :], current)
         self._fold_rows(kind, layer, row0, clean, current)
 
     def end_layer(self, kind: str, layer: int) -> None:
@@ -179,6 +186,9 @@ class Reducer(ABC):
         return out
 
     # ------------------------------------------------------------------ subclass contract
+    def _fold_sink(self, kind: str, layer: int, row0: int, sink: torch.Tensor, current: list) -> None:
+        """Take the sinks' share of a block of rows ``[B, H, rows]`` (padding rows zeroed). Default: not read."""
+
     def _fold_rows(self, kind: str, layer: int, row0: int, probs: torch.Tensor, current: list) -> None:
         """Fold a block of rows (padding zeroed); ``current[3]`` holds the layer's own state. Default: assemble."""
         if current[3] is None:
@@ -209,7 +219,7 @@ class _RowReducer(Reducer):
     def _fold(
         self, kind: str, layer: int, probs: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor, causal: bool
     ) -> None:
-        current = [layer, tuple(probs.shape), causal, None]
+        current = [layer, tuple(probs.shape), causal, None, None]
         self._fold_rows(kind, layer, 0, probs, current)
         self._end_layer(kind, layer, current, q_mask, k_mask)
 
@@ -309,11 +319,20 @@ class RolloutReducer(_RowReducer):
             current[3] = torch.zeros(b, q, k, dtype=torch.float64, device=probs.device)
         current[3][:, row0 : row0 + probs.shape[2]] = reduce_axis(probs, self.head_reduce)
 
+    def _fold_sink(self, kind: str, layer: int, row0: int, sink: torch.Tensor, current: list) -> None:
+        b, _, q, _ = current[1]
+        if current[4] is None:
+            current[4] = torch.zeros(b, q, dtype=torch.float64, device=sink.device)
+        current[4][:, row0 : row0 + sink.shape[2]] = reduce_axis(sink, self.head_reduce)
+
     def _end_layer(self, kind: str, layer: int, current: list, q_mask: torch.Tensor, k_mask: torch.Tensor) -> None:
         # float64 like the rollout method: long products of row-stochastic maps lose digits in float32.
         mixed = current[3].mul_(1.0 - self.residual)  # in place: the state is this map, R and the new R
         mixed.diagonal(dim1=-2, dim2=-1).add_(self.residual)
-        mixed.div_(mixed.sum(-1, keepdim=True).clamp_min(torch.finfo(mixed.dtype).tiny))
+        total = mixed.sum(-1, keepdim=True)
+        if current[4] is not None:  # a learned sink's share stays missing mass, as in the rollout method
+            total.add_((1.0 - self.residual) * current[4][..., None])
+        mixed.div_(total.clamp_min(torch.finfo(mixed.dtype).tiny))
         r = self._state.get(kind)
         self._state[kind] = mixed if r is None else torch.bmm(mixed, r)
 
@@ -505,7 +524,7 @@ def stream(
                     device=call.probs.device,
                 )
         for r in reducers:
-            r.update_rows(call.kind, call.layer, call.row0, call.probs)
+            r.update_rows(call.kind, call.layer, call.row0, call.probs, call.sink_mass)
         if call.ends_layer:
             for r in reducers:
                 r.end_layer(call.kind, call.layer)

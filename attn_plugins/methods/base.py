@@ -254,6 +254,15 @@ def attention(record: AttentionRecord, kind: str, layers: list[int] | None = Non
     return att if layers is None else layers_of(att, layers)
 
 
+def sink_share(record: AttentionRecord, kind: str, layers: list[int] | None = None) -> torch.Tensor | None:
+    """The learned sinks' share of each row as float64 ``[L, H, Q]`` (None without sinks): mass no token gets."""
+    sink = record.sink_mass.get(kind)
+    if sink is None:
+        return None
+    sink = sink.detach().to(torch.float64)
+    return sink if layers is None else layers_of(sink, layers)
+
+
 def bottom_up(record: AttentionRecord, kind: str, layers: list[int]) -> list[int]:
     """Layer positions ordered by their original layer number: products through layers run first to last."""
     ids = record.layer_ids(kind)

@@ -7,15 +7,22 @@ import torch
 
 from ..errors import InputError
 from ..record import AttentionRecord, reduce_axis
-from .base import Method, attention, bottom_up, heads_of, square, to_numpy
+from .base import Method, attention, bottom_up, heads_of, sink_share, square, to_numpy
 from .relevance import encoder_decoder_rule
 
 
-def residual_mix(maps: torch.Tensor, residual: float = 0.5) -> torch.Tensor:
-    """(1 - r)·A + r·I with rows renormalized: the residual connection carries a token to itself."""
+def residual_mix(maps: torch.Tensor, residual: float = 0.5, sink: torch.Tensor | None = None) -> torch.Tensor:
+    """(1 - r)·A + r·I with rows renormalized: the residual connection carries a token to itself.
+
+    ``sink`` ``[L, Q]``: the share of each row a learned sink took. It counts in the row's total, so it
+    stays missing mass (reaching no token) instead of being handed to the tokens by the renormalization.
+    """
     eye = torch.eye(maps.shape[-1], dtype=maps.dtype)
     mixed = (1.0 - residual) * maps + residual * eye
-    return mixed / mixed.sum(-1, keepdim=True)
+    total = mixed.sum(-1, keepdim=True)
+    if sink is not None:
+        total = total + (1.0 - residual) * sink[..., None]
+    return mixed / total
 
 
 def rollout_product(maps: torch.Tensor) -> torch.Tensor:
@@ -30,7 +37,10 @@ class Rollout(Method):
     """Attention rollout; on cross attention, the gradient-free form of Chefer's encoder-decoder rules."""
 
     name = "rollout"
-    description = "attention rollout: 0.5·A + 0.5·I, rows renormalized, multiplied from first to last layer"
+    description = (
+        "attention rollout: 0.5·A + 0.5·I, rows renormalized (a learned sink's share stays missing mass), "
+        "multiplied from first to last layer"
+    )
 
     def matrix(
         self,
@@ -57,6 +67,10 @@ class Rollout(Method):
             dec = reduce_axis(heads_of(attention(record, "decoder", order), heads), head_reduce)
             cross = reduce_axis(heads_of(attention(record, "cross", order), heads), head_reduce)
             return to_numpy(encoder_decoder_rule(enc, dec, cross))
-        att = heads_of(attention(record, kind, bottom_up(record, kind, layers)), heads)
+        order = bottom_up(record, kind, layers)
+        att = heads_of(attention(record, kind, order), heads)
         square(att, kind, self.name)
-        return to_numpy(rollout_product(residual_mix(reduce_axis(att, head_reduce), residual)))
+        sink = sink_share(record, kind, order)
+        if sink is not None:
+            sink = reduce_axis(heads_of(sink, heads), head_reduce)
+        return to_numpy(rollout_product(residual_mix(reduce_axis(att, head_reduce), residual, sink)))

@@ -167,3 +167,17 @@ def test_an_adapter_that_cannot_listen_is_refused() -> None:
     model.silent_test_model = True
     with pytest.raises(UnsupportedModelError, match="cannot hand over attention"):
         stream(model, tiny_tokenizer("bert"), "the movie", [RolloutReducer()], adapter="silent")
+
+
+@pytest.mark.parametrize("block_bytes", [None, 64])
+def test_rollout_streamed_from_a_sink_model_keeps_the_sink_share_missing(block_bytes) -> None:
+    """gpt-oss style sinks: the streamed rollout equals the rollout method on the captured record (which keeps
+    the sink's share as missing mass), whole layers or row blocks."""
+    model = tiny_model("gpt_oss")
+    inputs = tiny_inputs(model, batch=1)
+    rec = ap.capture(model, inputs=inputs)
+    assert "self" in rec.sink_mass and float(rec.sink_mass["self"].max()) > 1e-3
+    (result,) = stream(model, inputs=inputs, reducers=[RolloutReducer()], block_bytes=block_bytes)
+    expected = Rollout()(rec, "all", kind="self")
+    np.testing.assert_allclose(result.results["rollout"]["self"], expected, atol=1e-6)
+    assert (expected.sum(-1) < 1 - 1e-6).all()

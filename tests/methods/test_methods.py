@@ -513,3 +513,23 @@ def test_a_later_layer_selection_changes_what_propagating_methods_see():
     a = r.attentions["self"][1].double().mean(0)
     mixed = 0.5 * a + 0.5 * torch.eye(4, dtype=torch.float64)
     np.testing.assert_allclose(ap.attribute(r, "rollout", "all", layers=1), mixed.numpy(), atol=1e-12)
+
+
+def test_rollout_keeps_a_learned_sinks_share_as_missing_mass():
+    """With sinks, rows sum to 1 - sink: rollout mixes 0.5·A + 0.5·I and divides by the total with the sink in it,
+    so mass the sink took reaches no token (renormalizing the rows would hand it to the tokens)."""
+    g = torch.Generator().manual_seed(3)
+    full = torch.softmax(torch.randn(2, 2, 4, 5, generator=g), -1)  # last column: the sink
+    att, sink = full[..., :4], full[..., 4]
+    rec = ap.AttentionRecord(tokens=list("abcd"), attentions={"self": att}, sink_mass={"self": sink})
+    rec.validate()
+    a = att.double().mean(1)
+    s = sink.double().mean(1)
+    eye = torch.eye(4, dtype=torch.float64)
+    mixed = [(0.5 * a[i] + 0.5 * eye) / (0.5 * (a[i].sum(-1) + s[i]) + 0.5)[:, None] for i in range(2)]
+    expected = (mixed[1] @ mixed[0]).numpy()
+    got = ap.attribute(rec, "rollout", position="all", layers=None)
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    assert (got.sum(-1) < 1 - 1e-3).all()  # the sink's share is missing, not redistributed
+    renormalized = ap.AttentionRecord(tokens=list("abcd"), attentions={"self": att / att.sum(-1, keepdim=True)})
+    assert not np.allclose(got, ap.attribute(renormalized, "rollout", position="all", layers=None), atol=1e-3)
