@@ -188,6 +188,7 @@ class Reducer(ABC):
     # ------------------------------------------------------------------ subclass contract
     def _fold_sink(self, kind: str, layer: int, row0: int, sink: torch.Tensor, current: list) -> None:
         """Take the sinks' share of a block of rows ``[B, H, rows]`` (padding rows zeroed). Default: not read."""
+        return None
 
     def _fold_rows(self, kind: str, layer: int, row0: int, probs: torch.Tensor, current: list) -> None:
         """Fold a block of rows (padding zeroed); ``current[3]`` holds the layer's own state. Default: assemble."""
