@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..methods import get_method
 from ..methods.base import Method
 from ..record import AttentionRecord
-from .targets import Target, describe_example, resolve, unwrap
+from .targets import Target, describe_example, fill_row_weights, resolve, unwrap
 
 
 def as_batch(texts: Any) -> list[Any]:
@@ -183,6 +183,9 @@ class AttentionExplainer:
             for start in range(0, len(together), self.batch_size):
                 chunk = together[start : start + self.batch_size]
                 records = method.capture(self.model, self.tokenizer, [specs[i].text for i in chunk])
+                # Row weights of pooled targets: one padded forward for the chunk, as its capture.
+                weighted = [specs[i] for i in chunk if self.pooled_rows(specs[i]) == "weighted"]
+                fill_row_weights(self.model, self.tokenizer, weighted)
                 for i, record in zip(chunk, records):
                     record = _with_meta(record, specs[i])
                     self.forward_passes += int(record.meta.get("forward_passes", method.forward_passes))
@@ -190,11 +193,17 @@ class AttentionExplainer:
                     out[i] = (self._values(rows, specs[i]), record)
         return [o if o is not None else self.scores(spec) for o, spec in zip(out, specs)]
 
+    def pooled_rows(self, spec: Target) -> str | None:
+        """How the method's rows are read for ``spec``'s pooled target (None: the spec's own positions)."""
+        if self.position is not None or spec.row_weights is None or getattr(self.method, "explains_target", False):
+            return None
+        return default_rows(self.method)
+
     def positions(self, spec: Target) -> list[Any]:
         """The query position of each explained output: the spec's, or the method's reading of pooled rows."""
-        if self.position is not None or spec.row_weights is None or getattr(self.method, "explains_target", False):
+        rows = self.pooled_rows(spec)
+        if rows is None:
             return list(spec.positions)
-        rows = default_rows(self.method)
         if rows == "weighted":
             self.forward_passes += 1  # the forward that gives the last hidden states
             return [np.asarray(spec.row_weights(), dtype=np.float64)]

@@ -56,8 +56,9 @@ class Target:
     label: str | None = None  # a human name for a single output (the class label)
     meta: dict[str, Any] = field(default_factory=dict)
     # The weight of each query row in the explained output (a mean-pooled target reads every row): a
-    # callable computing them (one forward), None when the target reads one row. See row_weights().
-    row_weights: Callable[[], np.ndarray] | None = None
+    # callable computing them (one forward, or from given last hidden states), None when the target reads
+    # one row. See row_weights() and fill_row_weights().
+    row_weights: Callable[..., np.ndarray] | None = None
 
 
 # ---------------------------------------------------------------------------- models
@@ -362,6 +363,18 @@ def _qa(model: Any, tokenizer: Any, example: Any, *, truncation: bool, max_lengt
     )
 
 
+def fill_row_weights(model: Any, tokenizer: Any, specs: Sequence[Target]) -> None:
+    """Compute the row weights of many plain-text targets with one padded forward (each keeps its own)."""
+    specs = [s for s in specs if s.row_weights is not None and isinstance(s.text, str)]
+    if len(specs) < 2:
+        return
+    enc = _encode(tokenizer, [s.text for s in specs], model)
+    hidden = _forward(model, enc).last_hidden_state
+    real = enc["attention_mask"].bool()
+    for spec, h, keep in zip(specs, hidden, real):
+        spec.row_weights(h[keep])  # padding left or right: the real tokens' rows, in order
+
+
 def row_weights(hidden: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
     """w_i = h_i · ∂f/∂h_i for f = cos(mean_i h_i, r) with the norm of the mean held constant: Σ_i w_i = f.
 
@@ -427,10 +440,13 @@ def _similarity(
     grad_target = GradientTarget(linear if own else cosine, relevance=linear)
     weights: dict[str, np.ndarray] = {}
 
-    def rows() -> np.ndarray:
-        if "w" not in weights:  # one forward of the text, computed once per example
-            enc = _encode(tokenizer, [text], model)
-            weights["w"] = row_weights(_forward(model, enc).last_hidden_state[0], ref)
+    def rows(hidden: torch.Tensor | None = None) -> np.ndarray:
+        """The weights, computed once per example: from ``hidden`` (the text's last hidden states, e.g. from a
+        batched forward, :func:`fill_row_weights`) or from a forward of the text alone."""
+        if "w" not in weights:
+            if hidden is None:
+                hidden = _forward(model, _encode(tokenizer, [text], model)).last_hidden_state[0]
+            weights["w"] = row_weights(hidden, ref)
         return weights["w"]
 
     return Target(

@@ -329,3 +329,21 @@ def test_a_gradient_method_is_not_batched_and_batch_size_is_checked(classifier, 
     assert all(isinstance(c, str) for c in calls) and len(calls) == 3
     with pytest.raises(InputError, match="batch_size must be a positive integer"):
         ap.AttentionExplainer(model, tok, batch_size=0)
+
+
+def test_row_weights_of_a_batch_come_from_one_padded_forward_and_equal_each_alone():
+    from attn_plugins.explain.targets import fill_row_weights
+
+    model, tok = tiny_bert(), tiny_tokenizer("bert")
+    explainer = ap.AttentionExplainer(model, tok, method="rollout", reference="a good film")
+    together = [explainer.resolve(t) for t in BATCH]
+    alone = [explainer.resolve(t) for t in BATCH]
+    fill_row_weights(model, tok, together)
+    for a, b in zip(together, alone):
+        w = a.row_weights()
+        assert w.shape == b.row_weights().shape
+        np.testing.assert_allclose(w, b.row_weights(), atol=1e-6)
+    # The batched explanation reads those weights: it equals each text explained alone.
+    batched = explainer(BATCH)
+    for i, text in enumerate(BATCH):
+        np.testing.assert_allclose(batched.values[i], explainer(text).values[0], atol=1e-5)
