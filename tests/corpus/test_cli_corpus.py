@@ -4,7 +4,6 @@ written is strict JSON; an over-long line fails alone (named), and --truncate ex
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import shutil
@@ -16,7 +15,6 @@ import attn_plugins as ap
 from attn_plugins.cli import main
 from attn_plugins.corpus import load_errors, load_results
 from attn_plugins.corpus.shards import shard_files
-from attn_plugins.explain import AttentionExplainer
 from attn_plugins.zoo import tiny_bert, tiny_tokenizer
 
 TEXTS = ["the movie was great", "a bad film", "hello", "i liked the book", "the dog and the cat", "very boring"]
@@ -184,10 +182,6 @@ def test_over_long_line_fails_alone_and_again_on_resume(capsys, model_dir, tmp_p
     _one_error(code, err, "1 of 1 examples failed", "in.jsonl:2 id 'too-long'")
 
 
-@pytest.mark.skipif(
-    "truncation" not in inspect.signature(AttentionExplainer).parameters,
-    reason="AttentionExplainer(truncation=) comes with issue 14; the corpus side is tested with a stand-in in test_run",
-)
 def test_truncate_explains_the_over_long_line_and_resume_finishes(capsys, model_dir, tmp_path) -> None:
     src = _input(tmp_path / "in.jsonl", ["the movie was great", LONG, "hello"], ids=["a", "too-long", "c"])
     out = tmp_path / "run"
