@@ -217,6 +217,7 @@ class Scores:
         self.kind: dict[str, str] = {}
 
     def add(self, name: str, case: Case, values: dict[str, float], fe: float, seconds: float, kind: str) -> None:
+        """Record one method's scores on one case, with its cost (forward-equivalents, seconds)."""
         self.kind.setdefault(name, kind)
         self.rows.setdefault(name, []).append(
             {"case": case.key, "split": case.split, "fe": float(fe), "ms": 1000 * seconds, **values}
@@ -235,6 +236,7 @@ class Scores:
         return out
 
     def summary(self, split: str, seed: int, n_resamples: int, metrics: Sequence[str]) -> dict[str, Any]:
+        """Per method, each metric's mean and bootstrap 95 % interval over the cases of ``split`` (or ``"all"``)."""
         out = {}
         for name, rows in self.rows.items():
             chosen = [r for r in rows if split == "all" or r["split"] == split]

@@ -74,7 +74,7 @@ def report(
     with ``shap_evals > 0`` and a task shap can mask, with a faithful reference on the same target, which
     the report's "can this view be trusted?" section ranks every method against: ``faithful_reference``
     ``"auto"`` (exact Shapley values when the text has at most ``exact_max`` maskable tokens, else shap's
-    Partition explainer at ``shap_evals`` evaluations), ``"exact"`` or ``"shap"`` (see :func:`ap.compare`);
+    Partition explainer at ``shap_evals`` evaluations), ``"exact"`` or ``"shap"`` (see :func:`~attn_plugins.explain.compare`);
     ``shap_evals=0`` skips it. ``truncation=True`` explains the longest prefix of a text that fits the
     model (else a text too long is an InputError naming it). ``views`` adds registered views (e.g. a
     plugin's) in sandboxed frames, as :func:`attn_plugins.views.report` does. The page's ``records`` are
