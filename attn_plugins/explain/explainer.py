@@ -173,7 +173,7 @@ class AttentionExplainer:
         )
 
     def scores_batch(self, specs: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
-        """:meth:`scores` of many examples, those that can sharing one padded capture per ``batch_size`` texts."""
+        """:meth:`scores` of many examples; those :meth:`batchable` share one padded capture per ``batch_size`` texts."""
         out: list[tuple[np.ndarray, AttentionRecord] | None] = [None] * len(specs)
         together = [i for i, spec in enumerate(specs) if self.batchable(spec)]
         if len(together) > 1:
