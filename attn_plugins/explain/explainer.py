@@ -161,13 +161,16 @@ class AttentionExplainer:
         self.forward_passes += int(record.meta.get("forward_passes", method.forward_passes))
         return _with_meta(record, spec)
 
+    def per_output(self) -> bool:
+        """Whether the method captures once per explained output (a gradient or a relevance belongs to one)."""
+        method = self._method()
+        return "gradients" in tuple(method.requires) or method.explains_target
+
     def batchable(self, spec: Target) -> bool:
         """Whether ``spec`` can share a padded forward with others: a plain text read without gradients."""
-        method = self._method()
         return (
-            method.batch_capture
-            and "gradients" not in tuple(method.requires)
-            and not method.explains_target
+            self._method().batch_capture
+            and not self.per_output()
             and spec.inputs is None
             and isinstance(spec.text, str)
         )
@@ -195,7 +198,7 @@ class AttentionExplainer:
 
     def pooled_rows(self, spec: Target) -> str | None:
         """How the method's rows are read for ``spec``'s pooled target (None: the spec's own positions)."""
-        if self.position is not None or spec.row_weights is None or getattr(self.method, "explains_target", False):
+        if self.position is not None or spec.row_weights is None or self._method().explains_target:
             return None
         return default_rows(self.method)
 
@@ -211,12 +214,9 @@ class AttentionExplainer:
 
     def scores(self, spec: Target) -> tuple[np.ndarray, AttentionRecord]:
         """Method scores [keys] (one output) or [keys, outputs] and the (last) record they came from."""
-        requires = tuple(getattr(self.method, "requires", ()))
-        # A gradient (or a relevance propagated from the output) is specific to its output: one capture each.
-        per_output = "gradients" in requires or getattr(self.method, "explains_target", False)
         positions = self.positions(spec)
         columns = []
-        if per_output:
+        if self.per_output():
             for position, grad_target in zip(positions, spec.gradient_targets):
                 record = self._capture(spec, grad_target)
                 columns.append(self._row(record, position, spec))
