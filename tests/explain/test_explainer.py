@@ -14,6 +14,7 @@ import pytest
 import shap
 import torch
 from helpers.models import bart_seq2seq, bert_head, gpt2_lm, minilm
+from helpers.noise import explain_tolerance
 
 import attn_plugins as ap
 from attn_plugins.errors import InputError, UnsupportedModelError
@@ -64,9 +65,10 @@ def test_explainer_object_is_reusable_and_names_the_class(classifier):
     assert one.shape == (1, 5)
     assert one.output_names == "LABEL_1"
     rec = ap.capture(model, tok, "a good film")
-    np.testing.assert_allclose(one.values[0], ap.attribute(rec, "raw", position="first", layers=0), atol=1e-9)
+    tol = explain_tolerance(model, tok, ["a good film"], method="raw", target=1, layers=0, special_tokens=True)
+    np.testing.assert_allclose(one.values[0], ap.attribute(rec, "raw", position="first", layers=0), atol=tol)
     mean = ap.explain(model, tok, "a good film", method="raw", position="mean", layers=0, special_tokens=True)
-    np.testing.assert_allclose(mean.values[0], ap.attribute(rec, "raw", position="mean", layers=0), atol=1e-9)
+    np.testing.assert_allclose(mean.values[0], ap.attribute(rec, "raw", position="mean", layers=0), atol=tol)
     same_length = explainer(["a good film", "a bad film"])
     assert same_length.shape == (2, 5)  # equal lengths give a regular array, as shap does
     renders(same_length)
@@ -76,7 +78,8 @@ def test_gradient_method_uses_the_explained_class(classifier):
     model, tok = classifier
     expl = ap.explain(model, tok, TEXTS[:1], method="gae", target=2, special_tokens=True)
     rec = ap.capture(model, tok, TEXTS[0], gradients=True, gradient_target=2)
-    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "gae", position="first"), atol=1e-9)
+    tol = explain_tolerance(model, tok, TEXTS[:1], method="gae", target=2, special_tokens=True)
+    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "gae", position="first"), atol=tol)
     other = ap.explain(model, tok, TEXTS[:1], method="gae", target=0, special_tokens=True)
     assert not np.allclose(expl.values[0], other.values[0])  # the gradient depends on the class
 
@@ -86,12 +89,14 @@ def test_methods_needing_extra_captures_get_them(classifier):
 
     model, tok = classifier
     alti = ap.explain(model, tok, "a good film", method="alti", special_tokens=True)
+    tol = explain_tolerance(model, tok, ["a good film"], method="alti", special_tokens=True)
     np.testing.assert_allclose(
-        alti.values[0], ap.attribute(capture_alti(model, tok, "a good film"), "alti", position="first"), atol=1e-9
+        alti.values[0], ap.attribute(capture_alti(model, tok, "a good film"), "alti", position="first"), atol=tol
     )
     norm = ap.explain(model, tok, "a good film", method="norm", layers=None, special_tokens=True)
     rec = ap.capture(model, tok, "a good film", value_norms=True)
-    np.testing.assert_allclose(norm.values[0], ap.attribute(rec, "norm", position="first", layers=None), atol=1e-9)
+    tol = explain_tolerance(model, tok, ["a good film"], method="norm", layers=None, special_tokens=True)
+    np.testing.assert_allclose(norm.values[0], ap.attribute(rec, "norm", position="first", layers=None), atol=tol)
 
 
 def test_bad_inputs_give_clear_errors(classifier):
@@ -114,7 +119,8 @@ def test_token_classification_reads_the_explained_token():
     model, tok = bert_head("token"), tiny_tokenizer("bert")
     expl = ap.explain(model, tok, ["the movie was good"], method="raw", token=2, special_tokens=True)
     rec = ap.capture(model, tok, "the movie was good")
-    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "raw", position=2), atol=1e-9)
+    tol = explain_tolerance(model, tok, ["the movie was good"], method="raw", token=2, special_tokens=True)
+    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "raw", position=2), atol=tol)
     spec = resolve(model, tok, "the movie was good", token=2)
     with torch.no_grad():
         logits = model(**tok(["the movie was good"], return_tensors="pt")).logits
@@ -132,8 +138,9 @@ def test_question_answering_explains_start_and_end():
     assert expl.output_names == ["start", "end"]
     assert expl.values[0].shape == (len(spec.inputs["input_ids"][0]), 2)
     rec = ap.capture(model, tok, inputs=spec.inputs)
-    np.testing.assert_allclose(expl.values[0][:, 0], ap.attribute(rec, "rollout", position=start), atol=1e-9)
-    np.testing.assert_allclose(expl.values[0][:, 1], ap.attribute(rec, "rollout", position=end), atol=1e-9)
+    tol = explain_tolerance(model, tok, [pair], method="rollout", special_tokens=True)
+    np.testing.assert_allclose(expl.values[0][:, 0], ap.attribute(rec, "rollout", position=start), atol=tol)
+    np.testing.assert_allclose(expl.values[0][:, 1], ap.attribute(rec, "rollout", position=end), atol=tol)
     renders(expl[0])
     with pytest.raises(InputError, match="pairs"):
         ap.explain(model, tok, ["just a text"], method="rollout")
@@ -149,7 +156,12 @@ def test_sentence_similarity_on_the_packaged_minilm():
     weights = spec.row_weights()
     assert weights.sum() == pytest.approx(float(spec.fn(["a good film"])[0]), abs=1e-5)  # Σ w_i = f
     full = ap.attribute(rec, "rollout", position=weights)
-    np.testing.assert_allclose(expl.values[0], full[1:-1], atol=1e-9)
+    # The explanation captures both texts in one padded batch, the record one text alone: float32 rounding
+    # differs (5.3e-9 seen with transformers 5.25), within the measured float32-vs-float64 gap.
+    tol = explain_tolerance(
+        model, tok, ["a good film", "the plot was boring"], method="rollout", reference="a great movie"
+    )
+    np.testing.assert_allclose(expl.values[0], full[1:-1], atol=tol)
     np.testing.assert_allclose(full, weights @ ap.attribute(rec, "rollout", position="all"), atol=1e-12)
     spec = resolve(model, tok, "a good film", reference="a great movie")
     sim = spec.fn(["a great movie", "a good film"])
@@ -187,8 +199,9 @@ def test_causal_generation_in_shaps_text_to_text_form():
     assert list(expl[0].data) == ["the ", "movie ", "was ", "good"]
     rec = ap.capture(model, tok, inputs=spec.inputs)
     rec.meta["prompt_length"] = prompt
+    tol = explain_tolerance(model, tok, ["the movie was good", "a bad film"], method="rollout", max_new_tokens=3)
     np.testing.assert_allclose(
-        expl.values[0], ap.attribute(rec, "rollout", position="generated")[:, :prompt].T, atol=1e-9
+        expl.values[0], ap.attribute(rec, "rollout", position="generated")[:, :prompt].T, atol=tol
     )
     html = shap.plots.text(expl[0], display=False)
     assert "outputs" in html  # shap's interactive input/output view
@@ -211,7 +224,10 @@ def test_seq2seq_generation_explains_source_tokens_by_cross_attention():
     # each column is GAE's encoder-decoder relevance row for the decoder step that produced the token
     col = spec.positions[-1]
     rec = ap.capture(model, tok, inputs=spec.inputs, gradients=True, gradient_target=spec.gradient_targets[-1])
-    np.testing.assert_allclose(expl.values[1][:, -1], ap.attribute(rec, "gae", position=col), atol=1e-9)
+    tol = explain_tolerance(
+        model, tok, ["the movie was good", "a bad film"], method="gae", max_new_tokens=3, special_tokens=True
+    )
+    np.testing.assert_allclose(expl.values[1][:, -1], ap.attribute(rec, "gae", position=col), atol=tol)
     assert "outputs" in shap.plots.text(expl[1], display=False)
     raw = ap.explain(model, tok, ["a bad film"], method="raw", max_new_tokens=3, special_tokens=True)
     np.testing.assert_allclose(raw.values[0].sum(0), 1.0, atol=1e-5)  # cross-attention rows sum to 1
@@ -246,10 +262,11 @@ def test_special_tokens_are_left_out_unless_asked(classifier):
     full = ap.attribute(rec, "gae", position="first")
     assert full[0] > 0.5 and full[0] > 2 * full[1:-1].max()  # [CLS] dominates a gae row
     expl = ap.explain(model, tok, TEXTS[0], method="gae", target=0)
-    np.testing.assert_allclose(expl.values[0], full[1:-1], atol=1e-9)
+    tol = explain_tolerance(model, tok, TEXTS[:1], method="gae", target=0, special_tokens=True)
+    np.testing.assert_allclose(expl.values[0], full[1:-1], atol=tol)
     assert [str(t).strip() for t in expl.data[0]] == TEXTS[0].split()
     kept = ap.explain(model, tok, TEXTS[0], method="gae", target=0, special_tokens=True)
-    np.testing.assert_allclose(kept.values[0], full, atol=1e-9)
+    np.testing.assert_allclose(kept.values[0], full, atol=tol)
     renders(expl)
 
 
@@ -280,7 +297,8 @@ def test_relevance_methods_explain_the_targets_output(classifier):
     model, tok = classifier
     expl = ap.explain(model, tok, TEXTS[1], method="cplrp", target=2)
     rec = get_method("cplrp").capture(model, tok, TEXTS[1], gradient_target=2)
-    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "cplrp")[1:-1], atol=1e-9)
+    tol = explain_tolerance(model, tok, [TEXTS[1]], method="cplrp", target=2)
+    np.testing.assert_allclose(expl.values[0], ap.attribute(rec, "cplrp")[1:-1], atol=tol)
     explainer = ap.AttentionExplainer(model, tok, method="attnlrp")
     explainer(TEXTS[0])
     assert explainer.forward_passes == 1

@@ -10,6 +10,19 @@ from attn_plugins.zoo import tiny_tokenizer, tiny_vocab
 
 
 @functools.cache
+def on_attention_interface(model_type: str) -> bool:
+    """Whether the installed transformers runs ``model_type``'s attention through its AttentionInterface.
+
+    Tests derive the adapter a model gets from this (transformers' own check), never from a list that a new
+    transformers release makes wrong.
+    """
+    from attn_adapters.huggingface import on_interface
+    from attn_plugins.zoo import tiny_model
+
+    return on_interface(tiny_model(model_type, peaked=None))
+
+
+@functools.cache
 def bert_head(head: str, num_labels: int = 3):
     """A tiny BERT with a token-classification or question-answering head."""
     from transformers import BertConfig, BertForQuestionAnswering, BertForTokenClassification
