@@ -9,16 +9,12 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from attn_adapters.huggingface.probs import attention_probs, repeat_kv
-from attn_plugins.adapters.routing import active, installed
-
-if TYPE_CHECKING:
-    from attn_adapters.huggingface.layout import ModelInfo
-
+from attn_plugins.adapters.routing import active
 
 _DISPATCH = "attn_plugins_dispatch_"
 _EAGER_FUNCTIONS: dict[type, Callable[..., Any]] = {}
@@ -131,8 +127,3 @@ def _switch_to_dispatchers(model: torch.nn.Module, configs: list[Any]) -> Callab
             config._attn_implementation_internal = impl
 
     return undo
-
-
-def _install(model: torch.nn.Module, info: ModelInfo) -> Any:
-    """The model switched to the dispatchers while this capture runs (shared with the model's other captures)."""
-    return installed(model, "dispatch", lambda: _switch_to_dispatchers(model, info.configs))

@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from attn_adapters.huggingface.dispatch import _install, original_backend
+from attn_adapters.huggingface.dispatch import _switch_to_dispatchers, original_backend
 from attn_adapters.huggingface.layout import ModelInfo, model_info
 from attn_adapters.huggingface.probs import attention_probs, repeat_kv
 from attn_adapters.huggingface.sites import Site, output_projection
 from attn_plugins.adapters import CaptureOptions, rule_operands, rule_output
-from attn_plugins.adapters.routing import running
+from attn_plugins.adapters.routing import installed, running
 from attn_plugins.errors import MissingCaptureError, UnsupportedModelError
 from attn_plugins.record import choose
 
@@ -30,6 +30,11 @@ class Call:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     sink_mass: torch.Tensor | None = None  # [B, H, Q]: the share of each row learned sinks took
     module_id: int = 0
+
+
+def _install(model: torch.nn.Module, info: ModelInfo) -> Any:
+    """The model switched to the dispatchers while this capture runs (shared with the model's other captures)."""
+    return installed(model, "dispatch", lambda: _switch_to_dispatchers(model, info.configs))
 
 
 class CaptureContext:
