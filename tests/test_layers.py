@@ -99,6 +99,107 @@ def test_built_in_adapters_depend_only_on_the_contract() -> None:
     assert not problems, "\n".join(problems)
 
 
+def module_names() -> dict[str, Path]:
+    """Every module of the core and of the built-in adapters by its import name (a package by its own name)."""
+    out = {}
+    for root, top in ((PACKAGE, "attn_plugins"), (ADAPTERS, "attn_adapters")):
+        for path in sorted(root.rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            out[".".join([top, *parts])] = path
+    return out
+
+
+def sibling_imports(modules: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """``{module: {imported module of the same package: line}}``, every import statement counted.
+
+    Function-level imports and those under ``if TYPE_CHECKING`` count too: either way the two modules
+    know each other, and one of them is no longer below the other.
+    """
+    edges: dict[str, dict[str, int]] = {}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        package = name if is_package else name.rsplit(".", 1)[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        found: list[tuple[int, str]] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found += [(node.lineno, alias.name) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                own = package.split(".")
+                base = ".".join(own[: len(own) - node.level + 1] + ([node.module] if node.module else []))
+                base = base if node.level else node.module
+                for alias in node.names:
+                    # `from pkg import mod` imports the module pkg.mod; `from pkg import name` the package
+                    found.append((node.lineno, f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base))
+        mine = edges.setdefault(name, {})
+        for line, target in found:
+            if target == name or target not in modules:
+                continue
+            target_package = target if modules[target].name == "__init__.py" else target.rsplit(".", 1)[0]
+            # Siblings, and a package with its own modules (a module importing its package's __init__).
+            if target_package == package or target == package:
+                mine.setdefault(target, line)
+    return edges
+
+
+def circles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The import circles: strongly connected groups of two or more modules (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def test_modules_of_one_package_import_one_way() -> None:
+    """No import circle between the modules of one package (function-level imports included)."""
+    modules = module_names()
+    edges = sibling_imports(modules)
+    problems = []
+    for group in circles(edges):
+        links = [
+            f"{modules[a].relative_to(ROOT)}:{line} imports {b}"
+            for a in group
+            for b, line in edges[a].items()
+            if b in group
+        ]
+        problems.append("import circle between " + ", ".join(group) + ": " + "; ".join(links))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_circle_rule_finds_every_module_of_a_circle() -> None:
+    edges = {"p.a": {"p.b": 3}, "p.b": {"p.c": 1}, "p.c": {"p.a": 9}, "p.d": {"p.a": 2}}
+    assert circles(edges) == [["p.a", "p.b", "p.c"]]
+    assert circles({"p.a": {"p.b": 1}, "p.b": {}}) == []
+
+
 @pytest.mark.parametrize("layer", sorted(set(RANKS) - {"__init__", "__main__"}))
 def test_every_layer_named_here_exists(layer: str) -> None:
     assert (PACKAGE / layer).is_dir() or (PACKAGE / f"{layer}.py").is_file()

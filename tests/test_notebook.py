@@ -58,7 +58,22 @@ def test_tour_runs_without_errors(tmp_path, monkeypatch) -> None:
     assert any("<svg" in h for h in html), "the heatmap displays inline"
     pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert pngs, "shap.plots.bar draws a PNG through the inline backend"
-    printed = "".join(o.get("text", "") for o in nb.cells[-1].get("outputs", []))
-    assert "rollout" in printed and "raw" in printed, "compare prints its table"
+    (compare_cell,) = [c for c in nb.cells if c.cell_type == "code" and "ap.compare(" in c.source]
+    printed = "".join(o.get("text", "") for o in compare_cell.get("outputs", []))
+    assert all(m in printed for m in ("cplrp_mask", "attnlrp", "rollout", "raw")), "compare prints its table"
+    (report_cell,) = [c for c in nb.cells if c.cell_type == "code" and "ap.report(" in c.source]
+    page = "".join(o["data"].get("text/html", "") for o in report_cell.get("outputs", []) if "data" in o)
+    assert "Can this view be trusted?" in page and "Ranking by Spearman: " in page, "the report shows its trust section"
+
     if os.environ.get("ATTN_KEEP_NOTEBOOK"):
         nbformat.write(nb, ROOT / "test-artifacts" / "tour.executed.ipynb")
+
+
+def test_tour_leads_with_the_faithful_method_and_the_trust_section() -> None:
+    """The first explanation uses a faithful method (not raw attention or rollout); the report comes before the views."""
+    code = [c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"]
+    first_method = next(s.split('method="', 1)[1].split('"', 1)[0] for s in code if "ap.explain(" in s)
+    assert first_method in ("cplrp_mask", "attnlrp")
+    report = next(i for i, s in enumerate(code) if "ap.report(" in s)
+    views = min(i for i, s in enumerate(code) if "ap.capture(" in s or "ap.views." in s)
+    assert report < views, "the report and its trust section come before the attention views"

@@ -17,7 +17,7 @@ import torch
 from ..errors import InputError
 from ..record import SCHEMA_VERSION, TENSOR_AXES, TENSOR_FIELDS, AttentionRecord
 from ..record.kinds import by_side
-from ..record.selection import choose
+from ..record.numbering import choose
 from .contract import CaptureOptions, EncodedBatch, TokenInfo
 
 

@@ -11,7 +11,7 @@ import torch
 
 from ..errors import RecordValidationError
 from .kinds import KINDS, SIDES, TENSOR_AXES, TENSOR_FIELDS, by_side, tensor_rank
-from .selection import Selection, choose
+from .numbering import Selection, choose
 
 # 2: ``sink_mass`` (learned attention sinks) became a field of its own; version-1 files are still read.
 SCHEMA_VERSION = 2

@@ -1,7 +1,8 @@
 """The one way to pick layers, heads and query rows, and to reduce an axis of attention.
 
-Adapters, methods, views, reducers and third-party plugins all select through :func:`choose`,
-:func:`select_rows` and :func:`reduce_axis`, so the same words mean the same thing everywhere:
+Adapters, methods, views, reducers and third-party plugins all select through :func:`choose` (layer and
+head numbers, in :mod:`attn_plugins.record.numbering`, below the record), :func:`select_rows` and
+:func:`reduce_axis`, so the same words mean the same thing everywhere:
 
 * ``layers=`` / ``heads=``: ``None`` (all), one number, or a sequence of numbers. Numbers are the
   *original* layer and head numbers of the model (a record made from a selection remembers them);
@@ -24,49 +25,14 @@ import torch
 
 from ..errors import InputError
 from .kinds import sides
+from .numbering import _is_int
 
 if TYPE_CHECKING:
     from .record import AttentionRecord
 
-Selection = int | Sequence[int] | None
 Position = str | int | Sequence[int] | Sequence[float]
 POSITIONS = ("first", "last", "mean", "all", "generated")
 REDUCTIONS = ("mean", "max", "min", "sum")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def choose(wanted: Selection, available: int | Sequence[int], what: str) -> list[int]:
-    """Positions of the ``wanted`` layers (or heads) among ``available``; all positions when ``wanted`` is None.
-
-    ``available`` is a count ``n`` (numbers ``0 .. n-1``) or the list of original numbers a record holds.
-    A number not available, or an empty selection, is an :class:`InputError` naming the valid range.
-    """
-    ids = list(range(available)) if _is_int(available) else [int(i) for i in available]
-    n = len(ids)
-    if wanted is None:
-        return list(range(n))
-    items = [wanted] if _is_int(wanted) else wanted
-    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence | np.ndarray | range):
-        raise InputError(f"{what}s must be a number, a list of numbers or None, not {type(wanted).__name__}")
-    items = list(items)
-    if not items:
-        raise InputError(f"the {what} selection is empty")
-    valid = f"{ids[0]}..{ids[-1]}" if ids == list(range(ids[0], ids[0] + n)) and n else str(ids)
-    out = []
-    for w in items:
-        if not _is_int(w):
-            raise InputError(f"{what} {w!r} is not an integer")
-        w = int(w)
-        if w < 0 and -n <= w:
-            out.append(n + w)
-        elif w >= 0 and w in ids:
-            out.append(ids.index(w))
-        else:
-            raise InputError(f"{what} {w} out of range: there are {n} {what}s ({valid}, or -{n}..-1 from the end)")
-    return out
 
 
 def reduce_axis(t: torch.Tensor, how: str, dim: int = 1) -> torch.Tensor:

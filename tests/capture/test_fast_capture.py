@@ -26,15 +26,17 @@ def tok():
 
 @pytest.fixture
 def counted(monkeypatch):
-    """How many layers the kernel computed (each captured call of the fast path is one kernel call)."""
+    """How many layers the kernel computed (each captured call of the fast and listening paths is one kernel call)."""
     calls = []
-    real = hf.attend
+    real = hf.fast.attend
 
     def attend(query, *args, **kwargs):
         calls.append(tuple(query.shape))
         return real(query, *args, **kwargs)
 
-    monkeypatch.setattr(hf, "attend", attend)
+    # The fast capture (ap.capture) and the listening one (generation, streaming) each call the kernel.
+    monkeypatch.setattr(hf.fast, "attend", attend)
+    monkeypatch.setattr(hf.listen, "attend", attend)
     return calls
 
 
