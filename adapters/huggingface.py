@@ -45,6 +45,7 @@ from attn_plugins.adapters import (
     move_inputs,
     rule_operands,
     rule_output,
+    rule_softcap,
     split_batch,
     target_scalar,
 )
@@ -105,6 +106,7 @@ def attention_probs(
     sinks: torch.Tensor | None = None,
     causal_if_unmasked: bool = False,
     with_sink: bool = False,
+    rule: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Softmax attention probabilities [B, H, Q, K] in float32 (float64 for a float64 model), out of place
     (autograd), as eager computes them.
@@ -119,7 +121,7 @@ def attention_probs(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query.to(work), k.transpose(-1, -2)) * scale
     if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
+        scores = rule_softcap(rule, scores, softcap)  # an attention rule takes the identity rule on tanh
     if position_bias is not None:
         scores = scores + position_bias[..., :k_len].to(work)
     if attention_mask is not None:
@@ -490,6 +492,7 @@ class CaptureContext:
             # Only sdpa-like backends turn "no mask" into a causal mask; eager functions do not.
             causal_if_unmasked=site.backend != "eager" and bool(is_causal),
             with_sink=True,
+            rule=rule,
         )
         if _own_output(self.options, _backend, _original, softcap, sinks) or self.options.gradients or rule:
             # One computation: the output from the recorded probabilities, as eager attention does (a
@@ -938,6 +941,7 @@ class ListenCapture(CaptureContext):
                 sinks=sinks,
                 causal_if_unmasked=site.backend != "eager" and bool(is_causal),
                 with_sink=True,
+                rule=rule,
             )
             weights = torch.nn.functional.dropout(probs, p=float(dropout or 0.0), training=module.training)
             n_rep = query.shape[1] // value.shape[1]
