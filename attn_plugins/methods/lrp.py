@@ -260,7 +260,7 @@ def lrp(
             return None  # read on the first residual stream
         if "relative" in name or "rel_embed" in name:
             part = "bias"
-        elif module is word:
+        elif word is not None and (module is word or getattr(module, "weight", None) is word.weight):
             part = "word"
         else:
             part = "token_type" if "token_type" in name else "position"
@@ -311,6 +311,16 @@ def lrp(
             vision_params = [(n, p) for n, p in emb.named_parameters(recurse=False) if n != "mask_token"]
         for side, layer in layers.items():
             stack.callback(layer.register_forward_pre_hook(on_stream(side), with_kwargs=True).remove)
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        head = model.get_output_embeddings() if cap and hasattr(model, "get_output_embeddings") else None
+        if head is not None:
+            # Gemma-2 caps its logits with tanh after the head (a function call): not conservative, the
+            # difference between f and the relevance entering the head is a sink.
+            def on_head(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+                if threading.get_ident() == owner:
+                    sinks.outputs.append(("final_logit_softcapping", out))
+
+            stack.callback(head.register_forward_hook(on_head).remove)
         stack.enter_context(module_rules(model, rule, sinks))
         stack.enter_context(adapter.listen(model, options, calls.append))
         output = model(**inputs)
@@ -344,12 +354,13 @@ def _backward(
     wanted: list[torch.Tensor] = [t for _, _, t in leaves] + [v for _, v in stream_items]
     wanted += [p for _, p in vision_params]
     params: list[tuple[str, torch.Tensor]] = []
-    probs = [(i, c) for i, c in enumerate(calls) if c.probs.requires_grad]
+    # Attention off the interface: the probabilities the hooked modules computed (their listener's are copies).
+    probs = [] if sinks.probs else [(i, c) for i, c in enumerate(calls) if c.probs.requires_grad]
     if budget:
         params = [(n, p) for n, p in model.named_parameters() if _additive(n) and p.requires_grad]
         wanted += [p for _, p in params] + [node for _, _, node in sinks.constants]
         wanted += [t for _, w, h in sinks.routers for t in (w, h)]
-        wanted += [c.probs for _, c in probs]
+        wanted += [c.probs for _, c in probs] + sinks.probs + [o for _, o in sinks.outputs]
     grads = list(torch.autograd.grad(value, wanted, allow_unused=True))
 
     def take(n: int) -> list[torch.Tensor | None]:
@@ -362,7 +373,7 @@ def _backward(
         if g is None:
             return torch.zeros(t.shape[-2] if t.dim() > 1 else 1, dtype=torch.float64)
         r = (t.detach() * g).sum(-1).double()
-        return r.reshape(-1, r.shape[-1])[0] if r.dim() > 1 else r.reshape(1)
+        return r.reshape(-1, r.shape[-1])[0] if r.dim() > 1 else r
 
     parts: dict[str, torch.Tensor] = {}
     biases: dict[str, float] = {}
@@ -419,7 +430,12 @@ def _backward(
         leaks = [0.0] * len(calls)
         for (i, c), gp in zip(probs, take(len(probs))):
             leaks[i] = softmax_leak(c.probs, gp, c.sink_mass) if gp is not None else 0.0
+        for p, gp in zip(sinks.probs, take(len(sinks.probs))):
+            leaks.append(softmax_leak(p, gp) if gp is not None else 0.0)
         result.softmax_leak = leaks
+        for n, o in sinks.outputs:
+            (go,) = take(1)
+            result.biases[n] = result.value - (float((o.detach() * go).sum()) if go is not None else 0.0)
     return result
 
 
@@ -477,7 +493,7 @@ class LRP(TargetMethod):
         self.rule = rule
         self.baseline = baseline
         self.requires = (f"extras:{name}",)
-        self.kinds = ("self",)
+        self.kinds = ("self", "encoder")  # encoder-decoders: the relevance of the source tokens
         self.description = description or f"{rule} relevance" + (" against the masked text" if baseline else "")
 
     def capture(

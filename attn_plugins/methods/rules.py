@@ -303,6 +303,8 @@ class Sinks:
 
     constants: list[tuple[str, torch.Tensor, torch.Tensor]] = field(default_factory=list)  # name, c, node: Σ c·g(node)
     routers: list[tuple[str, torch.Tensor, torch.Tensor]] = field(default_factory=list)  # name, weights out, input
+    probs: list[torch.Tensor] = field(default_factory=list)  # softmax outputs inside hooked attention modules
+    outputs: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # name, z: the sink is f − Σ z·g(z)
 
 
 # ------------------------------------------------------------------ functional activations and softmax
@@ -320,8 +322,12 @@ def _wrapped(name: str, original: Any) -> Any:
         if rule is None:
             return y
         if name == "softmax":
-            # CP-LRP inside attention modules off the interface: the probabilities are constants.
-            return y.detach() if rule == "detached" and getattr(_STATE, "in_attention", 0) else y
+            if not getattr(_STATE, "in_attention", 0):
+                return y
+            if rule == "detached":  # CP-LRP inside attention modules off the interface: constants
+                return y.detach()
+            _STATE.sinks.probs.append(y)  # AttnLRP: its leak is counted
+            return y
         return identity_rule(x, y)
 
     call.__wrapped__ = original  # type: ignore[attr-defined]
@@ -509,4 +515,9 @@ def module_rules(model: torch.nn.Module, rule: str | None = None, sinks: Sinks |
                 hook(module, on_attention_in, pre=True, with_kwargs=True)
                 hook(module, on_attention_out)
         stack.enter_context(functional_rules(rule))
-        yield
+        previous = getattr(_STATE, "sinks", None)
+        _STATE.sinks = sinks
+        try:
+            yield
+        finally:
+            _STATE.sinks = previous
