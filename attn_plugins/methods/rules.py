@@ -256,7 +256,9 @@ def check_model(model: Any, rule: str | None, adapter: Any, what: str = "LRP") -
             )
     hooked = any(module_rule(m) == "attention" for _, m in modules)
     if rule is not None and not hooked and rule not in adapter.attention_rules(model):
-        where = next((n for n, m in modules if type(m).__name__.endswith("Attention")), "attention")
+        where = next((n for n, m in modules if type(m).__name__.endswith("SelfAttention")), None) or next(
+            (n for n, m in modules if type(m).__name__.endswith("Attention")), "attention"
+        )
         raise UnsupportedModelError(
             f"{what} needs the {rule!r} attention rule inside {where!r} of {type(model).__name__}, and the "
             f"{adapter.name!r} adapter cannot apply it (it applies {list(adapter.attention_rules(model)) or 'none'})"
