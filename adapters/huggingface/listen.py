@@ -120,6 +120,7 @@ class ListenCapture(CaptureContext):
                 sinks=sinks,
                 causal_if_unmasked=site.backend != "eager" and bool(is_causal),
                 with_sink=True,
+                rule=rule,
             )
             weights = torch.nn.functional.dropout(probs, p=float(dropout or 0.0), training=module.training)
             n_rep = query.shape[1] // value.shape[1]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from attn_plugins.adapters import rule_softcap
+
 
 def repeat_kv(states: torch.Tensor, n_rep: int) -> torch.Tensor:
     """[B, H_kv, T, d] -> [B, H_kv * n_rep, T, d], each key/value head repeated for its query heads (GQA)."""
@@ -24,6 +26,7 @@ def attention_probs(
     sinks: torch.Tensor | None = None,
     causal_if_unmasked: bool = False,
     with_sink: bool = False,
+    rule: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Softmax attention probabilities [B, H, Q, K] in float32 (float64 for a float64 model), out of place
     (autograd), as eager computes them.
@@ -38,7 +41,7 @@ def attention_probs(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query.to(work), k.transpose(-1, -2)) * scale
     if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
+        scores = rule_softcap(rule, scores, softcap)  # an attention rule takes the identity rule on tanh
     if position_bias is not None:
         scores = scores + position_bias[..., :k_len].to(work)
     if attention_mask is not None:

@@ -115,6 +115,7 @@ class CaptureContext:
             # Only sdpa-like backends turn "no mask" into a causal mask; eager functions do not.
             causal_if_unmasked=site.backend != "eager" and bool(is_causal),
             with_sink=True,
+            rule=rule,
         )
         if _own_output(self.options, _backend, _original, softcap, sinks) or self.options.gradients or rule:
             # One computation: the output from the recorded probabilities, as eager attention does (a

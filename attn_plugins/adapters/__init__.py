@@ -15,6 +15,7 @@ from .contract import (
     TokenInfo,
     rule_operands,
     rule_output,
+    rule_softcap,
     scale_gradient,
     target_scalar,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "move_inputs",
     "rule_operands",
     "rule_output",
+    "rule_softcap",
     "scale_gradient",
     "split_batch",
     "target_scalar",

@@ -76,6 +76,26 @@ def rule_operands(rule: str | None, query: torch.Tensor, key: torch.Tensor) -> t
     return query, key
 
 
+class _IdentityRule(torch.autograd.Function):
+    """y = f(x) unchanged; backward g(x) = g(y)·y/(x + 1e-10), so x·g(x) = y·g(y) (LRP's identity rule)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(y / (x + 1e-10))
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (ratio,) = ctx.saved_tensors
+        return grad * ratio, None
+
+
+def rule_softcap(rule: str | None, scores: torch.Tensor, softcap: float) -> torch.Tensor:
+    """``tanh(scores / softcap) · softcap`` (Gemma-2); under an attention ``rule`` with the identity rule's backward."""
+    capped = torch.tanh(scores / softcap) * softcap
+    return _IdentityRule.apply(scores, capped.detach()) if rule else capped
+
+
 def rule_output(rule: str | None, weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``weights @ value`` with the attention ``rule`` applied to the product (``None``: plain)."""
     if rule == "detached":

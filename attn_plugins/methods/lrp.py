@@ -49,8 +49,8 @@ heads); any other module is refused by name (:func:`check_model`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,140 +61,15 @@ from ..adapters import ATTENTION_RULES, CaptureOptions, split_batch, target_scal
 from ..errors import InputError, MissingCaptureError, UnsupportedModelError
 from ..record import AttentionRecord
 from .base import TargetMethod
+from .rules import IDENTITY_EPS, Sinks, check_model, layer_norm_rule, module_rule, module_rules  # noqa: F401
 
 # LRP name -> the attention rule of the capture function (attn_plugins.adapters.ATTENTION_RULES).
 RULES = {"attnlrp": "uniform", "cplrp": "detached"}
-PARTS = ("embedding", "word", "position", "token_type", "emb_out")
+PARTS = ("embedding", "word", "position", "token_type", "emb_out", "patches", "cls")
 BASELINES = (None, "mask")
-# The identity rule's ε (lxt's identity_rule_implicit uses the same).
-IDENTITY_EPS = 1e-10
 
-# Composite modules whose forward only adds, reshapes and calls child modules (and the attention
-# function): the rules of their children cover them. Family prefix x role suffix.
-_FAMILIES = ("Bert", "Roberta", "XLMRoberta", "Electra")
-_ROLES = (
-    "Model",
-    "Embeddings",
-    "Encoder",
-    "Layer",
-    "Attention",
-    "SelfAttention",
-    "SelfOutput",
-    "Intermediate",
-    "Output",
-    "Pooler",
-    "ForSequenceClassification",
-    "ForTokenClassification",
-)
-_COMPOSITES = {f + r for f in _FAMILIES for r in _ROLES} | {"ModuleList", "Sequential", "ModuleDict"}
-# BertForSequenceClassification reads the pooler's tanh; RoBERTa's and ELECTRA's classification heads call
-# activation functions inside their forward, where no hook reaches: they are not in _COMPOSITES.
-
-
-def _activation_classes() -> tuple[type, ...]:
-    """Element-wise activation modules handled by the identity rule."""
-    classes: list[type] = [torch.nn.GELU, torch.nn.Tanh, torch.nn.ReLU]
-    try:
-        from transformers import activations
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return tuple(classes)
-    for name in ("GELUActivation", "NewGELUActivation", "FastGELUActivation", "QuickGELUActivation"):
-        cls = getattr(activations, name, None)
-        if isinstance(cls, type):
-            classes.append(cls)
-    return tuple(classes)
-
-
-def module_rule(module: torch.nn.Module) -> str | None:
-    """The rule LRP applies to ``module`` (None when it has none)."""
-    if isinstance(module, torch.nn.LayerNorm):
-        return "layernorm"
-    if isinstance(module, _activation_classes()):
-        return "identity"
-    if isinstance(module, (torch.nn.Linear, torch.nn.Embedding, torch.nn.Dropout, torch.nn.Identity)):
-        return "linear"
-    if type(module).__name__ in _COMPOSITES:
-        return "composite"
-    return None
-
-
-def check_model(model: Any, rule: str | None, adapter: Any, what: str = "LRP") -> None:
-    """UnsupportedModelError naming the first module ``what`` has no rule for, or the attention ``rule`` cannot reach."""
-    if not isinstance(model, torch.nn.Module):
-        raise UnsupportedModelError(f"{what} needs a torch model, got {type(model).__name__}")
-    modules = list(model.named_modules())
-    # Leaves first: a missing rule deep inside (a normalization, an activation) says more than the model's class.
-    ordered = [m for m in modules if not any(True for _ in m[1].children())] + modules
-    for name, module in ordered:
-        if module_rule(module) is None:
-            raise UnsupportedModelError(
-                f"{what} has no rule for module {name or '(the model)'!r} ({type(module).__name__}) of "
-                f"{type(model).__name__}; rules exist for BERT-family encoders (Linear, Embedding, LayerNorm, "
-                "GELU/tanh activations, attention through the capture function)"
-            )
-    if rule is not None and rule not in adapter.attention_rules(model):
-        where = next((n for n, m in model.named_modules() if type(m).__name__.endswith("SelfAttention")), "attention")
-        raise UnsupportedModelError(
-            f"{what} needs the {rule!r} attention rule inside {where!r} of {type(model).__name__}, and the "
-            f"{adapter.name!r} adapter cannot apply it (it applies {list(adapter.attention_rules(model)) or 'none'})"
-        )
-    if getattr(model, "training", False):
-        raise InputError(f"{what} needs the model in eval mode (dropout would change the result): call model.eval()")
-
-
-class _IdentityRule(torch.autograd.Function):
-    """y = f(x) unchanged; backward g(x) = g(y)·y/(x + ε), so x·g(x) = y·g(y): relevance passes through."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(y / (x + IDENTITY_EPS))
-        return y.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (ratio,) = ctx.saved_tensors
-        return grad * ratio, None
-
-
-def layer_norm_rule(module: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """LayerNorm with σ detached: the same values, and a backward that treats 1/σ as a constant."""
-    dims = tuple(range(-len(module.normalized_shape), 0))
-    centered = x - x.mean(dims, keepdim=True)
-    sigma = (centered.pow(2).mean(dims, keepdim=True) + module.eps).sqrt().detach()
-    y = centered / sigma
-    if module.weight is not None:
-        y = y * module.weight
-    if module.bias is not None:
-        y = y + module.bias
-    return y
-
-
-@contextmanager
-def module_rules(model: torch.nn.Module) -> Iterator[None]:
-    """Forward hooks applying the LayerNorm and identity rules, for forwards run by this thread only.
-
-    Models are shared: another thread running the same model meanwhile gets its plain backward.
-    """
-    owner = threading.get_ident()
-
-    def on_layer_norm(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        return layer_norm_rule(module, args[0]) if threading.get_ident() == owner else None
-
-    def on_activation(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        return _IdentityRule.apply(args[0], output.detach()) if threading.get_ident() == owner else None
-
-    handles = []
-    try:
-        for module in model.modules():
-            rule = module_rule(module)
-            if rule == "layernorm":
-                handles.append(module.register_forward_hook(on_layer_norm))
-            elif rule == "identity":
-                handles.append(module.register_forward_hook(on_activation))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+# The rule table (module kinds, per-architecture rows, the hooks applying them) lives in .rules.
+__all__ = ["LRP", "budget", "check_model", "lrp", "masked_baseline", "module_rule", "module_rules", "softmax_leak"]
 
 
 def embedding_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
@@ -223,23 +98,94 @@ class Relevance:
     """The relevances of one forward and modified backward, per token (batch of one)."""
 
     value: float  # the explained output at the point the backward started from
-    parts: dict[str, torch.Tensor]  # part name -> [T]
-    attentions: torch.Tensor  # [L, H, T, T] of that forward (at the midpoint for baseline="mask")
-    biases: dict[str, float] = field(default_factory=dict)  # parameter name -> b · g(b)
-    softmax_leak: list[float] = field(default_factory=list)  # per layer: Σ R(A) − Σ R(s)
+    parts: dict[str, torch.Tensor]  # part name -> [T] (source side); "decoder.<part>" for a decoder's inputs
+    attentions: dict[str, torch.Tensor]  # kind -> [L, H, Q, K] of that forward (at the midpoint with a baseline)
+    biases: dict[str, float] = field(default_factory=dict)  # parameter (or constant) name -> b · g(b)
+    softmax_leak: list[float] = field(default_factory=list)  # per attention call: Σ R(A) − Σ R(s)
+    router_leak: dict[str, float] = field(default_factory=dict)  # router -> Σ R(weights) − R(its input, bias)
 
 
-def softmax_leak(probs: torch.Tensor, grad: torch.Tensor) -> float:
+def softmax_leak(probs: torch.Tensor, grad: torch.Tensor, sink: torch.Tensor | None = None) -> float:
     """Σ R(A) − Σ R(s) of one layer's softmax, from its probabilities A and their modified gradient g(A).
 
     With the plain softmax backward g(s) = A ⊙ (g(A) − ⟨A, g(A)⟩) and s = log A + a per-row constant
-    (which g(s) sums to zero against), Σ s ⊙ g(s) needs no access to the scores themselves.
+    (which g(s) sums to zero against), Σ s ⊙ g(s) needs no access to the scores themselves. With a learned
+    sink (``sink``: its share of each row, [.., Q]) the sink's column takes part in the row (its g is 0);
+    its R(s) goes to the sink parameter, counted there.
     """
     a = probs.detach().double()
     g = grad.detach().double()
+    if sink is not None:
+        a = torch.cat([a, sink.detach().double()[..., None]], dim=-1)
+        g = torch.cat([g, torch.zeros_like(g[..., :1])], dim=-1)
     g_s = a * (g - (a * g).sum(-1, keepdim=True))
     log_a = torch.where(a > 0, a.clamp_min(1e-300).log(), torch.zeros_like(a))
     return float((a * g).sum() - (log_a * g_s).sum())
+
+
+# Parameters added to what they feed (their relevance b ⊙ g(b) is a sink): biases (LayerNorm β too), learned
+# attention sinks (gpt-oss), DeBERTa's relative position embeddings.
+_ADDITIVE = ("bias", ".sinks", "rel_embeddings.weight")
+_SIDES = ("source", "decoder")
+
+
+class _StopError(Exception):
+    """Ends a forward once the first residual stream is seen (the baseline's embedding)."""
+
+
+def _additive(name: str) -> bool:
+    return name.endswith(_ADDITIVE) or name.endswith("_bias")
+
+
+def first_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The first transformer layer of each side (``source``; ``decoder`` for encoder-decoders): its input is
+    the first residual stream."""
+    encoder = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else None
+    names = {id(m): n for n, m in model.named_modules()}
+    enc_prefix = names.get(id(encoder)) if encoder is not None else None
+    out: dict[str, torch.nn.Module] = {}
+    for name, module in model.named_modules():
+        parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else None
+        if not name.endswith("0") or not isinstance(parent, torch.nn.ModuleList) or name.rsplit(".", 1)[1] != "0":
+            continue
+        if not any("attention" in type(m).__name__.lower() for m in module.modules()):
+            continue
+        side = "source"
+        if enc_prefix is not None and not name.startswith(enc_prefix + "."):
+            side = "decoder"
+        out.setdefault(side, module)
+    if "source" not in out:
+        raise UnsupportedModelError(f"LRP cannot find the first transformer layer of {type(model).__name__}")
+    return out
+
+
+def _stream_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_stream(args: tuple, kwargs: dict, x: torch.Tensor) -> tuple[tuple, dict]:
+    if args:
+        return (x, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": x}
+
+
+def _baseline_stream(model: torch.nn.Module, layer: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The first residual stream of ``inputs`` (one forward, stopped at the first layer)."""
+    seen: list[torch.Tensor] = []
+
+    def stop(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        seen.append(_stream_input(args, kwargs).detach())
+        raise _StopError
+
+    handle = layer.register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    except _StopError:
+        pass
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 def lrp(
@@ -255,110 +201,267 @@ def lrp(
 ) -> Relevance:
     """One forward and one modified backward of ``model`` on ``inputs`` (one example), explaining ``target``.
 
-    ``rule`` is an attention rule (``"uniform"``: AttnLRP, ``"detached"``: CP-LRP). ``baseline_ids``
-    (the input ids with tokens replaced) switches to the midpoint readout against that baseline
-    (part ``"delta"``). ``budget`` also returns every bias's b · g(b) and each layer's softmax leak.
+    ``rule`` is an attention rule (``"uniform"``: AttnLRP, ``"detached"``: CP-LRP). Relevance is read at the
+    input embeddings: every embedding table's output (word, position, token type), ViT's patches, class token
+    and position table, the first residual stream (``emb_out``; Whisper's source: its conv stem's output).
+    ``baseline_ids`` (the input ids with tokens replaced) switches to the midpoint readout on the first
+    residual stream against that baseline (part ``"delta"``). ``budget`` also returns every sink.
     """
     from ..capture.forward import select_adapter
 
     if rule not in ATTENTION_RULES:
         raise InputError(f"attention rule must be one of {', '.join(ATTENTION_RULES)}, not {rule!r}")
+    if torch.is_inference_mode_enabled():
+        raise InputError("LRP needs gradients, and torch.inference_mode() forbids them: call it outside inference_mode")
     adapter = adapter or select_adapter(model)
     check_model(model, rule, adapter)
-    ids = inputs["input_ids"]
-    if ids.shape[0] != 1:
+    main = next((k for k in ("input_ids", "pixel_values", "input_features") if k in inputs), None)
+    if main is None:
+        raise InputError("LRP needs input_ids, pixel_values or input_features")
+    if inputs[main].shape[0] != 1:
         raise InputError("LRP explains one example at a time")
-    mods = embedding_modules(model)
+    inputs = dict(inputs)
+    if getattr(model.config, "is_encoder_decoder", False) and "decoder_input_ids" not in inputs:
+        start = model.config.decoder_start_token_id
+        inputs["decoder_input_ids"] = torch.tensor([[start]], device=inputs[main].device)
+    layers = first_layers(model)
     explained = relevance_target(target)
-    store: dict[str, torch.Tensor] = {}
     owner = threading.get_ident()
-    extra = {k: v for k, v in inputs.items() if k in ("token_type_ids", "position_ids")}
+    word = model.get_input_embeddings() if main == "input_ids" or "decoder_input_ids" in inputs else None
+    encoder = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else None
+    names = {id(m): n for n, m in model.named_modules()}
+    enc_prefix = names.get(id(encoder)) if encoder is not None else None
+    # Leaves: (side, part, tensor); "bias" parts are sinks (relative position bias tables).
+    leaves: list[tuple[str, str, torch.Tensor]] = []
+    streams: dict[str, torch.Tensor] = {}
+    counts: dict[int, int] = {}
+    base_stream = None
     if baseline_ids is not None:
-        with torch.no_grad():
-            base_out = mods["block"](input_ids=baseline_ids.to(ids.device), **extra)
+        base_stream = _baseline_stream(model, layers["source"], {**inputs, main: baseline_ids.to(inputs[main].device)})
 
-    def leaf(name: str) -> Callable[..., torch.Tensor | None]:
-        """Replace a module's output by a leaf that requires grad (its relevance is read there)."""
+    def side_of(module: torch.nn.Module) -> str:
+        name = names[id(module)]
+        if enc_prefix is None:
+            return "source"
+        if name.startswith(enc_prefix + "."):
+            return "source"
+        if name.startswith(names[id(model.get_decoder())] + "."):
+            return "decoder"
+        k = counts.get(id(module), 0)  # a table shared by both sides: the encoder calls it first
+        counts[id(module)] = k + 1
+        return _SIDES[min(k, 1)]
 
-        def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-            if threading.get_ident() != owner:
-                return None
-            if name == "block" and baseline_ids is not None:
-                store["x"] = output.detach()
-                z = (base_out + alpha * (output.detach() - base_out)).requires_grad_()
-                store["z"] = z
-                return z
-            if name == "block":
-                store["emb_out"] = output  # inside the graph of the leaves below
-                return None
-            out = output.detach().requires_grad_()
-            store[name] = out
-            return out
+    def on_embedding(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if threading.get_ident() != owner:
+            return None
+        name = names[id(module)]
+        side = side_of(module)
+        if side == "source" and (baseline_ids is not None or main == "input_features"):
+            return None  # read on the first residual stream
+        if "relative" in name or "rel_embed" in name:
+            part = "bias"
+        elif word is not None and (module is word or getattr(module, "weight", None) is word.weight):
+            part = "word"
+        else:
+            part = "token_type" if "token_type" in name else "position"
+        leaf = output.detach().requires_grad_()
+        leaves.append((side, part, leaf))
+        return leaf
+
+    def on_patches(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if threading.get_ident() != owner or baseline_ids is not None:
+            return None
+        leaf = output.detach().requires_grad_()
+        leaves.append(("source", "patches", leaf))
+        return leaf
+
+    def on_stream(side: str) -> Callable[..., Any]:
+        def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+            if threading.get_ident() != owner or side in streams:
+                return None  # ALBERT calls its one layer group again: the first call is the stream
+            x = _stream_input(args, kwargs)
+            if side == "source" and base_stream is not None:
+                streams["x"], streams["m"] = x.detach(), base_stream
+                z = (base_stream + alpha * (x.detach() - base_stream)).requires_grad_()
+                streams[side] = z
+                return _with_stream(args, kwargs, z)
+            if side == "source" and main == "input_features":
+                z = x.detach().requires_grad_()
+                streams[side] = z
+                return _with_stream(args, kwargs, z)
+            streams[side] = x  # inside the graph of the leaves above
+            return None
 
         return hook
 
     calls: list[Any] = []
+    sinks = Sinks()
     options = CaptureOptions(gradients=True, attention_rule=rule)
+    vision_params: list[tuple[str, torch.Tensor]] = []
     with ExitStack() as stack:
-        if baseline_ids is None:
-            for name in ("word", "position", "token_type"):
-                if name in mods:
-                    stack.callback(mods[name].register_forward_hook(leaf(name)).remove)
-        stack.callback(mods["block"].register_forward_hook(leaf("block")).remove)
-        stack.enter_context(module_rules(model))
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                stack.callback(module.register_forward_hook(on_embedding).remove)
+        if main == "pixel_values":
+            emb = getattr(getattr(model, "base_model", model), "embeddings", None)
+            patches = getattr(emb, "patch_embeddings", None)
+            if patches is None:
+                raise UnsupportedModelError(f"LRP cannot find the patch embeddings of {type(model).__name__}")
+            stack.callback(patches.register_forward_hook(on_patches).remove)
+            vision_params = [(n, p) for n, p in emb.named_parameters(recurse=False) if n != "mask_token"]
+        for side, layer in layers.items():
+            stack.callback(layer.register_forward_pre_hook(on_stream(side), with_kwargs=True).remove)
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        head = model.get_output_embeddings() if cap and hasattr(model, "get_output_embeddings") else None
+        if head is not None:
+            # Gemma-2 caps its logits with tanh after the head (a function call): not conservative, the
+            # difference between f and the relevance entering the head is a sink.
+            def on_head(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+                if threading.get_ident() == owner:
+                    sinks.outputs.append(("final_logit_softcapping", out))
+
+            stack.callback(head.register_forward_hook(on_head).remove)
+        stack.enter_context(module_rules(model, rule, sinks))
         stack.enter_context(adapter.listen(model, options, calls.append))
         output = model(**inputs)
         value = explained(output)
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             raise InputError("the explained target must give one scalar")
         value = value.reshape(())
-    reads = (
-        ["z"] if baseline_ids is not None else [n for n in ("word", "position", "token_type", "emb_out") if n in store]
+    if not value.requires_grad:
+        raise InputError("the explained target does not depend on the inputs (no gradient reaches it)")
+    return _backward(
+        model, value, rule, leaves, streams, vision_params, calls, sinks, budget, baseline_ids, inputs, main
     )
-    tensors = [store[n] for n in reads]
+
+
+def _backward(
+    model: Any,
+    value: torch.Tensor,
+    rule: str,
+    leaves: list[tuple[str, str, torch.Tensor]],
+    streams: dict[str, torch.Tensor],
+    vision_params: list[tuple[str, torch.Tensor]],
+    calls: list[Any],
+    sinks: Sinks,
+    budget: bool,
+    baseline_ids: torch.Tensor | None,
+    inputs: dict[str, torch.Tensor],
+    main: str,
+) -> Relevance:
+    """The modified backward from ``value``: relevance of every leaf, stream and (with ``budget``) sink."""
+    stream_items = [(k, v) for k, v in streams.items() if k in _SIDES and v.requires_grad]
+    wanted: list[torch.Tensor] = [t for _, _, t in leaves] + [v for _, v in stream_items]
+    wanted += [p for _, p in vision_params]
     params: list[tuple[str, torch.Tensor]] = []
-    probs = [c.probs for c in calls]
+    # Attention off the interface: the probabilities the hooked modules computed (their listener's are copies).
+    probs = [] if sinks.probs else [(i, c) for i, c in enumerate(calls) if c.probs.requires_grad]
     if budget:
-        params = [(n, p) for n, p in model.named_parameters() if n.endswith("bias") and p.requires_grad]
-    wanted = tensors + [p for _, p in params] + (probs if budget and rule == "uniform" else [])
-    grads = torch.autograd.grad(value, wanted, allow_unused=True)
-    g = dict(zip(reads, grads[: len(reads)]))
+        params = [(n, p) for n, p in model.named_parameters() if _additive(n) and p.requires_grad]
+        wanted += [p for _, p in params] + [node for _, _, node in sinks.constants]
+        wanted += [t for _, w, h in sinks.routers for t in (w, h)]
+        wanted += [c.probs for _, c in probs] + sinks.probs + [o for _, o in sinks.outputs]
+    grads = list(torch.autograd.grad(value, wanted, allow_unused=True))
+
+    def take(n: int) -> list[torch.Tensor | None]:
+        out = grads[:n]
+        del grads[:n]
+        return out
+
+    def rel(t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        """Per position: Σ over the hidden dimension of t ⊙ g, as [T] (batch of one)."""
+        if g is None:
+            return torch.zeros(t.shape[-2] if t.dim() > 1 else 1, dtype=torch.float64)
+        r = (t.detach() * g).sum(-1).double()
+        return r.reshape(-1, r.shape[-1])[0] if r.dim() > 1 else r
+
     parts: dict[str, torch.Tensor] = {}
+    biases: dict[str, float] = {}
+    for (side, part, t), g in zip(leaves, take(len(leaves))):
+        if part == "bias":
+            biases[f"{side}.relative_bias.{len(biases)}"] = float((t.detach() * g).sum()) if g is not None else 0.0
+            continue
+        key = part if side == "source" else f"decoder.{part}"
+        r = rel(t, g)
+        parts[key] = parts[key] + r if key in parts else r
+    stream_grads = dict(zip([k for k, _ in stream_items], take(len(stream_items))))
+    stream_rel = {k: rel(v, stream_grads[k]) for k, v in stream_items}
     if baseline_ids is not None:
-        delta = ((store["x"] - base_out) * g["z"]).sum(-1)[0].detach()
-        # Tokens the baseline keeps (special tokens) did not change: nothing to explain there.
-        parts["delta"] = torch.where(baseline_ids[0].to(ids.device) == ids[0], torch.zeros_like(delta), delta)
-    else:
-        for n in reads:
-            r = (store[n] * g[n]).sum(-1).detach()
-            parts[n] = r.reshape(-1, r.shape[-1])[0] if r.dim() > 1 else r
-        parts["embedding"] = sum(parts[n] for n in ("word", "position", "token_type") if n in parts)
+        # R_i = Σ_d (x − m)_i,d ⊙ g(z)_i,d, z the midpoint; tokens the baseline keeps did not change.
+        delta = rel(streams["x"] - streams["m"], stream_grads["source"])
+        same = baseline_ids[0].to(delta.device) == inputs[main][0].to(delta.device)
+        parts["delta"] = torch.where(same, torch.zeros_like(delta), delta)
+    vis = {n: gp for (n, _), gp in zip(vision_params, take(len(vision_params)))}
+    if main == "pixel_values":
+        patches = parts.pop("patches")
+        parts["patches"] = torch.cat([torch.zeros(1, dtype=torch.float64), patches])
+        t = patches.shape[0] + 1
+        for n, p in vision_params:
+            r = (p.detach() * vis[n]).sum(-1).double().reshape(-1) if vis[n] is not None else torch.zeros(1)
+            part = "cls" if "cls" in n else ("position" if "position" in n else n)
+            parts[part] = torch.cat([r, torch.zeros(t - r.shape[0], dtype=torch.float64)]) if r.shape[0] < t else r
+    if "source" in stream_rel:
+        parts["emb_out"] = stream_rel["source"]
+    if "decoder" in stream_rel:
+        parts["decoder.emb_out"] = stream_rel["decoder"]
+    for side in ("", "decoder."):
+        present = [parts[side + p] for p in ("word", "position", "token_type", "patches", "cls") if side + p in parts]
+        if present:
+            parts[side + "embedding"] = sum(present)
+    if main == "input_features" and "emb_out" in parts:
+        parts["embedding"] = parts["emb_out"]
     result = Relevance(
         value=float(value.detach()),
-        parts={k: v.cpu() for k, v in parts.items()},
-        attentions=torch.stack([p[0].detach() for p in probs]).cpu(),
+        parts={k: v.detach().cpu() for k, v in parts.items()},
+        attentions=_by_kind(calls),
+        biases=biases,
     )
     if budget:
-        rest = grads[len(reads) :]
-        for (n, p), gp in zip(params, rest[: len(params)]):
+        for (n, p), gp in zip(params, take(len(params))):
             result.biases[n] = float((p.detach() * gp).sum()) if gp is not None else 0.0
-        leak_grads = rest[len(params) :]
-        result.softmax_leak = [softmax_leak(p, gp) if gp is not None else 0.0 for p, gp in zip(probs, leak_grads)] or [
-            0.0
-        ] * len(probs)
+        for (n, c, _), gn in zip(sinks.constants, take(len(sinks.constants))):
+            result.biases[n] = result.biases.get(n, 0.0) + (float((c.detach() * gn).sum()) if gn is not None else 0.0)
+        for n, w, h in sinks.routers:
+            gw, gh = take(2)
+            own = sum(v for k, v in result.biases.items() if k.startswith(n + "."))
+            r_w = float((w.detach() * gw).sum()) if gw is not None else 0.0
+            r_h = float((h.detach() * gh).sum()) if gh is not None else 0.0
+            result.router_leak[n] = result.router_leak.get(n, 0.0) + r_w - r_h - own
+        leaks = [0.0] * len(calls)
+        for (i, c), gp in zip(probs, take(len(probs))):
+            leaks[i] = softmax_leak(c.probs, gp, c.sink_mass) if gp is not None else 0.0
+        for p, gp in zip(sinks.probs, take(len(sinks.probs))):
+            leaks.append(softmax_leak(p, gp) if gp is not None else 0.0)
+        result.softmax_leak = leaks
+        for n, o in sinks.outputs:
+            (go,) = take(1)
+            result.biases[n] = result.value - (float((o.detach() * go).sum()) if go is not None else 0.0)
     return result
 
 
-def budget(model: Any, inputs: dict[str, torch.Tensor], target: Any, rule: str = "uniform") -> dict[str, Any]:
-    """Every term of the relevance budget: tokens (word, position, type), biases, softmax leaks, and f.
+def _by_kind(calls: list[Any]) -> dict[str, torch.Tensor]:
+    """The attention calls' probabilities (batch of one) stacked per kind: {kind: [L, H, Q, K]}."""
+    out: dict[str, list[torch.Tensor]] = {}
+    for c in sorted(calls, key=lambda c: c.layer):
+        out.setdefault(c.kind, []).append(c.probs[0].detach())
+    return {k: torch.stack(v).cpu() for k, v in out.items()}
 
-    ``residual`` = f − (tokens + biases + leaks); the identity rule's ε is the only thing left in it.
+
+def budget(model: Any, inputs: dict[str, torch.Tensor], target: Any, rule: str = "uniform") -> dict[str, Any]:
+    """Every term of the relevance budget: tokens (both sides), biases and other sinks, softmax and router leaks, f.
+
+    ``residual`` = f − (tokens + sinks + leaks); the identity rule's ε is the only thing left in it.
     """
     r = lrp(model, inputs, target, rule, budget=True)
-    tokens = {p: float(r.parts[p].sum()) for p in ("word", "position", "token_type") if p in r.parts}
+    token_parts = []
+    for side in ("", "decoder."):
+        found = [side + p for p in ("word", "position", "token_type", "patches", "cls") if side + p in r.parts]
+        token_parts += found or ([side + "emb_out"] if side + "emb_out" in r.parts else [])
+    tokens = {p: float(r.parts[p].sum()) for p in token_parts}
     biases = float(sum(r.biases.values()))
     leak = float(sum(r.softmax_leak))
-    total = sum(tokens.values()) + biases + leak
+    router = float(sum(r.router_leak.values()))
+    total = sum(tokens.values()) + biases + leak + router
     return {
         "f": r.value,
         "tokens": tokens,
@@ -366,6 +469,7 @@ def budget(model: Any, inputs: dict[str, torch.Tensor], target: Any, rule: str =
         "bias_terms": r.biases,
         "softmax_leak": leak,
         "softmax_leak_per_layer": r.softmax_leak,
+        "router_leak": router,
         "residual": r.value - total,
     }
 
@@ -389,7 +493,7 @@ class LRP(TargetMethod):
         self.rule = rule
         self.baseline = baseline
         self.requires = (f"extras:{name}",)
-        self.kinds = ("self",)
+        self.kinds = ("self", "encoder")  # encoder-decoders: the relevance of the source tokens
         self.description = description or f"{rule} relevance" + (" against the masked text" if baseline else "")
 
     def capture(
@@ -400,6 +504,8 @@ class LRP(TargetMethod):
         one = encode_one(self.name, model, tokenizer, text, inputs, options)
         baseline_ids = None
         if self.baseline == "mask":
+            if "input_ids" not in one.inputs:
+                raise InputError(f"method {self.name!r} masks text tokens; this input has none: use 'cplrp'")
             special = one.batch.source[0].special_tokens_mask
             baseline_ids = masked_baseline(one.inputs["input_ids"], special, one.tokenizer)
         r = lrp(model, one.inputs, gradient_target, RULES[self.rule], adapter=one.adapter, baseline_ids=baseline_ids)
@@ -434,11 +540,30 @@ class LRP(TargetMethod):
         return values
 
 
+def mask_token_id(tokenizer: Any) -> int:
+    """The id shap's ``Text`` masker puts in place of a masked token: the tokenizer's mask token, else the
+    first token of ``"..."`` (what ``shap.maskers.Text`` uses for tokenizers without one)."""
+    import shap
+
+    try:
+        # shap's own choice (mask_token, else the token at keep_prefix of tokenizer("...")), so both explain
+        # the same change.
+        found = shap.maskers.Text(tokenizer).mask_token_id
+    except Exception:
+        found = None
+    if found is None:
+        raise InputError(
+            "baseline='mask' needs a masking token: the tokenizer has no mask_token and shap's Text masker "
+            "finds no token for '...'; set tokenizer.mask_token, or use 'cplrp'/'attnlrp' (baseline=None)"
+        )
+    return int(found)
+
+
 def masked_baseline(ids: torch.Tensor, special: list[bool] | None, tokenizer: Any) -> torch.Tensor:
-    """``ids`` with every non-special token replaced by the tokenizer's mask token (what a Text masker masks)."""
-    mask_id = getattr(tokenizer, "mask_token_id", None)
-    if mask_id is None:
-        raise InputError("baseline='mask' needs a tokenizer with a mask token")
+    """``ids`` with every non-special token replaced by the token shap's ``Text`` masker uses (:func:`mask_token_id`)."""
+    if tokenizer is None:
+        raise InputError("baseline='mask' needs the tokenizer (its mask token, or shap's '...')")
+    mask_id = mask_token_id(tokenizer)
     if special is None or len(special) != ids.shape[1]:
         raise InputError("baseline='mask' needs the special-tokens mask of the text")
     out = ids.clone()
@@ -455,10 +580,13 @@ class OneExample:
     adapter: Any
     tokenizer: Any
 
-    def record(self, model: Any, attentions: torch.Tensor, meta: dict[str, Any]) -> AttentionRecord:
-        """The example's record holding ``attentions`` [L, H, T, T] of the method's forward."""
+    def record(
+        self, model: Any, attentions: torch.Tensor | dict[str, torch.Tensor], meta: dict[str, Any]
+    ) -> AttentionRecord:
+        """The example's record holding ``attentions`` ([L, H, T, T], or {kind: [L, H, Q, K]}) of the method's forward."""
         full = {**self.adapter.describe(model), **meta}
-        (record,) = split_batch(self.batch, {"self": attentions[None]}, options=CaptureOptions(), meta=full)
+        kinds = attentions if isinstance(attentions, dict) else {"self": attentions}
+        (record,) = split_batch(self.batch, {k: v[None] for k, v in kinds.items()}, options=CaptureOptions(), meta=full)
         return record
 
 
@@ -487,5 +615,6 @@ def encode_one(name: str, model: Any, tokenizer: Any, text: Any, inputs: Any, op
         batch = encode_inputs(model, inputs, tokenizer=tokenizer)
     if batch.size != 1:
         raise InputError(f"method {name!r} explains one example at a time")
-    model_inputs = {k: v for k, v in batch.inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "input_features", "decoder_input_ids")
+    model_inputs = {k: v for k, v in batch.inputs.items() if k in keys + ("decoder_attention_mask",)}
     return OneExample(batch, model_inputs, select_adapter(model, options.get("adapter")), tokenizer)

@@ -1,0 +1,143 @@
+"""attnlrp, cplrp and cplrp_mask on every zoo type: the rule table covers each, and the budget closes in float64."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import attn_plugins as ap
+from attn_plugins.errors import InputError, UnsupportedModelError
+from attn_plugins.methods import get_method
+from attn_plugins.methods.lrp import budget, lrp, mask_token_id
+from attn_plugins.methods.rules import ROWS, add_rows, check_model
+from attn_plugins.zoo import ZOO, tiny_inputs, tiny_model, tiny_tokenizer, tiny_vocab, zoo_types
+
+# Off-interface attention whose AttnLRP budget does not close yet (their CP-LRP budget does): open items.
+OPEN = {("deberta-v2", "uniform"), ("bloom", "uniform")}
+
+
+def _model64(model_type):
+    """The zoo model in float64 with random biases (zero biases would hide every bias sink)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tiny_model(model_type)
+    if hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")  # grouped_mm has no float64 kernel
+    model = model.double()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") and p.dim() == 1:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.2)
+    return model
+
+
+def _target(model):
+    """A simple explained scalar: a logit of the last position, or a fixed projection of the mean hidden state."""
+    if ZOO[model.config.model_type][0] in ("decoder", "seq2seq", "speech"):
+        return lambda out: out.logits[0, -1, 3]
+    r = torch.linspace(-1, 1, model.config.hidden_size, dtype=torch.float64)
+    return lambda out: out.last_hidden_state[0].mean(0) @ r
+
+
+@pytest.mark.parametrize("rule", ["uniform", "detached"])
+@pytest.mark.parametrize("model_type", zoo_types())
+def test_the_budget_closes_on_every_type(model_type, rule):
+    """f = tokens (both sides) + biases and other sinks + softmax and router leaks, to 1e-6 of f in float64."""
+    if (model_type, rule) in OPEN:
+        pytest.xfail("the hooked attention's AttnLRP budget leaves a residual (open)")
+    model = _model64(model_type)
+    inputs = tiny_inputs(model, batch=1, length=7)
+    inputs = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
+    b = budget(model, inputs, _target(model), rule)
+    assert abs(b["f"]) > 1e-3
+    assert abs(b["residual"]) <= 1e-6 * abs(b["f"]), b
+    assert b["tokens"] and any(abs(v) > 0 for v in b["tokens"].values())
+    if rule == "detached":
+        assert b["softmax_leak"] == 0.0
+
+
+def _text_setup(model_type):
+    family = ZOO[model_type][0]
+    style = {"decoder": "gpt", "seq2seq": "seq2seq", "encoder": "bert"}.get(family)
+    tok = tiny_tokenizer(style)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tiny_model(model_type, vocab_size=len(tiny_vocab(style)))
+    return model, tok, family
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "cplrp", "cplrp_mask"])
+@pytest.mark.parametrize("model_type", [t for t in zoo_types() if ZOO[t][0] in ("encoder", "decoder", "seq2seq")])
+def test_every_text_type_explains_through_the_method(model_type, method):
+    model, tok, family = _text_setup(model_type)
+    if hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")
+    target = (lambda o: o.logits[0, -1, 5]) if family != "encoder" else (lambda o: o.last_hidden_state[0, 0, 0])
+    text = "the movie was good"
+    rec = get_method(method).capture(model, tok, text, gradient_target=target)
+    scores = ap.attribute(rec, method)
+    assert scores.shape == (len(rec.tokens),) and torch.isfinite(torch.as_tensor(scores)).all()
+    assert abs(scores).sum() > 0
+    if family == "seq2seq" and method != "cplrp_mask":
+        assert f"{method}.decoder.embedding" in rec.extras  # the decoder side, separately
+
+
+def test_vision_and_speech_read_their_own_inputs():
+    for model_type in ("vit", "whisper"):
+        model = _model64(model_type)
+        inputs = {k: v.double() if v.is_floating_point() else v for k, v in tiny_inputs(model, batch=1).items()}
+        r = lrp(model, inputs, _target(model), "uniform")
+        positions = 1 + (model.config.image_size // model.config.patch_size) ** 2 if model_type == "vit" else 8
+        assert r.parts["embedding"].shape == (positions,)
+        if model_type == "vit":
+            assert r.parts["patches"][0] == 0 and r.parts["cls"][1:].abs().sum() == 0
+
+
+def test_mask_baseline_uses_what_shap_masks_with():
+    import shap
+
+    gpt = tiny_tokenizer("gpt")  # no mask token: shap's Text masker puts "..." there
+    assert gpt.mask_token is None
+    assert mask_token_id(gpt) == shap.maskers.Text(gpt).mask_token_id == gpt.convert_tokens_to_ids(".")
+    bert = tiny_tokenizer("bert")
+    assert mask_token_id(bert) == bert.mask_token_id
+
+
+def test_a_tokenizer_with_no_masking_token_is_refused():
+    class NoMask:
+        mask_token = None
+        mask_token_id = None
+
+        def __call__(self, *a, **k):
+            raise ValueError("cannot encode")
+
+    with pytest.raises(InputError, match="baseline=None"):
+        mask_token_id(NoMask())
+
+
+def test_inference_mode_is_refused_clearly():
+    model, tok, _ = _text_setup("llama")
+    with torch.inference_mode(), pytest.raises(InputError, match="inference_mode"):
+        get_method("attnlrp").capture(model, tok, "the movie", gradient_target=lambda o: o.logits[0, -1, 0])
+
+
+def test_an_unknown_module_is_refused_by_name_with_the_rows_to_add():
+    class Squash(torch.nn.Module):
+        def forward(self, x):
+            return x.sigmoid()
+
+    model, tok, _ = _text_setup("llama")
+    model.model.layers[0].mlp.act_fn = Squash()
+    adapter = __import__("attn_plugins.capture.forward", fromlist=["select_adapter"]).select_adapter(model)
+    with pytest.raises(UnsupportedModelError, match=r"'model.layers.0.mlp.act_fn' \(Squash\).*add_rows\(\{'Squash'"):
+        check_model(model, "uniform", adapter)
+    add_rows({"Squash": "identity"})
+    try:
+        check_model(model, "uniform", adapter)
+    finally:
+        ROWS.pop("Squash")
+    with pytest.raises(InputError, match="kind must be one of"):
+        add_rows({"Squash": "magic"})
