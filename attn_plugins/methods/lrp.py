@@ -542,19 +542,22 @@ class LRP(TargetMethod):
 
 def mask_token_id(tokenizer: Any) -> int:
     """The id shap's ``Text`` masker puts in place of a masked token: the tokenizer's mask token, else the
-    first token of ``"..."`` (what ``shap.maskers.Text`` uses for tokenizers without one)."""
-    import shap
+    first token of ``"..."`` (what ``shap.maskers.Text`` uses for tokenizers without one).
 
-    try:
-        # shap's own choice (mask_token, else the token at keep_prefix of tokenizer("...")), so both explain
-        # the same change.
-        found = shap.maskers.Text(tokenizer).mask_token_id
-    except Exception:
-        found = None
+    Written here rather than asked of shap (methods do not import the explain layer's libraries); a test
+    checks it against ``shap.maskers.Text(tokenizer).mask_token_id`` on every tokenizer style of the zoo.
+    """
+    found = getattr(tokenizer, "mask_token_id", None) if getattr(tokenizer, "mask_token", None) is not None else None
+    if found is None:
+        try:
+            ids = tokenizer("...", add_special_tokens=False)["input_ids"]
+        except Exception:  # a tokenizer that cannot encode "..." offers no masking token either
+            ids = []
+        found = ids[0] if len(ids) else None
     if found is None:
         raise InputError(
-            "baseline='mask' needs a masking token: the tokenizer has no mask_token and shap's Text masker "
-            "finds no token for '...'; set tokenizer.mask_token, or use 'cplrp'/'attnlrp' (baseline=None)"
+            "baseline='mask' needs a masking token: the tokenizer has no mask_token and no token for '...' "
+            "(what shap's Text masker uses then); set tokenizer.mask_token, or use 'cplrp'/'attnlrp' (baseline=None)"
         )
     return int(found)
 

@@ -104,6 +104,9 @@ def test_mask_baseline_uses_what_shap_masks_with():
     assert mask_token_id(gpt) == shap.maskers.Text(gpt).mask_token_id == gpt.convert_tokens_to_ids(".")
     bert = tiny_tokenizer("bert")
     assert mask_token_id(bert) == bert.mask_token_id
+    for style in ("bert", "gpt", "seq2seq"):  # every tokenizer style of the zoo: the same token as shap's
+        tok = tiny_tokenizer(style)
+        assert mask_token_id(tok) == shap.maskers.Text(tok).mask_token_id, style
 
 
 def test_a_tokenizer_with_no_masking_token_is_refused():
