@@ -131,3 +131,18 @@ def test_an_explicit_method_is_used_as_given():
     e = ap.explain(model, tok, "the movie was very good", method="rollout")
     assert e.method == "rollout" and e.method_choice is None and e.method_note is None
     assert np.isfinite(np.asarray(e.values[0], dtype=float)).all()
+
+
+def test_the_report_recommends_the_default_and_says_why_better_methods_were_refused():
+    from html import escape
+
+    model, tok = tiny_model("gpt2", vocab_size=len(tiny_vocab("gpt"))), tiny_tokenizer("gpt")
+    choice = choose(model, tok, "self")
+    page = ap.report(model, tok, "the movie was very good", methods=["raw"], shap_evals=0)
+    sentence = (
+        "Recommended method for this model (faithfulness benchmark, Spearman with exact Shapley values): "
+        + choice.note()
+    )
+    assert escape(sentence) in page.html
+    for name, _ in choice.refused:
+        assert f"{name}: refused (" in page.html
