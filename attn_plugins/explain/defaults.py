@@ -78,6 +78,7 @@ class Choice:
         return head + (f"; more faithful methods could not run: {why}" if why else "")
 
     def to_dict(self) -> dict[str, Any]:
+        """The choice as plain data (the explanation's ``method_choice``)."""
         return {"method": self.method, "refused": [{"method": m, "reason": r} for m, r in self.refused]}
 
 

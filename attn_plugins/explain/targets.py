@@ -601,9 +601,11 @@ class TokenLogProb(GradientTarget):
         super().__init__(self.log_prob, relevance=self.linear)
 
     def log_prob(self, output: Any) -> torch.Tensor:
+        """log p(token) at the row: the explained value, for gradients and shap."""
         return torch.log_softmax(output.logits[0, self.row], dim=-1)[self.token]
 
     def linear(self, output: Any) -> torch.Tensor:
+        """The same value, linear in the logits (p and H held constant): relevance methods start here."""
         z = output.logits[0, self.row]
         logp = torch.log_softmax(z.detach(), dim=-1)
         p = logp.exp()
