@@ -52,6 +52,9 @@ __all__ = [
 
 FORMAT_VERSION = 2
 
+# How a run with no method named is identified: explain.defaults picks the method per model.
+DEFAULT_METHOD = "default"
+
 
 # ---------------------------------------------------------------------------- explaining one batch
 def word_scores(
@@ -213,7 +216,7 @@ class WorkerSpec:
     """Everything a worker (this process, or one Ray actor) needs to explain batches and write shards."""
 
     source: ModelSource
-    method: str
+    method: str | None  # None: the most faithful method that supports the model (explain.defaults)
     options: dict[str, Any]
     out_dir: str
     batch_size: int = 8
@@ -280,7 +283,7 @@ def run_corpus(
     tokenizer: Any,
     input_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    method: str = "rollout",
+    method: str | None = None,
     batch_size: int = 8,
     engine: str = "local",
     resume: bool = True,
@@ -299,6 +302,8 @@ def run_corpus(
 ) -> dict[str, Any]:
     """Explain every text of ``input_path`` into ``out_dir``; finished examples are skipped on resume.
 
+    ``method=None`` explains with the most faithful method that supports the model (the faithfulness
+    benchmark's ranking, :mod:`attn_plugins.explain.defaults`); each row names the method used.
     ``model`` is a model object (with its ``tokenizer``) or a local path / hub id (``tokenizer=None``): a
     named model is loaded by whoever explains, so Ray workers load it themselves. ``explain_options`` go to
     :class:`~attn_plugins.explain.AttentionExplainer` (``task``, ``target``, ``reference``, method options);
@@ -333,7 +338,9 @@ def run_corpus(
     out = Path(out_dir).expanduser().resolve()
     options = {**explain_options, "save_records": save_records, "record_dtype": record_dtype}
     examples = read_texts(input_path) if engine == "local" else []  # bad input refused before anything is written
-    manifest = prepare(out, run_identity(source, method, options), resume)
+    # The default method is chosen from the model where it is loaded; the run is identified as "default" and each
+    # row names the method that explained it.
+    manifest = prepare(out, run_identity(source, method or DEFAULT_METHOD, options), resume)
     rows, repaired = verify_results(out, repair=True)
     done = {r["id"]: r.get("text_sha1") for r in rows}
     spec = WorkerSpec(
@@ -384,7 +391,7 @@ def run_corpus(
         "input": os.fspath(input_path),
         "out_dir": os.fspath(out),
         "engine": engine,
-        "method": method,
+        "method": method or DEFAULT_METHOD,
         "total": total,
         "skipped": total - len(pending),
         "explained": written,

@@ -20,7 +20,16 @@ from ..errors import InputError
 from ..methods import get_method
 from ..methods.base import Method
 from ..record import AttentionRecord
-from .targets import Target, describe_example, fill_row_weights, resolve, unwrap
+from .defaults import Choice, choose
+from .targets import (
+    Target,
+    describe_example,
+    fill_row_weights,
+    resolve,
+    resolve_inputs,
+    target_kind,
+    unwrap,
+)
 
 
 def as_batch(texts: Any) -> list[Any]:
@@ -56,6 +65,11 @@ def feature_explanation(values: Any, names: Sequence[str]) -> shap.Explanation:
     return shap.Explanation(values=np.asarray(values, dtype=float), base_values=0.0, feature_names=list(names))
 
 
+def _reads_text(model: Any) -> bool:
+    """Whether ``model`` reads token ids (its ``main_input_name``), not pixels or audio features."""
+    return getattr(model, "main_input_name", "input_ids") in ("input_ids", None)
+
+
 class _CallableMethod(Method):
     """The capture side of the method contract for a plain callable: what its ``requires`` names."""
 
@@ -65,19 +79,28 @@ class _CallableMethod(Method):
 
 
 class AttentionExplainer:
-    """``AttentionExplainer(model, tokenizer, method="rollout")(texts)`` -> ``shap.Explanation``.
+    """``AttentionExplainer(model, tokenizer, method=None)(texts)`` -> ``shap.Explanation``.
 
-    ``task`` is detected from the model's head unless given; ``target`` picks a class, ``token`` the
-    explained token of a token classifier, ``reference`` the text a sentence embedding is compared to (a
+    ``method=None`` picks the most faithful method that supports the model (:mod:`~attn_plugins.explain.defaults`:
+    the faithfulness benchmark's ranking, first method whose ``check_support`` accepts the model and the
+    target's attention kind); ``self.choice`` and the explanation's ``method_choice`` say which was used and
+    why each more faithful one was refused.
+
+    ``task`` is detected from the model's head unless given; ``target`` picks a class (for a language
+    model, the token id whose log-probability is explained), ``token`` the explained token of a token
+    classifier, ``reference`` the text a sentence embedding is compared to (a
     base encoder without a head and without ``reference`` explains its own embedding: the cosine
-    similarity of the embedding with tokens masked to the text's unmasked embedding), ``max_new_tokens``
-    the length of generations, ``position`` overrides the query row of single-output tasks (e.g.
+    similarity of the embedding with tokens masked to the text's unmasked embedding), without ``max_new_tokens`` a language
+    model explains its next token (an encoder-decoder its first generated token), with it each of that many
+    generated tokens, ``position`` overrides the query row of single-output tasks (e.g.
     ``"mean"`` for a classifier, or row weights). ``special_tokens=True`` keeps [CLS], [SEP], ... in the
     explanation. A text longer than the model accepts (or ``max_length``) is an InputError naming it,
     unless ``truncation=True``: then its longest prefix that fits is explained and the record's
     ``meta['truncated']`` is True. Texts a method reads without gradients are captured ``batch_size`` at
     a time, in one padded forward each (records cut to each text's tokens, so the scores are those of
-    one text alone). Other keyword options go to the method.
+    one text alone). Other keyword options go to the method. Models that read no text (ViT's
+    ``pixel_values``, Whisper's ``input_features``) are explained from ``explainer(inputs={...})``, one
+    example at a time (:func:`~attn_plugins.explain.targets.resolve_inputs`): patches or encoder frames.
 
     Query rows of a mean-pooled similarity: the pooling reads every row of the last layer, so by default
     each method's rows are read as the method declares (:attr:`Method.pooled_rows`): weighted by their
@@ -90,13 +113,13 @@ class AttentionExplainer:
         self,
         model: Any,
         tokenizer: Any = None,
-        method: str | Method = "rollout",
+        method: str | Method | None = None,
         *,
         task: str | None = None,
         target: int | None = None,
         token: int | None = None,
         reference: str | None = None,
-        max_new_tokens: int = 8,
+        max_new_tokens: int | None = None,
         position: Any = None,
         special_tokens: bool = False,
         truncation: bool = False,
@@ -104,7 +127,12 @@ class AttentionExplainer:
         batch_size: int = 32,
         **method_options: Any,
     ):
-        self.model, self.tokenizer, self.pooling = unwrap(model, tokenizer)
+        self.model, self.tokenizer, self.pooling = unwrap(model, tokenizer, text=_reads_text(model))
+        self.choice: Choice | None = None
+        if method is None:
+            kind = target_kind(self.model, task, reference, max_new_tokens)
+            self.choice = choose(self.model, self.tokenizer, kind)
+            method = self.choice.method
         self.method = get_method(method)
         self.method_name = getattr(self.method, "name", str(method))
         self.task = task
@@ -245,6 +273,8 @@ class AttentionExplainer:
         """Which explained key tokens the explanation shows: all but the special tokens unless they are asked for."""
         tokens = record.tokens[spec.keys]
         special = record.special_tokens_mask
+        if spec.special is not None and len(spec.special) == len(record.tokens):
+            special = spec.special  # a target without text names its own ([CLS] of a ViT)
         if self.special_tokens or special is None:
             return np.ones(len(tokens), dtype=bool)
         keep = ~np.asarray(special[spec.keys], dtype=bool)
@@ -254,6 +284,8 @@ class AttentionExplainer:
     def data(self, spec: Target, record: AttentionRecord) -> np.ndarray:
         """Token strings as shap's Text masker cuts them (with trailing spaces), else the record's tokens."""
         n = len(record.tokens[spec.keys])
+        if spec.feature_names is not None and len(spec.feature_names) == len(record.tokens):
+            return np.array(spec.feature_names, dtype=object)[spec.keys]
         if spec.text is not None and getattr(self.tokenizer, "is_fast", False):
             segments, _ = shap.maskers.Text(self.tokenizer).token_segments(spec.text)
             if len(segments) == n:
@@ -261,14 +293,21 @@ class AttentionExplainer:
         return np.array(record.tokens[spec.keys], dtype=object)
 
     # ------------------------------------------------------------------ batch
-    def __call__(self, texts: Any) -> shap.Explanation:
-        """Explain a text, a (question, context) pair, or a batch of them."""
-        examples = as_batch(texts)
+    def __call__(self, texts: Any = None, *, inputs: dict[str, Any] | None = None) -> shap.Explanation:
+        """Explain a text, a (question, context) pair, or a batch of them; or ``inputs`` of a model that reads
+        no text (one example: ``{"pixel_values": ...}`` or ``{"input_features": ...}``)."""
+        if (texts is None) == (inputs is None):
+            raise InputError("pass texts or inputs= (for a model that reads pixels or audio), not both or neither")
+        if inputs is not None:
+            specs = [resolve_inputs(self.model, inputs, self.task, self.target, self.max_new_tokens)]
+        else:
+            examples = as_batch(texts)
+            # Every example is resolved (and its length checked) before the first is explained.
+            specs = [
+                self.resolve(e, describe_example(e, i + 1 if len(examples) > 1 else None))
+                for i, e in enumerate(examples)
+            ]
         values, data, bases, names, labels, tasks = [], [], [], [], [], set()
-        # Every example is resolved (and its length checked) before the first is explained.
-        specs = [
-            self.resolve(e, describe_example(e, i + 1 if len(examples) > 1 else None)) for i, e in enumerate(examples)
-        ]
         for spec, (v, record) in zip(specs, self.scores_batch(specs)):
             keep = self.kept(spec, record)
             values.append(v[keep])
@@ -287,7 +326,7 @@ class AttentionExplainer:
             output_names = np.stack(names) if len({len(n) for n in names}) == 1 else names
         else:
             output_names = list(names[0])  # fixed outputs (QA start and end) named once, as shap does
-        return shap.Explanation(
+        explanation = shap.Explanation(
             values=ragged(values),
             base_values=ragged(bases) if bases[0].ndim else np.array([float(b) for b in bases]),
             data=ragged(data) if len({len(d) for d in data}) > 1 else np.stack(data),
@@ -295,6 +334,11 @@ class AttentionExplainer:
             # shap names text features by their stripped token strings; its ragged mean(0) groups by them.
             feature_names=[[str(t).strip() for t in d] for d in data],
         )
+        # Which method explained, and (for the default) why each more faithful one could not.
+        explanation.method = self.method_name
+        explanation.method_choice = self.choice.to_dict() if self.choice is not None else None
+        explanation.method_note = self.choice.note() if self.choice is not None else None
+        return explanation
 
     def __repr__(self) -> str:
         return f"AttentionExplainer(method={self.method_name!r}, task={self.task!r})"
@@ -313,10 +357,15 @@ def default_rows(method: Any) -> str:
 
 def explain(
     model: Any,
-    tokenizer: Any,
-    texts: str | Sequence[Any],
-    method: str | Method = "rollout",
+    tokenizer: Any = None,
+    texts: str | Sequence[Any] | None = None,
+    method: str | Method | None = None,
+    *,
+    inputs: dict[str, Any] | None = None,
     **options: Any,
 ) -> shap.Explanation:
-    """Explain ``texts`` with an attention ``method`` as a ``shap.Explanation`` (see :class:`AttentionExplainer`)."""
-    return AttentionExplainer(model, tokenizer, method=method, **options)(texts)
+    """Explain ``texts`` (or ``inputs=`` of a model that reads no text) with ``method`` as a ``shap.Explanation``.
+
+    ``method=None``: the most faithful method that supports the model (see :class:`AttentionExplainer`).
+    """
+    return AttentionExplainer(model, tokenizer, method=method, **options)(texts, inputs=inputs)

@@ -85,9 +85,14 @@ def report(
         raise InputError("the report needs at least one text")
     if not isinstance(shap_evals, int) or isinstance(shap_evals, bool) or shap_evals < 0:
         raise InputError(f"shap_evals must be 0 (no shap reference) or a positive budget, got {shap_evals!r}")
-    methods = list(methods) if methods is not None else list(DEFAULT_METHODS)
     extra_views(views)  # unknown view names fail before any model work
+    # Without a method the probe picks the most faithful one that supports the model (explain.defaults): the
+    # page recommends it, says why each more faithful method was refused, and shows it among the methods.
     probe = AttentionExplainer(model, tokenizer, task=task, target=target, reference=reference, truncation=truncation)
+    choice = probe.choice
+    methods = list(methods) if methods is not None else list(DEFAULT_METHODS)
+    if choice is not None and choice.method not in methods:
+        methods.append(choice.method)
     # Resolving checks every text's length first (naming the one too long) and, with truncation, gives the
     # prefix each method and shap explain; the page shows the same prefix.
     specs = [probe.resolve(t, describe_example(t, i + 1 if len(texts) > 1 else None)) for i, t in enumerate(texts)]
@@ -122,6 +127,7 @@ def report(
             reference=ref,
             reference_note=notes[0],
             views=views,
+            method_note=recommendation(choice),
         )
     else:
         page = report_view(
@@ -132,8 +138,16 @@ def report(
             reference=ref,
             reference_note=notes,
             views=views,
+            method_note=recommendation(choice),
         )
     return page
+
+
+def recommendation(choice: Any) -> str | None:
+    """The report's sentence on the method to read for this model, from the faithfulness benchmark's ranking."""
+    if choice is None:
+        return None
+    return f"Recommended method for this model (faithfulness benchmark, Spearman with exact Shapley values): {choice.note()}."
 
 
 def _scores(

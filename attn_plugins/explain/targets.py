@@ -4,7 +4,14 @@ function shap calls on masked texts.
 Tasks: ``classification`` (predicted or given class), ``token_classification`` (one token's class),
 ``question_answering`` (start and end of the predicted span), ``similarity`` (cosine similarity of the
 mean-pooled sentence embedding to a reference text; without a reference, to the text's own embedding),
-``generation`` (each token a causal LM generates) and ``seq2seq`` (each token an encoder-decoder generates).
+``next_token`` (the log-probability of the token a language model predicts next: after the text for a
+causal LM, the first token an encoder-decoder generates from it), ``generation`` (each token a causal LM
+generates) and ``seq2seq`` (each token an encoder-decoder generates).
+
+Models whose input is not text (ViT's ``pixel_values``, Whisper's ``input_features``) are explained from
+``inputs=`` (:func:`resolve_inputs`): an image classifier's class logit over its patches, a bare vision
+encoder's [CLS] embedding (its similarity to itself, as a text encoder's), a speech encoder-decoder's first
+generated token over its encoder frames.
 """
 
 from __future__ import annotations
@@ -19,7 +26,17 @@ import torch
 from ..capture import model_max_length
 from ..errors import InputError, UnsupportedModelError
 
-TASKS = ("classification", "token_classification", "question_answering", "similarity", "generation", "seq2seq")
+TASKS = (
+    "classification",
+    "token_classification",
+    "question_answering",
+    "similarity",
+    "next_token",
+    "generation",
+    "seq2seq",
+)
+# Generated tokens explained by the generation tasks when max_new_tokens is not given.
+GENERATED_TOKENS = 8
 
 ModelFn = Callable[[Sequence[str]], np.ndarray]
 
@@ -55,6 +72,10 @@ class Target:
     fn: ModelFn | None = None  # masked texts -> [N] or [N, outputs]; None when shap cannot mask this task
     label: str | None = None  # a human name for a single output (the class label)
     meta: dict[str, Any] = field(default_factory=dict)
+    # Names of the explained features and which are special, for targets without text (patches, frames);
+    # None: the record's tokens and special-tokens mask.
+    feature_names: list[str] | None = None
+    special: list[bool] | None = None
     # The weight of each query row in the explained output (a mean-pooled target reads every row): a
     # callable computing them (one forward, or from given last hidden states), None when the target reads
     # one row. See row_weights() and fill_row_weights().
@@ -62,8 +83,9 @@ class Target:
 
 
 # ---------------------------------------------------------------------------- models
-def unwrap(model: Any, tokenizer: Any) -> tuple[Any, Any, str]:
-    """(transformers model, tokenizer, pooling) for a plain model or a sentence-transformers model."""
+def unwrap(model: Any, tokenizer: Any, text: bool = True) -> tuple[Any, Any, str]:
+    """(transformers model, tokenizer, pooling) for a plain model or a sentence-transformers model; a model
+    that reads no text (``text=False``: images, audio) needs no tokenizer."""
     if any(c.__name__ == "SentenceTransformer" for c in type(model).__mro__):
         first = model[0]
         hf = getattr(first, "auto_model", None)
@@ -76,32 +98,45 @@ def unwrap(model: Any, tokenizer: Any) -> tuple[Any, Any, str]:
             elif getattr(module, "pooling_mode_mean_tokens", False):
                 pooling = "mean"
         return hf, tokenizer if tokenizer is not None else model.tokenizer, pooling
-    if tokenizer is None:
+    if tokenizer is None and text:
         raise InputError("explaining texts needs the model's tokenizer")
     return model, tokenizer, "mean"
 
 
-def detect_task(model: Any, reference: str | None = None) -> str:
-    """The task a model's head performs, from its class; base models explain similarity (to ``reference``, or
-    to the text's own embedding)."""
+def detect_task(model: Any, reference: str | None = None, max_new_tokens: int | None = None) -> str:
+    """The task a model's head performs, from its class; base encoders explain similarity (to ``reference``,
+    or to the text's own embedding).
+
+    A language model (causal or encoder-decoder) explains its next token (``next_token``: the first token an
+    encoder-decoder generates), or each of ``max_new_tokens`` generated tokens when that is given.
+    """
     name = type(model).__name__
     config = getattr(model, "config", None)
-    if name.endswith("ForSequenceClassification"):
+    if name.endswith(("ForSequenceClassification", "ForImageClassification", "ForAudioClassification")):
         return "classification"
     if name.endswith("ForTokenClassification"):
         return "token_classification"
     if name.endswith("ForQuestionAnswering"):
         return "question_answering"
-    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "generate") and "Generation" in name:
-        return "seq2seq"
+    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "generate") and _has_lm_head(model):
+        return "seq2seq" if max_new_tokens is not None else "next_token"
     if name.endswith(("ForCausalLM", "LMHeadModel")):
-        return "generation"
+        return "generation" if max_new_tokens is not None else "next_token"
     if reference is not None or _is_encoder(model):
         return "similarity"
     raise UnsupportedModelError(
         f"{name} has no task head to explain (classification, token classification, question answering or a "
         "language-model head) and is no encoder whose embedding could be explained; pass task= and reference="
     )
+
+
+def _has_lm_head(model: Any) -> bool:
+    """Whether the model maps hidden states to a vocabulary (MarianMTModel, T5ForConditionalGeneration, ...)."""
+    get = getattr(model, "get_output_embeddings", None)
+    try:
+        return callable(get) and get() is not None
+    except (AttributeError, NotImplementedError):
+        return False
 
 
 def _is_encoder(model: Any) -> bool:
@@ -221,7 +256,7 @@ def resolve(
     target: int | None = None,
     token: int | None = None,
     reference: str | None = None,
-    max_new_tokens: int = 8,
+    max_new_tokens: int | None = None,
     pooling: str = "mean",
     cache: dict[Any, Any] | None = None,
     *,
@@ -235,11 +270,20 @@ def resolve(
     similarity target, so a batch or corpus embeds its reference sentence once, not once per text.
     A text longer than the model accepts (or ``max_length``) is cut to its longest prefix that fits when
     ``truncation`` is set (the target's ``meta['truncated']`` says so), else it is an InputError naming
-    the example as ``name`` (default: ``the text``).
+    the example as ``name`` (default: ``the text``). Without ``task``, a language model explains its next
+    token, or ``max_new_tokens`` generated tokens when given (``generation`` and ``seq2seq`` given as the
+    task generate :data:`GENERATED_TOKENS` unless told).
     """
-    task = task or detect_task(model, reference)
+    main = getattr(model, "main_input_name", "input_ids")
+    if main not in ("input_ids", None):
+        raise InputError(
+            f"{type(model).__name__} reads {main}, not text: pass inputs={{{main!r}: tensor}} instead of a text"
+        )
+    task = task or detect_task(model, reference, max_new_tokens)
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
+    if max_new_tokens is None:
+        max_new_tokens = GENERATED_TOKENS
     fit = {"truncation": truncation, "max_length": max_length, "name": name or describe_example(example)}
     if task == "question_answering":
         return _qa(model, tokenizer, example, **fit)
@@ -251,6 +295,8 @@ def resolve(
         spec = _token_classification(model, tokenizer, text, target, token)
     elif task == "similarity":
         spec = _similarity(model, tokenizer, text, reference, pooling, cache, truncation, max_length)
+    elif task == "next_token":
+        spec = _next_token(model, tokenizer, text, target)
     elif task == "generation":
         spec = _generation(model, tokenizer, text, max_new_tokens)
     else:
@@ -525,3 +571,200 @@ def _seq2seq(model: Any, tokenizer: Any, text: str, max_new_tokens: int) -> Targ
         meta={"generated_ids": new.tolist()},
         text=text,
     )
+
+
+# ---------------------------------------------------------------------------- the next token
+def decoder_start(model: Any) -> int:
+    """The token an encoder-decoder's decoder starts from (its config's decoder_start_token_id)."""
+    config = model.config
+    start = getattr(config, "decoder_start_token_id", None)
+    if start is None:
+        start = getattr(getattr(model, "generation_config", None), "decoder_start_token_id", None)
+    if start is None:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} names no decoder_start_token_id: set model.config.decoder_start_token_id"
+        )
+    return int(start)
+
+
+class TokenLogProb(GradientTarget):
+    """log p(token) at one row of a language model's logits, with its form linear in the logits.
+
+    log p_t = z_t − Σ_k p_k z_k − H(p) for every z (the log-partition is Σ_k p_k z_k + H(p)); with p and H
+    held constant the right side is linear in the logits (so in the last hidden states of a linear head),
+    has the same value and the same gradient e_t − p: relevance methods and gradients explain one value,
+    the entropy term a constant no token gets.
+    """
+
+    def __init__(self, row: int, token: int):
+        self.row, self.token = row, token
+        super().__init__(self.log_prob, relevance=self.linear)
+
+    def log_prob(self, output: Any) -> torch.Tensor:
+        """log p(token) at the row: the explained value, for gradients and shap."""
+        return torch.log_softmax(output.logits[0, self.row], dim=-1)[self.token]
+
+    def linear(self, output: Any) -> torch.Tensor:
+        """The same value, linear in the logits (p and H held constant): relevance methods start here."""
+        z = output.logits[0, self.row]
+        logp = torch.log_softmax(z.detach(), dim=-1)
+        p = logp.exp()
+        entropy = -(p * logp).sum()
+        return z[self.token] - (p * z).sum() - entropy
+
+
+def _last_rows(mask: torch.Tensor) -> torch.Tensor:
+    """The index of each row's last real token, whichever side the padding is on."""
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return (positions * mask.long()).argmax(1)
+
+
+def _next_token(model: Any, tokenizer: Any, text: str, target: int | None) -> Target:
+    """The log-probability of the most probable next token (or token id ``target``): after the text for a
+    causal LM, the first generated token for an encoder-decoder (read through cross attention)."""
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    enc = _encode(tokenizer, [text], model)
+    if seq2seq:
+        start = decoder_start(model)
+        enc = {**enc, "decoder_input_ids": torch.tensor([[start]], device=_device(model))}
+        row = 0
+    else:
+        row = int(enc["input_ids"].shape[1]) - 1
+    logits = _forward(model, enc).logits[0, row]
+    tid = int(logits.argmax()) if target is None else _check_class(target, logits.shape[-1])
+    shown = tokenizer.decode([tid])
+
+    def fn(texts: Sequence[str]) -> np.ndarray:
+        batch = _encode(tokenizer, texts, model)
+        if seq2seq:
+            n = batch["input_ids"].shape[0]
+            batch["decoder_input_ids"] = torch.full((n, 1), start, dtype=torch.long, device=_device(model))
+            out = _forward(model, batch).logits[:, 0]
+        else:
+            # Masked variants keep the token count, but a batch may be padded on either side.
+            out = _forward(model, batch).logits
+            out = out[torch.arange(out.shape[0], device=out.device), _last_rows(batch["attention_mask"])]
+        return torch.log_softmax(out.float(), dim=-1)[:, tid].cpu().numpy()
+
+    what = "first generated token" if seq2seq else "next token"
+    return Target(
+        task="next_token",
+        kind="cross" if seq2seq else "self",
+        positions=[row],
+        gradient_targets=[TokenLogProb(row, tid)],
+        output_names=None,
+        text=text,
+        inputs={k: v.cpu() for k, v in enc.items()} if seq2seq else None,
+        fn=fn,
+        label=f"log p({what} {shown!r})",
+        meta={"token_id": tid, "token": shown, "explained": f"log-probability of the {what}"},
+    )
+
+
+# ---------------------------------------------------------------------------- inputs that are not text
+def resolve_inputs(
+    model: Any, inputs: Any, task: str | None = None, target: int | None = None, max_new_tokens: int | None = None
+) -> Target:
+    """The :class:`Target` of one example given as model inputs that are not text (``pixel_values``,
+    ``input_features``): what :func:`detect_task` finds for the model, over its patches or frames.
+
+    An image classifier explains its predicted class (or ``target``); a bare vision encoder the cosine
+    similarity of its [CLS] embedding (the last layer's first row, which ViT's pooler and classifier read) to
+    the unmasked image's; a speech encoder-decoder the log-probability of its first generated token (or
+    token id ``target``) over the encoder's frames (cross attention).
+    """
+    main = getattr(model, "main_input_name", "input_ids")
+    if not isinstance(inputs, dict) or main not in inputs or not isinstance(inputs[main], torch.Tensor):
+        raise InputError(f"inputs= must be a dict holding the model's {main!r} tensor")
+    if main == "input_ids":
+        raise InputError(f"{type(model).__name__} reads text: pass the text, not inputs=")
+    if inputs[main].shape[0] != 1:
+        raise InputError(f"inputs= holds {inputs[main].shape[0]} examples; explain one at a time")
+    if max_new_tokens is not None:
+        raise InputError("explaining generated tokens from inputs= is not supported; leave max_new_tokens unset")
+    task = task or detect_task(model)
+    device = _device(model)
+    given = {k: v.to(device) for k, v in inputs.items() if k != "decoder_input_ids"}
+    if task == "classification":
+        logits = _forward(model, given).logits[0]
+        cls = int(logits.argmax()) if target is None else _check_class(target, logits.shape[-1])
+        spec = Target(
+            task="classification",
+            kind="self",
+            positions=["first"],
+            gradient_targets=[lambda out: out.logits[0, cls]],
+            output_names=None,
+            inputs=given,
+            label=_label(model, cls),
+            meta={"class": cls},
+        )
+    elif task == "similarity":
+        spec = _cls_similarity(model, given)
+    elif task == "next_token" and getattr(model.config, "is_encoder_decoder", False):
+        given["decoder_input_ids"] = torch.tensor([[decoder_start(model)]], device=device)
+        logits = _forward(model, given).logits[0, 0]
+        tid = int(logits.argmax()) if target is None else _check_class(target, logits.shape[-1])
+        spec = Target(
+            task="next_token",
+            kind="cross",
+            positions=[0],
+            gradient_targets=[TokenLogProb(0, tid)],
+            output_names=None,
+            inputs=given,
+            label=f"log p(first generated token {tid})",
+            meta={"token_id": tid, "explained": "log-probability of the first generated token"},
+        )
+    else:
+        raise InputError(
+            f"task {task!r} is not explained from inputs=; inputs that are not text explain classification, "
+            "similarity (a bare encoder) or the first generated token (an encoder-decoder)"
+        )
+    spec.inputs = {k: v.cpu() for k, v in spec.inputs.items()}
+    spec.feature_names, spec.special = _feature_names(model, spec)
+    return spec
+
+
+def _cls_similarity(model: Any, inputs: dict[str, torch.Tensor]) -> Target:
+    """A bare vision encoder's [CLS] embedding compared with the unmasked image's (linear form, ‖e‖ held)."""
+    ref = _forward(model, inputs).last_hidden_state[0, 0]
+
+    def linear(out: Any) -> torch.Tensor:
+        e = out.last_hidden_state[0, 0]
+        return e @ ref.to(e.dtype) / (e.norm().detach() * ref.norm().to(e.dtype))
+
+    return Target(
+        task="similarity",
+        kind="self",
+        positions=["first"],
+        gradient_targets=[GradientTarget(linear)],
+        output_names=None,
+        inputs=inputs,
+        label="similarity of the [CLS] embedding to its own",
+        meta={"reference": None, "own_embedding": True},
+    )
+
+
+def _feature_names(model: Any, spec: Target) -> tuple[list[str] | None, list[bool] | None]:
+    """Names of the explained keys: a ViT's [CLS] and patches (row, column), or a speech encoder's positions."""
+    config = model.config
+    if "pixel_values" in spec.inputs and spec.kind == "self":
+        side = int(config.image_size) // int(config.patch_size)
+        names = ["[CLS]"] + [f"patch ({r}, {c})" for r in range(side) for c in range(side)]
+        return names, [True] + [False] * (side * side)
+    if "input_features" in spec.inputs:
+        # The convolution stem halves the frames: encoder position i reads input frames 2i and 2i + 1.
+        frames = int(spec.inputs["input_features"].shape[-1])
+        n = (frames + 1) // 2
+        return [f"frames {2 * i}-{min(2 * i + 1, frames - 1)}" for i in range(n)], [False] * n
+    return None, None
+
+
+def target_kind(model: Any, task: str | None = None, reference: str | None = None, max_new_tokens: Any = None) -> str:
+    """The attention kind the target of ``model`` (and ``task``) reads: ``cross`` for an encoder-decoder's
+    generated tokens, else ``self`` (also when no task can be detected: explaining will say why)."""
+    try:
+        task = task or detect_task(model, reference, max_new_tokens)
+    except UnsupportedModelError:
+        return "self"
+    seq2seq = getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    return "cross" if task == "seq2seq" or (task == "next_token" and seq2seq) else "self"

@@ -173,6 +173,10 @@ class Alti(Method):
     forward_passes = 2  # the capture, then a hooked forward for the per-layer contributions
     batch_capture = False
 
+    def check_support(self, model: Any, tokenizer: Any = None) -> None:
+        """The model has the layers this method decomposes (found without a forward)."""
+        alti_layers(model)
+
     def capture(
         self, model: Any, tokenizer: Any = None, text: Any = None, *, inputs: Any = None, **options: Any
     ) -> Any:

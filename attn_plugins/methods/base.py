@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, MissingCaptureError
+from ..errors import InputError, MissingCaptureError, UnsupportedModelError
 from ..record import AttentionRecord, Position, Selection, choose
 from ..record.selection import check_reduction, position_rows, row_weights
 
@@ -132,6 +132,24 @@ class Method:
     ) -> np.ndarray:
         """Token-by-token scores ``[queries, keys]``; ``layers`` and ``heads`` are positions in the record."""
         raise InputError(f"method {self.name!r} defines no token-by-token matrix")
+
+    # ------------------------------------------------------------------ which models it explains
+    def check_support(self, model: Any, tokenizer: Any = None) -> None:
+        """UnsupportedModelError (or InputError) saying why this method cannot explain ``model`` with
+        ``tokenizer``; checked from the model's modules and configuration, without a forward.
+
+        The default accepts every model (attention is read from any capture); a method with its own rules
+        or layer code overrides it. Explainers use it to pick the most faithful method that runs
+        (:mod:`attn_plugins.explain.defaults`).
+        """
+
+    def supports(self, model: Any, tokenizer: Any = None) -> bool:
+        """Whether :meth:`check_support` accepts ``model``."""
+        try:
+            self.check_support(model, tokenizer)
+        except (UnsupportedModelError, InputError):
+            return False
+        return True
 
     # ------------------------------------------------------------------ what it reads
     def capture_options(self) -> dict[str, Any]:

@@ -197,6 +197,10 @@ class DecompX(TargetMethod):
         self.requires = (f"extras:{name}",)
         self.description = f"DecompX (Modarressi et al. 2023) decomposition up to the output, biases {bias}"
 
+    def check_support(self, model: Any, tokenizer: Any = None) -> None:
+        """The model has the layers this method decomposes (found without a forward)."""
+        blocks(model)
+
     def capture(
         self, model: Any, tokenizer: Any = None, text: Any = None, *, inputs: Any = None, **options: Any
     ) -> AttentionRecord:

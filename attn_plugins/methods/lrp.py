@@ -517,6 +517,14 @@ class LRP(TargetMethod):
             record.extras[f"{self.name}.{part}"] = values.to(torch.float64)
         return record
 
+    def check_support(self, model: Any, tokenizer: Any = None) -> None:
+        """The rules cover every module and the adapter applies the attention rule; a mask baseline has its token."""
+        from ..capture.forward import select_adapter
+
+        check_model(model, RULES[self.rule], select_adapter(model, None))
+        if self.baseline == "mask" and tokenizer is not None:
+            masked_baseline(torch.zeros(1, 1, dtype=torch.long), [False], tokenizer)
+
     def scores(self, record: AttentionRecord, *, kind: str, part: str | None = None) -> np.ndarray:
         """Token relevances; ``part`` (no baseline only): ``"embedding"`` (default), ``"word"``, ``"position"``,
         ``"token_type"`` or ``"emb_out"``."""

@@ -121,6 +121,10 @@ class ValueZeroing(Method):
     forward_passes = 1  # the capture; the zeroings add T forward-equivalents (record.meta["forward_passes"])
     batch_capture = False  # one text: its zeroed forwards are batched over its own tokens
 
+    def check_support(self, model: Any, tokenizer: Any = None) -> None:
+        """The model has the layers this method decomposes (found without a forward)."""
+        encoder_layers(model)
+
     def capture(
         self, model: Any, tokenizer: Any = None, text: Any = None, *, inputs: Any = None, **options: Any
     ) -> AttentionRecord:

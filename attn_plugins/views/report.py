@@ -153,14 +153,22 @@ def framed_view(name: str, view: Any, blame: str | None, record: AttentionRecord
 
 
 def trust_section(
-    record: AttentionRecord, scores: Mapping[str, Any], reference: str | None, note: str | None = None
+    record: AttentionRecord,
+    scores: Mapping[str, Any],
+    reference: str | None,
+    note: str | None = None,
+    method_note: str | None = None,
 ) -> Fragment:
     """When attention misleads: sink and diffuse heads; the methods ranked by agreement with the reference.
 
     ``note`` says what the reference is (exact Shapley values, or an estimate and its own error). The
     method that agrees best with it on this text is named as the one to read, unless none agrees.
+    ``method_note`` names the method recommended for the model before any text is read (the benchmark's
+    most faithful method that supports it, and why more faithful ones were refused).
     """
     items = []  # (class, text): attn-warn for head diagnostics, attn-flag / attn-ok for agreement
+    if method_note:
+        items.append(("attn-ref", method_note))
     for kind in record.kinds:
         label = f"{kind} attention: " if len(record.kinds) > 1 else ""
         items += [("attn-warn", label + w) for w in diagnose(record, kind).warnings]
@@ -228,6 +236,7 @@ def report(
     renderer: str = "auto",
     threshold: float = DEFAULT_THRESHOLD,
     views: Sequence[str] | None = None,
+    method_note: str | None = None,
 ) -> Report:
     """One standalone page per call: for each record its text and output, scores per method, views, head summary.
 
@@ -240,6 +249,7 @@ def report(
     names registered views (a plugin's, e.g. ``"token_table"``) to add for each record: each is called
     with the record and shown in its own sandboxed frame (scripts run, but cannot reach this page), and a
     view that fails is a PluginError naming it and its plugin. The page's ``records`` are the records it shows.
+    ``method_note`` (one sentence) opens the trust section: the method recommended for the model and why.
     """
     recs = (
         [records] if isinstance(records, AttentionRecord) else list(records) if isinstance(records, Sequence) else None
@@ -271,7 +281,7 @@ def report(
         fragments.append(_header(rec, model_name, out if out is not None else describe_output(rec)))
         if rec_scores:
             fragments.extend(side_by_side(rec, rec_scores).fragments_for_page())
-        fragments.append(trust_section(rec, rec_scores, reference, note))
+        fragments.append(trust_section(rec, rec_scores, reference, note, method_note))
         fragments.append(Fragment("<h2>Attention</h2>", height=40))
         chosen = {"kind": kind, "layers": layers, "heads": heads, "threshold": threshold}
         fragments.extend(head_view(rec, renderer=renderer, **chosen).fragments)

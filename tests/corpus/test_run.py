@@ -57,7 +57,9 @@ def rows_by_id(out: Path) -> dict[str, dict]:
 def test_run_equals_the_explainer_and_writes_records(setup, tmp_path: Path) -> None:
     model, tok = setup
     src = write_texts(tmp_path / "texts.jsonl", TEXTS)
-    summary = ds.run_corpus(model, tok, src, tmp_path / "out", batch_size=2, shard_size=3, progress=False)
+    summary = ds.run_corpus(
+        model, tok, src, tmp_path / "out", method="rollout", batch_size=2, shard_size=3, progress=False
+    )
     assert summary["explained"] == len(TEXTS) and summary["skipped"] == 0 and summary["failed"] == 0
     assert summary["shards"] == 3 and len(shard_files(tmp_path / "out")) == 3  # 3 + 3 + 1 examples
     assert summary["examples_per_second"] > 0
@@ -80,6 +82,24 @@ def test_run_equals_the_explainer_and_writes_records(setup, tmp_path: Path) -> N
     assert manifest["run"]["method"] == "rollout" and manifest["run"]["model_class"] == "BertForSequenceClassification"
     assert manifest["examples"] == len(TEXTS) and len(manifest["shards"]) == 3
     assert [r["id"] for r in load_results(tmp_path / "out")] == [f"t{i}" for i in range(len(TEXTS))]
+
+
+def test_the_default_method_is_the_most_faithful_one_that_supports_the_model(setup, tmp_path: Path) -> None:
+    from attn_plugins.explain.defaults import choose
+
+    model, tok = setup
+    src = write_texts(tmp_path / "texts.jsonl", TEXTS[:2])
+    summary = ds.run_corpus(model, tok, src, tmp_path / "out", progress=False)
+    chosen = choose(model, tok, "self").method
+    assert summary["method"] == "default" and chosen != "rollout"
+    rows = rows_by_id(tmp_path / "out")
+    explainer = AttentionExplainer(model, tok, special_tokens=True)
+    assert explainer.method_name == chosen
+    for i, text in enumerate(TEXTS[:2]):
+        assert rows[f"t{i}"]["method"] == chosen
+        np.testing.assert_allclose(rows[f"t{i}"]["scores"], explainer(text).values[0], atol=1e-5)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["run"]["method"] == "default"
 
 
 def test_gradient_method_goes_through_the_explainer(setup, tmp_path: Path) -> None:

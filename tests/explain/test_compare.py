@@ -101,7 +101,7 @@ def test_compare_reports_a_failing_method_and_rejects_bad_input():
         ap.compare(model, tok, [("a question", "a context")])
     lm, lm_tok = gpt2_lm()
     with pytest.raises(InputError, match="'generation' task"):
-        ap.compare(lm, lm_tok, ["the movie"], methods=["raw"])
+        ap.compare(lm, lm_tok, ["the movie"], methods=["raw"], task="generation")
     with pytest.raises(InputError, match="class index 5"):
         ap.compare(model, tok, TEXTS, methods=["raw"], target=5)
 
