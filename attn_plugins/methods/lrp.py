@@ -493,7 +493,8 @@ class LRP(TargetMethod):
         self.rule = rule
         self.baseline = baseline
         self.requires = (f"extras:{name}",)
-        self.kinds = ("self", "encoder")  # encoder-decoders: the relevance of the source tokens
+        # Encoder-decoders: relevance of the source tokens, the keys of the cross attention a seq2seq target reads.
+        self.kinds = ("self", "encoder", "cross")
         self.description = description or f"{rule} relevance" + (" against the masked text" if baseline else "")
 
     def capture(
@@ -522,8 +523,16 @@ class LRP(TargetMethod):
         from ..capture.forward import select_adapter
 
         check_model(model, RULES[self.rule], select_adapter(model, None))
-        if self.baseline == "mask" and tokenizer is not None:
-            masked_baseline(torch.zeros(1, 1, dtype=torch.long), [False], tokenizer)
+        if self.baseline == "mask":
+            main = getattr(model, "main_input_name", "input_ids")
+            if main != "input_ids":
+                # The masked text replaces tokens by the masking token; pixels and audio frames have none.
+                raise UnsupportedModelError(
+                    f"method {self.name!r} compares the text with its masked version, and {type(model).__name__} "
+                    f"reads {main}, not tokens: use 'attnlrp' or 'cplrp' (relevance of the output itself)"
+                )
+            if tokenizer is not None:
+                masked_baseline(torch.zeros(1, 1, dtype=torch.long), [False], tokenizer)
 
     def scores(self, record: AttentionRecord, *, kind: str, part: str | None = None) -> np.ndarray:
         """Token relevances; ``part`` (no baseline only): ``"embedding"`` (default), ``"word"``, ``"position"``,
@@ -624,7 +633,11 @@ def encode_one(name: str, model: Any, tokenizer: Any, text: Any, inputs: Any, op
         )
     else:
         batch = encode_inputs(model, inputs, tokenizer=tokenizer)
-    if batch.size != 1:
+    # Images and audio name no tokens (an empty source): their batch size is the main tensor's first axis.
+    size = batch.size or next(
+        (int(batch.inputs[k].shape[0]) for k in ("pixel_values", "input_features") if k in batch.inputs), 0
+    )
+    if size != 1:
         raise InputError(f"method {name!r} explains one example at a time")
     keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "input_features", "decoder_input_ids")
     model_inputs = {k: v for k, v in batch.inputs.items() if k in keys + ("decoder_attention_mask",)}

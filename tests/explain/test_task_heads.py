@@ -204,3 +204,13 @@ def test_inputs_that_are_wrong_get_one_clear_error():
         ap.explain(vit, inputs=pixels, method="raw", task="generation")
     with pytest.raises(InputError, match="needs the model's tokenizer"):
         ap.explain(bert, None, TEXT, method="raw")
+
+
+@pytest.mark.parametrize("model_type", zoo_types())
+def test_the_default_is_the_most_faithful_method_on_every_type(model_type):
+    """Relevance against the masked text on every text model (its source tokens for encoder-decoders);
+    pixels and audio frames have no masking token, so relevance of the output itself."""
+    default = explain(model_type, None)
+    family = ZOO[model_type][0]
+    expected = "cplrp_mask" if family in STYLE else "cplrp"
+    assert default.method == expected, default.method_note
