@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import AttnPluginsError, CorpusError, InputError
-from .run import CorpusWorker, WorkerSpec
 from .texts import Example, parse_lines
+from .worker import CorpusWorker, WorkerSpec
 
 PROBE_SECONDS = 3.0
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -11,6 +11,7 @@ import torch
 
 import attn_plugins as ap
 import attn_plugins.corpus.run as ds
+import attn_plugins.corpus.worker as corpus_worker
 from attn_plugins.corpus import load_errors, load_results, read_texts
 from attn_plugins.corpus.shards import shard_files
 from attn_plugins.errors import CorpusError, InputError
@@ -127,7 +128,7 @@ def test_stop_and_resume_redoes_nothing_and_loses_nothing(setup, tmp_path: Path,
         calls.append([e.id for e in examples])
         return real(explainer, examples)
 
-    monkeypatch.setattr(ds, "explain_batch", stopping)
+    monkeypatch.setattr(corpus_worker, "explain_batch", stopping)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         ds.run_corpus(model, tok, src, out, batch_size=2, shard_size=2, progress=False)
@@ -136,7 +137,7 @@ def test_stop_and_resume_redoes_nothing_and_loses_nothing(setup, tmp_path: Path,
     (out / "shards" / "x.jsonl.tmp-1-abc").write_bytes(b'{"id": "t4", "scor')
 
     calls.clear()
-    monkeypatch.setattr(ds, "explain_batch", lambda e, x: calls.append([y.id for y in x]) or real(e, x))
+    monkeypatch.setattr(corpus_worker, "explain_batch", lambda e, x: calls.append([y.id for y in x]) or real(e, x))
     summary = ds.run_corpus(model, tok, src, out, batch_size=2, shard_size=2, progress=False)
     assert [i for batch in calls for i in batch] == ["t4", "t5", "t6"]  # only the unfinished ones
     assert summary["skipped"] == 4 and summary["explained"] == 3
@@ -360,7 +361,7 @@ def test_one_failing_example_is_recorded_and_the_run_goes_on(setup, tmp_path: Pa
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(explainer, examples)
 
-    monkeypatch.setattr(ds, "explain_batch", fragile)
+    monkeypatch.setattr(corpus_worker, "explain_batch", fragile)
     out = tmp_path / "out"
     with pytest.raises(
         CorpusError, match=r"1 of 7 examples failed .*texts.jsonl:5 id 't4': RuntimeError: CUDA"
@@ -369,7 +370,7 @@ def test_one_failing_example_is_recorded_and_the_run_goes_on(setup, tmp_path: Pa
     assert info.value.summary["explained"] == 6 and info.value.failures[0]["line"] == 5
     assert set(rows_by_id(out)) == {f"t{i}" for i in range(7)} - {"t4"}  # its batch-mates were isolated and kept
     assert [e["id"] for e in load_errors(out)] == ["t4"]
-    monkeypatch.setattr(ds, "explain_batch", real)
+    monkeypatch.setattr(corpus_worker, "explain_batch", real)
     summary = ds.run_corpus(model, tok, src, out, progress=False)  # resuming retries the failure
     assert summary["explained"] == 1 and summary["failed"] == 0 and load_errors(out) == []
 
