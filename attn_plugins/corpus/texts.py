@@ -64,6 +64,15 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise InputError(f"{path}: cannot read it ({str(exc).splitlines()[0]})") from None
 
 
+def _lone_surrogate(value: str) -> int | None:
+    """The position of the first unpaired surrogate in ``value`` (JSON escapes allow them), else None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def parse_lines(data: bytes, source: str) -> Iterator[Example]:
     """The examples of a JSON Lines file's bytes; a bad line raises InputError naming ``source`` and the line."""
     seen: dict[str, int] = {}
@@ -91,6 +100,14 @@ def parse_lines(data: bytes, source: str) -> Iterator[Example]:
         if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
             raise InputError(f'{source}:{n}: "id" must be a string or an integer')
         key = str(raw_id)
+        for what, value in (("id", key), ("text", text)):
+            bad = _lone_surrogate(value)
+            if bad is not None:
+                # Valid JSON (a "\\ud800" escape) but no Unicode text: it could not be hashed or written back.
+                raise InputError(
+                    f"{source}:{n}: the {what} holds a lone surrogate (\\u{ord(value[bad]):04x} at character "
+                    f"{bad + 1}), which is not a character; fix the escape"
+                )
         if key in seen:
             raise InputError(f"{source}:{n}: id {key!r} was already used on line {seen[key]}")
         seen[key] = n

@@ -162,6 +162,12 @@ def test_stop_and_resume_redoes_nothing_and_loses_nothing(setup, tmp_path: Path,
         (['{"id": "a", "text": "x"}', '{"id": "a", "text": "y"}'], r"id 'a' was already used on line 1"),
         (['{"id": [1], "text": "x"}'], r'"id" must be'),
         (["", "  "], r"holds no texts"),
+        # Valid JSON escapes that are no Unicode text: refused by line, not a UnicodeEncodeError when hashed.
+        (
+            ['{"text": "good"}', '{"text": "bad \\ud800 film"}'],
+            r":2: the text holds a lone surrogate \(\\ud800 at character 5\)",
+        ),
+        (['{"id": "x\\udc00", "text": "good"}'], r":1: the id holds a lone surrogate \(\\udc00 at character 2\)"),
     ],
 )
 def test_bad_input_files(tmp_path: Path, lines: list[str], message: str) -> None:
@@ -261,16 +267,41 @@ def test_resume_drops_a_duplicated_row_and_keeps_one(setup, tmp_path: Path) -> N
     assert rows_by_id(out).keys() == before.keys()  # the shard was rewritten without the copy
 
 
-@pytest.mark.parametrize("damage", ["deleted", "corrupt", "other size"])
+def _rewrite_rows(out: Path, change) -> None:
+    """Apply ``change`` to every row of every shard (as a hand edit would)."""
+    for shard in shard_files(out):
+        rows = [json.loads(line) for line in shard.read_text("utf-8").splitlines()]
+        shard.write_text("".join(json.dumps(change(r)) + "\n" for r in rows), "utf-8")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["deleted", "corrupt", "other size", "grown", "grown, a row without size", "zeros", "zeros, a row without digest",
+     "data zeroed"],
+)  # fmt: skip
 def test_resume_redoes_an_example_whose_record_is_gone_or_damaged(setup, tmp_path: Path, damage: str) -> None:
     src, out, before = _finished(setup, tmp_path)
     record = out / before["t3"]["record"]
+    size = record.stat().st_size
     if damage == "deleted":
         record.unlink()
     elif damage == "corrupt":
-        record.write_bytes(b"\xff" * record.stat().st_size)  # same size, header pointing past the end
-    else:
+        record.write_bytes(b"\xff" * size)  # same size, header pointing past the end
+    elif damage == "other size":
         record.write_bytes(b"not a record")
+    elif damage.startswith("grown"):
+        with open(record, "ab") as fh:
+            fh.write(b"\0" * 16)  # appended bytes: a record still loads, but not the file that was written
+        if damage.endswith("without size"):  # rows of an older version: the header's data length tells
+            _rewrite_rows(out, lambda r: {k: v for k, v in r.items() if k not in ("record_bytes", "record_digest")})
+    elif damage.startswith("zeros"):
+        record.write_bytes(bytes(size))  # same size, all zeros: a header of length 0
+        if damage.endswith("without digest"):  # rows of an older version: the header alone tells
+            _rewrite_rows(out, lambda r: {k: v for k, v in r.items() if k != "record_digest"})
+    else:  # header intact, the attention values zeroed: only the digest in the row tells
+        data = bytearray(record.read_bytes())
+        data[-64:] = bytes(64)
+        record.write_bytes(bytes(data))
     assert [r["id"] for r in load_results(out)] == [f"t{i}" for i in range(len(TEXTS)) if i != 3]
     summary = ds.run_corpus(*setup, src, out, progress=False)
     assert summary["explained"] == 1 and summary["repaired"] == 1 and "t3" in summary["repairs"][0]
@@ -279,6 +310,37 @@ def test_resume_redoes_an_example_whose_record_is_gone_or_damaged(setup, tmp_pat
     for row in after.values():
         ap.load(out / row["record"]).validate()
     np.testing.assert_allclose(after["t3"]["scores"], before["t3"]["scores"], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("line", "3", "'line' is \"3\", not an integer"),
+        ("line", True, "'line' is true, not an integer"),
+        ("record", 5, "'record' is 5, not a string"),
+        ("record", "../../elsewhere.attn", "'record' is '../../elsewhere.attn', not the record file of id 't0'"),
+        ("record_bytes", "12", "'record_bytes' is \"12\", not an integer"),
+        ("record_digest", [1], "'record_digest' is \\[1\\], not a string"),
+        ("text_sha1", {"a": 1}, "'text_sha1' is {\"a\": 1}, not a string"),
+    ],
+)
+def test_rows_edited_with_fields_of_the_wrong_type_are_refused_by_place(setup, tmp_path, field, value, message):
+    src, out, before = _finished(setup, tmp_path)
+    _rewrite_rows(out, lambda r: {**r, field: value} if r["id"] == "t0" else r)
+    shard = shard_files(out)[0].name
+    with pytest.raises(InputError, match=rf"shards/{shard}:1: {message}"):
+        ds.run_corpus(*setup, src, out, progress=False)
+    with pytest.raises(InputError, match=rf"shards/{shard}:1: {message}"):
+        load_results(out)
+    _rewrite_rows(out, lambda r: {**r, field: before[r["id"]][field]})  # the edit undone: the run is whole
+    assert ds.run_corpus(*setup, src, out, progress=False)["explained"] == 0
+
+
+def test_error_rows_edited_with_fields_of_the_wrong_type_are_refused(setup, tmp_path: Path) -> None:
+    src, out, _ = _finished(setup, tmp_path)
+    (out / "errors" / "zz-000000.jsonl").write_text('{"id": "t9", "line": "9", "error": "x"}\n', "utf-8")
+    with pytest.raises(InputError, match=r"errors/zz-000000.jsonl:1: 'line' is \"9\", not an integer"):
+        load_errors(out)
 
 
 def test_unreadable_shards_are_refused_with_their_name(setup, tmp_path: Path) -> None:
