@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -31,7 +32,7 @@ from .shards import (
     write_atomic,
 )
 from .source import ModelSource, json_safe
-from .texts import Example, input_location, read_texts
+from .texts import Example, check_input, input_location, read_texts
 from .worker import CorpusWorker, WorkerSpec, check_truncation, explain_batch, word_scores
 
 __all__ = [
@@ -133,14 +134,19 @@ def run_corpus(
         raise InputError(f"record_dtype must be float16, bfloat16 or float32, not {record_dtype!r}")
     if shard_format not in SHARD_FORMATS:
         raise InputError(f"shard_format must be jsonl or parquet, not {shard_format!r}")
-    if num_gpus_per_worker < 0 or (num_gpus_per_worker and engine != "ray"):
+    gpus = num_gpus_per_worker
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus < 0:
+        raise InputError(f"num_gpus_per_worker must be a finite number of GPUs >= 0 per Ray worker, got {gpus!r}")
+    if gpus and engine != "ray":
         raise InputError("num_gpus_per_worker is a non-negative number of GPUs per Ray worker (engine='ray')")
     if engine == "ray":
-        from .ray import cluster_address, probe
+        from .ray import check_token, cluster_address, probe
 
+        check_input(input_path)  # Ray reads it later, in a task: a missing file or a folder is refused here
         address = cluster_address(ray_address)
         if address not in (None, "auto"):
             probe(address)  # an unreachable cluster is one line now, not after minutes of retries
+            check_token(address)  # a cluster that refuses this driver's token: at once, not after 25 s
     if truncation:
         check_truncation()  # here, not first in each worker
     source = ModelSource.of(model, tokenizer, task=task_model)

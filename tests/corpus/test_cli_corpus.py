@@ -86,6 +86,27 @@ def test_a_lone_surrogate_in_the_input(capsys, model_dir, tmp_path, key) -> None
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_gpu_count_that_is_no_finite_number(capsys, model_dir, tmp_path, value) -> None:
+    src = _input(tmp_path / "in.jsonl")
+    code, _, err = _run(capsys, model_dir, src, tmp_path / "run", "--engine", "ray", "--num-gpus-per-worker", value)
+    _one_error(code, err, "--num-gpus-per-worker must be a finite number >= 0")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_folder_or_a_missing_input_is_one_line_for_both_engines(capsys, model_dir, tmp_path, engine) -> None:
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    _input(folder / "a.jsonl")
+    _input(folder / "b.jsonl")  # the same ids again
+    code, _, err = _run(capsys, model_dir, folder, tmp_path / "run", "--engine", engine)
+    _one_error(code, err, f"{folder}: is a folder", "cat ")
+    code, _, err = _run(capsys, model_dir, tmp_path / "nope.jsonl", tmp_path / "run", "--engine", engine)
+    _one_error(code, err, "nope.jsonl: no such file")
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_with_a_row_edited_to_the_wrong_type(capsys, model_dir, finished_run, tmp_path) -> None:
     def damage(d: Path) -> None:
         shard = shard_files(d)[0]

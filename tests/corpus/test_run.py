@@ -188,8 +188,10 @@ def test_input_through_a_pyarrow_filesystem_uri(tmp_path: Path) -> None:
     path = write_texts(tmp_path / "texts.jsonl", TEXTS[:2])
     examples = read_texts(path.as_uri())  # file:///...: the same reader as s3:// or gs://
     assert [(e.id, e.text, e.line) for e in examples] == [("t0", TEXTS[0], 1), ("t1", TEXTS[1], 2)]
-    with pytest.raises(InputError, match="cannot read it"):
+    with pytest.raises(InputError, match="missing.jsonl: no such file"):
         read_texts((tmp_path / "missing.jsonl").as_uri())
+    with pytest.raises(InputError, match="cannot read it"):
+        read_texts("nosuchscheme://bucket/texts.jsonl")
 
 
 def test_resuming_a_different_run_is_refused(setup, tmp_path: Path) -> None:
@@ -215,6 +217,35 @@ def test_resuming_a_different_run_is_refused(setup, tmp_path: Path) -> None:
         ds.run_corpus(model, tok, src, out, shard_size=0, progress=False)
     with pytest.raises(InputError, match="num_gpus_per_worker"):
         ds.run_corpus(model, tok, src, out, num_gpus_per_worker=1, progress=False)
+
+
+@pytest.mark.parametrize("gpus", [float("nan"), float("inf"), -1, "1", True])
+def test_a_gpu_count_that_is_no_finite_number_is_refused_before_ray_starts(setup, tmp_path: Path, gpus) -> None:
+    src = write_texts(tmp_path / "texts.jsonl", TEXTS[:1])
+    with pytest.raises(InputError, match=r"num_gpus_per_worker must be a finite number of GPUs >= 0"):
+        ds.run_corpus(*setup, src, tmp_path / "out", engine="ray", num_gpus_per_worker=gpus, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+@pytest.mark.parametrize("uri", [False, True], ids=["path", "uri"])
+def test_a_folder_or_a_missing_input_is_refused_by_both_engines_before_anything_runs(
+    setup, tmp_path: Path, engine: str, uri: bool
+) -> None:
+    """Ray Data would read every file of a folder (and crash on an empty one, or keep one of two texts that
+    share an id); both engines read one file, and say so before a cluster starts or a directory is made."""
+    empty, shared = tmp_path / "empty", tmp_path / "shared"
+    empty.mkdir()
+    shared.mkdir()
+    write_texts(shared / "a.jsonl", TEXTS[:2])
+    write_texts(shared / "b.jsonl", TEXTS[2:4])  # ids t0, t1 again
+    name = (lambda p: p.as_uri()) if uri else str
+    for folder in (empty, shared):
+        with pytest.raises(InputError, match=r"is a folder; a corpus run reads one JSON Lines file"):
+            ds.run_corpus(*setup, name(folder), tmp_path / "out", engine=engine, progress=False)
+    with pytest.raises(InputError, match=r"missing.jsonl: no such file"):
+        ds.run_corpus(*setup, name(tmp_path / "missing.jsonl"), tmp_path / "out", engine=engine, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
