@@ -203,6 +203,21 @@ def test_gpu_request_on_a_cpu_cluster_is_refused(model_dir, head, tmp_path, monk
     assert not ray.is_initialized()  # the run's own connection is closed again
 
 
+def test_a_lone_surrogate_in_the_input_is_one_error_naming_the_line(model_dir, head, tmp_path, monkeypatch) -> None:
+    """Ray Data parses the input in a task: the line's error comes back as the local engine's, not a RayTaskError."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine"}\n{"id": "x", "text": "bad \\ud800"}\n', "utf-8")
+    with pytest.raises(InputError, match=r"in.jsonl:2: the text holds a lone surrogate \(\\ud800 at character 5\)"):
+        ds.run_corpus(
+            str(model_dir), None, src, tmp_path / "run", engine="ray", ray_address=head.address, progress=False
+        )
+    import ray
+
+    assert not ray.is_initialized()
+
+
 def test_local_cluster_with_model_objects_and_parquet(tmp_path, monkeypatch) -> None:
     """No address: the run starts a private local cluster; a model object goes through the object store."""
     for key, value in ENV.items():
