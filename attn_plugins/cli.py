@@ -209,6 +209,8 @@ def _explain_corpus(args: argparse.Namespace) -> int:
     methods = _method_list(args.methods, default=("rollout",))
     if len(methods) != 1:
         raise CliError("a corpus run takes one method")
+    if not 0 <= args.num_gpus_per_worker < float("inf"):  # nan and inf too: Ray would fail on them later
+        raise CliError(f"--num-gpus-per-worker must be a finite number >= 0, got {args.num_gpus_per_worker:g}")
     if args.engine != "ray" and (args.ray_address or args.num_gpus_per_worker):
         raise CliError("--ray-address and --num-gpus-per-worker need --engine ray")
     check_output(args.out, directory=True)

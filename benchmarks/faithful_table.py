@@ -30,7 +30,7 @@ HEADLINE = ("topic", "test")
 
 def minilm_row(method: str) -> str:
     """The MiniLM entry of an attention method as the explainer reads it by default (its row choice)."""
-    from attn_plugins.explain.explainer import default_rows
+    from attn_plugins.explain.defaults import default_rows
 
     return f"{method}[{default_rows(method)}]"
 

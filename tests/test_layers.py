@@ -1,7 +1,8 @@
 """The tree reads as the pipeline: imports run one way, and only the named layers touch shap, bertviz, adapters.
 
-The rules are those of docs/architecture.md; every import statement of the package (function-level ones
-included) is read with ``ast`` and checked, so a new upward import fails here with its file and line.
+The rules are those of docs/architecture.md; every import statement of the package (function-level and
+type-checking ones included) is read with ``ast`` and checked, so a new upward import fails here with its file
+and line, and modules that import each other (a circle, also inside one layer) fail with the circle named.
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ def corpus_ranking(
 
 def save_ranking(ranking: CorpusRanking, path: str | os.PathLike) -> None:
     """Write the ranking table as JSON (atomically)."""
-    from .run import write_atomic
+    from .shards import write_atomic
 
     data = json.dumps(ranking.to_dict(), indent=1, allow_nan=False)
     write_atomic(Path(path), data.encode("utf-8"))

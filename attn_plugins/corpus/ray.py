@@ -9,11 +9,13 @@ metadata (ids, shard names, errors) comes back to the driver.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import AttnPluginsError, CorpusError, InputError
-from .run import CorpusWorker, WorkerSpec
 from .texts import Example, parse_lines
+from .worker import CorpusWorker, WorkerSpec
 
 PROBE_SECONDS = 3.0
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -76,6 +78,46 @@ def probe(address: str, timeout: float = PROBE_SECONDS) -> None:
     raise InputError(f"cannot reach the Ray cluster at {address}: {reason}; {_HINT}")
 
 
+@contextlib.contextmanager
+def _silent_stderr() -> Iterator[None]:
+    """Ray's C++ client logs each failed call to file descriptor 2; the caller reports it as one line instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def check_token(address: str) -> None:
+    """Raise InputError at once when the cluster at ``address`` refuses this driver's authentication token.
+
+    A cluster started with token authentication (``RAY_AUTH_MODE=token``) refuses a driver without its token;
+    ``ray.init`` then retries for about 25 s and says only "Failed to connect". One call of Ray's own GCS
+    client, with the token ``ray.init`` would send, tells within a second.
+    """
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # no Ray (the engine says so), or a Ray without token authentication
+        return
+    try:
+        with _silent_stderr():
+            GcsClient(address=address)
+    except AuthenticationError as exc:
+        reason = (str(exc).strip().splitlines() or ["token refused"])[0]
+        raise InputError(
+            f"the Ray cluster at {address} refused this driver's authentication token ({reason}); it runs with "
+            "token authentication: give the driver the cluster's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+            "~/.ray/auth_token) with RAY_AUTH_MODE=token"
+        ) from None
+    except Exception:  # anything else is ray.init's to report, as before
+        return
+
+
 def cluster_address(ray_address: str | None) -> str | None:
     """The cluster a run connects to: the argument, else ``RAY_ADDRESS``; None means a local cluster."""
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
@@ -102,6 +144,7 @@ def connect(ray_address: str | None, num_workers: int, num_gpus_per_worker: floa
         return True
     if address != "auto":
         probe(address)
+        check_token(address)
     try:
         # No num_cpus/num_gpus here: ray.init refuses them when it connects to a running cluster.
         ray.init(address=address, **quiet)

@@ -12,18 +12,21 @@ Layout of ``out_dir``:
 * ``records/<hash of id>.attn`` - the AttentionRecord of each example (safetensors, atomic writes).
 
 Resuming reads the shards, not the manifest: it drops duplicated rows and rows whose record file is missing or
-damaged (those examples are explained again), and refuses files it cannot read.
+damaged (another size, a header that is not a record's, or content that no longer matches the digest written in
+the row), so those examples are explained again; it refuses files it cannot read and rows whose fields are not
+what this tool writes (edited by hand), naming the file, the line and the field.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -51,6 +54,28 @@ def write_atomic(path: Path, data: bytes) -> None:
     finally:
         if tmp.exists():  # a failed write leaves nothing behind
             tmp.unlink()
+
+
+# A file's digest reads it whole up to this size; beyond it, _SAMPLES evenly spaced pieces of _SAMPLE bytes.
+_SAMPLE = 1 << 16
+_SAMPLES = 16
+
+
+def file_digest(fh: BinaryIO, size: int) -> str:
+    """sha256 of a file's size and bytes (of 16 evenly spaced 64 KiB samples when larger than 1 MiB).
+
+    Samples keep a resume of a corpus with gigabytes of records fast; a file zeroed, truncated, grown or swapped
+    for another shows in its size or samples.
+    """
+    h = hashlib.sha256(str(size).encode())
+    if size <= _SAMPLE * _SAMPLES:
+        fh.seek(0)
+        h.update(fh.read())
+    else:
+        for i in range(_SAMPLES):
+            fh.seek((size - _SAMPLE) * i // (_SAMPLES - 1))
+            h.update(fh.read(_SAMPLE))
+    return h.hexdigest()[:16]
 
 
 def record_name(example_id: str) -> str:
@@ -95,6 +120,7 @@ def _parquet_schema(score_dims: int) -> Any:
             ("truncated", pa.bool_()),
             ("record", pa.string()),
             ("record_bytes", pa.int64()),
+            ("record_digest", pa.string()),
         ]
     )
 
@@ -132,10 +158,11 @@ class ShardWriter:
         self.seq += 1
         rows = []
         for row, blob in done:
-            row = dict(row, record=None, record_bytes=None)
+            row = dict(row, record=None, record_bytes=None, record_digest=None)
             if blob is not None:
                 row["record"] = record_name(row["id"])
                 row["record_bytes"] = len(blob)
+                row["record_digest"] = file_digest(io.BytesIO(blob), len(blob))
                 write_atomic(self.out / row["record"], blob)
             rows.append(row)
         shard = None
@@ -161,7 +188,40 @@ def shard_files(out_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in (".jsonl", ".parquet") and ".tmp-" not in p.name)
 
 
-def _read_jsonl(path: Path, rel: str) -> list[dict[str, Any]]:
+# The fields a resume reads, and the JSON types this tool writes them with (None: null). Anything else was
+# edited by hand: refused with its place, since a guess could mix results or lose one.
+SHARD_FIELDS: dict[str, tuple[type, ...]] = {
+    "line": (int,),
+    "text_sha1": (str,),
+    "record": (str,),
+    "record_bytes": (int,),
+    "record_digest": (str,),
+}
+ERROR_FIELDS: dict[str, tuple[type, ...]] = {"line": (int,), "error": (str,)}
+_TYPE_NAMES = {int: "an integer", str: "a string"}
+
+
+def _check_row(row: Any, where: str, fields: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    """``row`` when its id and ``fields`` have the types this tool writes; InputError naming ``where`` else."""
+    if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+        raise InputError(f"{where}: a results line without an id")
+    for name, types in fields.items():
+        value = row.get(name)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise InputError(
+                f"{where}: {name!r} is {json.dumps(value)[:40]}, not {_TYPE_NAMES[types[0]]}; "
+                "the row was edited or not written by attn-plugins (fix or delete it)"
+            )
+    record = row.get("record")
+    if "record" in fields and record is not None and record != record_name(row["id"]):
+        raise InputError(
+            f"{where}: 'record' is {record!r}, not the record file of id {row['id']!r} "
+            f"({record_name(row['id'])}); the row was edited or not written by attn-plugins"
+        )
+    return row
+
+
+def _read_jsonl(path: Path, rel: str, fields: dict[str, tuple[type, ...]]) -> list[dict[str, Any]]:
     rows = []
     for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not raw.strip():
@@ -174,29 +234,44 @@ def _read_jsonl(path: Path, rel: str) -> list[dict[str, Any]]:
             raise InputError(
                 f"{rel}:{n}: corrupted results line ({exc.msg}); it was not written by this tool"
             ) from None
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
-            raise InputError(f"{rel}:{n}: a results line without an id")
-        rows.append(row)
+        rows.append(_check_row(row, f"{rel}:{n}", fields))
     return rows
 
 
 def read_shard(path: Path, rel: str | None = None) -> list[dict[str, Any]]:
-    """The rows of one shard file (JSON Lines or Parquet)."""
+    """The rows of one shard file (JSON Lines or Parquet); rows with fields of the wrong type are refused."""
     rel = rel or str(path)
     if path.suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist()
+            rows = pq.read_table(path).to_pylist()
         except ImportError:
             raise InputError(f"{rel}: reading Parquet shards needs pyarrow") from None
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a damaged file
             raise InputError(f"{rel}: not a readable Parquet shard ({str(exc).splitlines()[0]})") from None
-    return _read_jsonl(path, rel)
+        return [_check_row(row, f"{rel} row {i}", SHARD_FIELDS) for i, row in enumerate(rows, start=1)]
+    return _read_jsonl(path, rel, SHARD_FIELDS)
+
+
+def _header_problem(fh: BinaryIO, size: int) -> str | None:
+    """Why a file is not a safetensors record (its header and the data it describes), or None."""
+    head = fh.read(8)
+    n = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if n < 2 or n + 8 > size:
+        return "its header length points past its end"
+    try:
+        header = json.loads(fh.read(n).decode("utf-8"))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return "its header is not a record's"
+    if max(ends, default=0) != size - 8 - n:
+        return f"its header describes {max(ends, default=0)} bytes of data, it holds {size - 8 - n}"
+    return None
 
 
 def _record_problem(out_dir: Path, row: dict[str, Any]) -> str | None:
-    """Why a row's record file cannot be trusted, or None when it is there with the size it was written with."""
+    """Why a row's record file cannot be trusted, or None when it is the file the row was written with."""
     name = row.get("record")
     if name is None:
         return None
@@ -208,11 +283,18 @@ def _record_problem(out_dir: Path, row: dict[str, Any]) -> str | None:
     expected = row.get("record_bytes")
     if expected is not None and size != expected:
         return f"record file {name} has {size} bytes, {expected} were written"
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if len(head) < 8 or int.from_bytes(head, "little") + 8 > size:
-        return f"record file {name} is not a record (damaged)"
-    return None
+    try:
+        with open(path, "rb") as fh:
+            problem = _header_problem(fh, size)
+            if (
+                problem is None
+                and row.get("record_digest") is not None
+                and file_digest(fh, size) != row["record_digest"]
+            ):
+                problem = "its content changed since it was written"
+    except OSError as exc:
+        return f"record file {name} cannot be read ({exc.strerror or exc})"
+    return None if problem is None else f"record file {name} is damaged: {problem}"
 
 
 def load_results(out_dir: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
@@ -230,7 +312,7 @@ def verify_results(out_dir: Path, repair: bool = False) -> tuple[list[dict[str, 
     legacy = out_dir / LEGACY_RESULTS
     files = shard_files(out_dir)
     if legacy.exists() and not files:
-        return _read_jsonl(legacy, str(legacy)), []  # a format-1 run, read as it is
+        return _read_jsonl(legacy, str(legacy), {}), []  # a format-1 run, read as it is
     kept: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     for path in files:
@@ -262,7 +344,7 @@ def load_errors(out_dir: str | os.PathLike, done: set[str] | None = None) -> lis
     latest: dict[str, dict[str, Any]] = {}
     if folder.is_dir():
         for path in sorted(p for p in folder.glob("*.jsonl") if ".tmp-" not in p.name):
-            for row in _read_jsonl(path, f"{out.name}/{ERRORS}/{path.name}"):
+            for row in _read_jsonl(path, f"{out.name}/{ERRORS}/{path.name}", ERROR_FIELDS):
                 latest[row["id"]] = row
     return sorted((e for k, e in latest.items() if k not in done), key=lambda e: (e.get("line") or 0, e["id"]))
 

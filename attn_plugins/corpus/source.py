@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .shards import file_digest
 
 # Which transformers class loads a model for a task (``--task-model``); default: the config's architecture.
 TASK_CLASSES = {
@@ -25,9 +26,6 @@ TASK_CLASSES = {
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-# Files read whole for the identity of a model directory; larger files (weights) are sampled.
-_SAMPLE = 1 << 16
-_SAMPLES = 16
 
 
 def looks_like_path(name: str) -> bool:
@@ -83,17 +81,9 @@ def load_pretrained(name: str, task: str | None = None, revision: str | None = N
 
 
 def _file_digest(path: Path) -> str:
-    """sha256 of a small file, or of its size and 16 evenly spaced 64 KiB samples for a large one."""
-    size = path.stat().st_size
-    h = hashlib.sha256(str(size).encode())
+    """A model file's digest (whole when small, sampled when large: hashing GBs would dominate start-up)."""
     with open(path, "rb") as fh:
-        if size <= _SAMPLE * _SAMPLES:
-            h.update(fh.read())
-        else:  # any retrained or swapped weight file differs in its samples; hashing GBs would dominate start-up
-            for i in range(_SAMPLES):
-                fh.seek((size - _SAMPLE) * i // (_SAMPLES - 1))
-                h.update(fh.read(_SAMPLE))
-    return h.hexdigest()[:16]
+        return file_digest(fh, path.stat().st_size)
 
 
 def directory_digest(root: str | Path) -> str:

@@ -45,13 +45,41 @@ def input_location(path: str | os.PathLike) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """The whole input file, from a local path or a pyarrow filesystem URI."""
+_FOLDER = (
+    "{path}: is a folder; a corpus run reads one JSON Lines file, whose ids are unique "
+    "(join the files first, e.g. `cat {path}/*.jsonl > all.jsonl`, giving each text an id of its own)"
+)
+
+
+def check_input(path: str | os.PathLike) -> None:
+    """Refuse an input that does not exist or is a folder (either engine reads exactly one file)."""
     if not is_uri(path):
         local = Path(path).expanduser()
+        if local.is_dir():
+            raise InputError(_FOLDER.format(path=os.fspath(path).rstrip("/")))
         if not local.is_file():
             raise InputError(f"{path}: no such file")
-        return local.read_bytes()
+        return
+    try:
+        from pyarrow import fs
+    except ImportError:
+        raise InputError(f"{path}: reading a URI needs pyarrow (pip install 'attn-plugins[ray]')") from None
+    try:
+        filesystem, inner = fs.FileSystem.from_uri(os.fspath(path))
+        kind = filesystem.get_file_info(inner).type
+    except (OSError, ValueError) as exc:  # an unknown scheme, no credentials, an unreachable store
+        raise InputError(f"{path}: cannot read it ({str(exc).splitlines()[0]})") from None
+    if kind == fs.FileType.Directory:
+        raise InputError(_FOLDER.format(path=os.fspath(path).rstrip("/")))
+    if kind == fs.FileType.NotFound:
+        raise InputError(f"{path}: no such file")
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The whole input file, from a local path or a pyarrow filesystem URI."""
+    check_input(path)
+    if not is_uri(path):
+        return Path(path).expanduser().read_bytes()
     try:
         from pyarrow import fs
     except ImportError:
@@ -62,6 +90,15 @@ def read_bytes(path: str | os.PathLike) -> bytes:
             return stream.read()
     except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid is a ValueError, missing files an OSError
         raise InputError(f"{path}: cannot read it ({str(exc).splitlines()[0]})") from None
+
+
+def _lone_surrogate(value: str) -> int | None:
+    """The position of the first unpaired surrogate in ``value`` (JSON escapes allow them), else None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def parse_lines(data: bytes, source: str) -> Iterator[Example]:
@@ -91,6 +128,14 @@ def parse_lines(data: bytes, source: str) -> Iterator[Example]:
         if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
             raise InputError(f'{source}:{n}: "id" must be a string or an integer')
         key = str(raw_id)
+        for what, value in (("id", key), ("text", text)):
+            bad = _lone_surrogate(value)
+            if bad is not None:
+                # Valid JSON (a "\\ud800" escape) but no Unicode text: it could not be hashed or written back.
+                raise InputError(
+                    f"{source}:{n}: the {what} holds a lone surrogate (\\u{ord(value[bad]):04x} at character "
+                    f"{bad + 1}), which is not a character; fix the escape"
+                )
         if key in seen:
             raise InputError(f"{source}:{n}: id {key!r} was already used on line {seen[key]}")
         seen[key] = n

@@ -27,10 +27,20 @@ PAIRING, SPLIT = "topic", "test"
 METHOD_KINDS = ("relevance", "attention rows")
 
 
+def default_rows(method: Any) -> str:
+    """How the explainer reads ``method``'s query rows for a mean-pooled target: ``"weighted"``, ``"mean"`` or ``"first"``."""
+    method = get_method(method) if isinstance(method, str) else method
+    rows = getattr(method, "pooled_rows", "weighted")
+    if rows not in ("weighted", "mean", "first"):
+        raise InputError(
+            f"method {getattr(method, 'name', method)!r}: pooled_rows must be weighted, mean or first, not {rows!r}"
+        )
+    return rows
+
+
 def ranking_from_benchmark(result: dict[str, Any]) -> dict[str, Any]:
     """The ranking of the registered built-in methods computed from the faithfulness benchmark's JSON."""
     from ..plugins import get_registry
-    from .explainer import default_rows
 
     registry = get_registry()
     entries = result["minilm"]["pairings"][PAIRING]["splits"][SPLIT]

@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..methods import get_method
 from ..methods.base import Method
 from ..record import AttentionRecord
-from .defaults import Choice, choose
+from .defaults import Choice, choose, default_rows
 from .targets import (
     Target,
     describe_example,
@@ -342,17 +342,6 @@ class AttentionExplainer:
 
     def __repr__(self) -> str:
         return f"AttentionExplainer(method={self.method_name!r}, task={self.task!r})"
-
-
-def default_rows(method: Any) -> str:
-    """How the explainer reads ``method``'s query rows for a mean-pooled target: ``"weighted"``, ``"mean"`` or ``"first"``."""
-    method = get_method(method) if isinstance(method, str) else method
-    rows = getattr(method, "pooled_rows", "weighted")
-    if rows not in ("weighted", "mean", "first"):
-        raise InputError(
-            f"method {getattr(method, 'name', method)!r}: pooled_rows must be weighted, mean or first, not {rows!r}"
-        )
-    return rows
 
 
 def explain(

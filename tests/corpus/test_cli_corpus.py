@@ -76,6 +76,48 @@ def test_invalid_utf8_in_the_input(capsys, model_dir, tmp_path) -> None:
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize("key", ["id", "text"])
+def test_a_lone_surrogate_in_the_input(capsys, model_dir, tmp_path, key) -> None:
+    src = tmp_path / "in.jsonl"
+    line = {"id": "a", "text": "the movie"} | {key: "bad \\ud800"}  # valid JSON, no Unicode text
+    src.write_text('{"text": "fine"}\n' + json.dumps(line).replace("\\\\", "\\") + "\n", "utf-8")
+    code, _, err = _run(capsys, model_dir, src, tmp_path / "run", "--methods", "raw")
+    _one_error(code, err, "in.jsonl:2", f"the {key} holds a lone surrogate")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_gpu_count_that_is_no_finite_number(capsys, model_dir, tmp_path, value) -> None:
+    src = _input(tmp_path / "in.jsonl")
+    code, _, err = _run(capsys, model_dir, src, tmp_path / "run", "--engine", "ray", "--num-gpus-per-worker", value)
+    _one_error(code, err, "--num-gpus-per-worker must be a finite number >= 0")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_folder_or_a_missing_input_is_one_line_for_both_engines(capsys, model_dir, tmp_path, engine) -> None:
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    _input(folder / "a.jsonl")
+    _input(folder / "b.jsonl")  # the same ids again
+    code, _, err = _run(capsys, model_dir, folder, tmp_path / "run", "--engine", engine)
+    _one_error(code, err, f"{folder}: is a folder", "cat ")
+    code, _, err = _run(capsys, model_dir, tmp_path / "nope.jsonl", tmp_path / "run", "--engine", engine)
+    _one_error(code, err, "nope.jsonl: no such file")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_a_row_edited_to_the_wrong_type(capsys, model_dir, finished_run, tmp_path) -> None:
+    def damage(d: Path) -> None:
+        shard = shard_files(d)[0]
+        rows = [json.loads(x) for x in shard.read_text("utf-8").splitlines()]
+        rows[1]["line"] = "two"
+        shard.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+
+    code, _, err, _ = _resume(capsys, model_dir, finished_run, tmp_path, damage)
+    _one_error(code, err, f"{shard_files(finished_run[1])[0].name}:2", "'line' is \"two\", not an integer")
+
+
 @pytest.mark.parametrize("content", [b"\xff\xfe{", b"[]"], ids=["not-utf8", "a-list"])
 def test_damaged_manifest(capsys, model_dir, finished_run, tmp_path, content) -> None:
     code, _, err, _ = _resume(
@@ -112,14 +154,17 @@ def test_resume_with_a_duplicated_results_line(capsys, model_dir, finished_run, 
     assert _repaired(code, out, copy)["repaired"] == 1
 
 
-@pytest.mark.parametrize("damage", ["deleted", "corrupt"])
+@pytest.mark.parametrize("damage", ["deleted", "corrupt", "zeros"])
 def test_resume_with_a_damaged_record_file(capsys, model_dir, finished_run, tmp_path, damage) -> None:
     def hurt(d: Path) -> None:
         row = next(r for r in load_results(d) if r["id"] == "ex2")
+        path = d / row["record"]
         if damage == "deleted":
-            (d / row["record"]).unlink()
+            path.unlink()
+        elif damage == "zeros":
+            path.write_bytes(bytes(path.stat().st_size))  # same size: accepted and lost before
         else:
-            (d / row["record"]).write_bytes(b"not a record")
+            path.write_bytes(b"not a record")
 
     code, out, _, copy = _resume(capsys, model_dir, finished_run, tmp_path, hurt)
     summary = _repaired(code, out, copy)

@@ -97,6 +97,33 @@ def test_unreachable_address_is_one_line_within_seconds(model_dir, tmp_path) -> 
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_a_token_the_cluster_refuses_is_one_line_within_seconds(model_dir, tmp_path) -> None:
+    """A head with token authentication; drivers without its token, or with another, are told at once why."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "hello"}) + "\n")
+    token = "0123456789abcdef" * 2
+    with ray_head(num_cpus=1, env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}) as h:
+        for driver in ({"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "f" * 32}):
+            started = time.monotonic()
+            proc = _cli(
+                "explain", "--input", src, "--out", tmp_path / "run", "--model", model_dir, "--engine", "ray",
+                env={**SUBPROCESS_ENV, **driver, "RAY_ADDRESS": h.address}, timeout=120,
+            )  # fmt: skip
+            seconds = time.monotonic() - started
+            assert proc.returncode == 2, proc.stderr[-2000:]
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1, lines  # not Ray's retry log
+            assert lines[0].startswith(f"attn-plugins: error: the Ray cluster at {h.address} refused this driver's")
+            assert "RAY_AUTH_TOKEN" in lines[0]
+            assert seconds < 20, f"{seconds:.1f}s: ray.init alone retries for 25 s"
+            assert not (tmp_path / "run").exists()  # refused before anything was written
+        # The cluster's own token passes the check (and the check alone starts nothing).
+        code = f"from attn_plugins.corpus.ray import check_token; check_token({h.address!r}); print('ok')"
+        env = {**SUBPROCESS_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
 def test_probe_tells_what_is_wrong_with_an_address() -> None:
     with pytest.raises(InputError, match="is not host:port"):
         probe("127.0.0.1")
@@ -195,6 +222,21 @@ def test_gpu_request_on_a_cpu_cluster_is_refused(model_dir, head, tmp_path, monk
     import ray
 
     assert not ray.is_initialized()  # the run's own connection is closed again
+
+
+def test_a_lone_surrogate_in_the_input_is_one_error_naming_the_line(model_dir, head, tmp_path, monkeypatch) -> None:
+    """Ray Data parses the input in a task: the line's error comes back as the local engine's, not a RayTaskError."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine"}\n{"id": "x", "text": "bad \\ud800"}\n', "utf-8")
+    with pytest.raises(InputError, match=r"in.jsonl:2: the text holds a lone surrogate \(\\ud800 at character 5\)"):
+        ds.run_corpus(
+            str(model_dir), None, src, tmp_path / "run", engine="ray", ray_address=head.address, progress=False
+        )
+    import ray
+
+    assert not ray.is_initialized()
 
 
 def test_local_cluster_with_model_objects_and_parquet(tmp_path, monkeypatch) -> None:

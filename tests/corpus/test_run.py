@@ -11,6 +11,7 @@ import torch
 
 import attn_plugins as ap
 import attn_plugins.corpus.run as ds
+import attn_plugins.corpus.worker as corpus_worker
 from attn_plugins.corpus import load_errors, load_results, read_texts
 from attn_plugins.corpus.shards import shard_files
 from attn_plugins.errors import CorpusError, InputError
@@ -147,7 +148,7 @@ def test_stop_and_resume_redoes_nothing_and_loses_nothing(setup, tmp_path: Path,
         calls.append([e.id for e in examples])
         return real(explainer, examples)
 
-    monkeypatch.setattr(ds, "explain_batch", stopping)
+    monkeypatch.setattr(corpus_worker, "explain_batch", stopping)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         ds.run_corpus(model, tok, src, out, batch_size=2, shard_size=2, progress=False)
@@ -156,7 +157,7 @@ def test_stop_and_resume_redoes_nothing_and_loses_nothing(setup, tmp_path: Path,
     (out / "shards" / "x.jsonl.tmp-1-abc").write_bytes(b'{"id": "t4", "scor')
 
     calls.clear()
-    monkeypatch.setattr(ds, "explain_batch", lambda e, x: calls.append([y.id for y in x]) or real(e, x))
+    monkeypatch.setattr(corpus_worker, "explain_batch", lambda e, x: calls.append([y.id for y in x]) or real(e, x))
     summary = ds.run_corpus(model, tok, src, out, batch_size=2, shard_size=2, progress=False)
     assert [i for batch in calls for i in batch] == ["t4", "t5", "t6"]  # only the unfinished ones
     assert summary["skipped"] == 4 and summary["explained"] == 3
@@ -181,6 +182,12 @@ def test_stop_and_resume_redoes_nothing_and_loses_nothing(setup, tmp_path: Path,
         (['{"id": "a", "text": "x"}', '{"id": "a", "text": "y"}'], r"id 'a' was already used on line 1"),
         (['{"id": [1], "text": "x"}'], r'"id" must be'),
         (["", "  "], r"holds no texts"),
+        # Valid JSON escapes that are no Unicode text: refused by line, not a UnicodeEncodeError when hashed.
+        (
+            ['{"text": "good"}', '{"text": "bad \\ud800 film"}'],
+            r":2: the text holds a lone surrogate \(\\ud800 at character 5\)",
+        ),
+        (['{"id": "x\\udc00", "text": "good"}'], r":1: the id holds a lone surrogate \(\\udc00 at character 2\)"),
     ],
 )
 def test_bad_input_files(tmp_path: Path, lines: list[str], message: str) -> None:
@@ -201,8 +208,10 @@ def test_input_through_a_pyarrow_filesystem_uri(tmp_path: Path) -> None:
     path = write_texts(tmp_path / "texts.jsonl", TEXTS[:2])
     examples = read_texts(path.as_uri())  # file:///...: the same reader as s3:// or gs://
     assert [(e.id, e.text, e.line) for e in examples] == [("t0", TEXTS[0], 1), ("t1", TEXTS[1], 2)]
-    with pytest.raises(InputError, match="cannot read it"):
+    with pytest.raises(InputError, match="missing.jsonl: no such file"):
         read_texts((tmp_path / "missing.jsonl").as_uri())
+    with pytest.raises(InputError, match="cannot read it"):
+        read_texts("nosuchscheme://bucket/texts.jsonl")
 
 
 def test_resuming_a_different_run_is_refused(setup, tmp_path: Path) -> None:
@@ -228,6 +237,35 @@ def test_resuming_a_different_run_is_refused(setup, tmp_path: Path) -> None:
         ds.run_corpus(model, tok, src, out, shard_size=0, progress=False)
     with pytest.raises(InputError, match="num_gpus_per_worker"):
         ds.run_corpus(model, tok, src, out, num_gpus_per_worker=1, progress=False)
+
+
+@pytest.mark.parametrize("gpus", [float("nan"), float("inf"), -1, "1", True])
+def test_a_gpu_count_that_is_no_finite_number_is_refused_before_ray_starts(setup, tmp_path: Path, gpus) -> None:
+    src = write_texts(tmp_path / "texts.jsonl", TEXTS[:1])
+    with pytest.raises(InputError, match=r"num_gpus_per_worker must be a finite number of GPUs >= 0"):
+        ds.run_corpus(*setup, src, tmp_path / "out", engine="ray", num_gpus_per_worker=gpus, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+@pytest.mark.parametrize("uri", [False, True], ids=["path", "uri"])
+def test_a_folder_or_a_missing_input_is_refused_by_both_engines_before_anything_runs(
+    setup, tmp_path: Path, engine: str, uri: bool
+) -> None:
+    """Ray Data would read every file of a folder (and crash on an empty one, or keep one of two texts that
+    share an id); both engines read one file, and say so before a cluster starts or a directory is made."""
+    empty, shared = tmp_path / "empty", tmp_path / "shared"
+    empty.mkdir()
+    shared.mkdir()
+    write_texts(shared / "a.jsonl", TEXTS[:2])
+    write_texts(shared / "b.jsonl", TEXTS[2:4])  # ids t0, t1 again
+    name = (lambda p: p.as_uri()) if uri else str
+    for folder in (empty, shared):
+        with pytest.raises(InputError, match=r"is a folder; a corpus run reads one JSON Lines file"):
+            ds.run_corpus(*setup, name(folder), tmp_path / "out", engine=engine, progress=False)
+    with pytest.raises(InputError, match=r"missing.jsonl: no such file"):
+        ds.run_corpus(*setup, name(tmp_path / "missing.jsonl"), tmp_path / "out", engine=engine, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -280,16 +318,41 @@ def test_resume_drops_a_duplicated_row_and_keeps_one(setup, tmp_path: Path) -> N
     assert rows_by_id(out).keys() == before.keys()  # the shard was rewritten without the copy
 
 
-@pytest.mark.parametrize("damage", ["deleted", "corrupt", "other size"])
+def _rewrite_rows(out: Path, change) -> None:
+    """Apply ``change`` to every row of every shard (as a hand edit would)."""
+    for shard in shard_files(out):
+        rows = [json.loads(line) for line in shard.read_text("utf-8").splitlines()]
+        shard.write_text("".join(json.dumps(change(r)) + "\n" for r in rows), "utf-8")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["deleted", "corrupt", "other size", "grown", "grown, a row without size", "zeros", "zeros, a row without digest",
+     "data zeroed"],
+)  # fmt: skip
 def test_resume_redoes_an_example_whose_record_is_gone_or_damaged(setup, tmp_path: Path, damage: str) -> None:
     src, out, before = _finished(setup, tmp_path)
     record = out / before["t3"]["record"]
+    size = record.stat().st_size
     if damage == "deleted":
         record.unlink()
     elif damage == "corrupt":
-        record.write_bytes(b"\xff" * record.stat().st_size)  # same size, header pointing past the end
-    else:
+        record.write_bytes(b"\xff" * size)  # same size, header pointing past the end
+    elif damage == "other size":
         record.write_bytes(b"not a record")
+    elif damage.startswith("grown"):
+        with open(record, "ab") as fh:
+            fh.write(b"\0" * 16)  # appended bytes: a record still loads, but not the file that was written
+        if damage.endswith("without size"):  # rows of an older version: the header's data length tells
+            _rewrite_rows(out, lambda r: {k: v for k, v in r.items() if k not in ("record_bytes", "record_digest")})
+    elif damage.startswith("zeros"):
+        record.write_bytes(bytes(size))  # same size, all zeros: a header of length 0
+        if damage.endswith("without digest"):  # rows of an older version: the header alone tells
+            _rewrite_rows(out, lambda r: {k: v for k, v in r.items() if k != "record_digest"})
+    else:  # header intact, the attention values zeroed: only the digest in the row tells
+        data = bytearray(record.read_bytes())
+        data[-64:] = bytes(64)
+        record.write_bytes(bytes(data))
     assert [r["id"] for r in load_results(out)] == [f"t{i}" for i in range(len(TEXTS)) if i != 3]
     summary = ds.run_corpus(*setup, src, out, progress=False)
     assert summary["explained"] == 1 and summary["repaired"] == 1 and "t3" in summary["repairs"][0]
@@ -298,6 +361,37 @@ def test_resume_redoes_an_example_whose_record_is_gone_or_damaged(setup, tmp_pat
     for row in after.values():
         ap.load(out / row["record"]).validate()
     np.testing.assert_allclose(after["t3"]["scores"], before["t3"]["scores"], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("line", "3", "'line' is \"3\", not an integer"),
+        ("line", True, "'line' is true, not an integer"),
+        ("record", 5, "'record' is 5, not a string"),
+        ("record", "../../elsewhere.attn", "'record' is '../../elsewhere.attn', not the record file of id 't0'"),
+        ("record_bytes", "12", "'record_bytes' is \"12\", not an integer"),
+        ("record_digest", [1], "'record_digest' is \\[1\\], not a string"),
+        ("text_sha1", {"a": 1}, "'text_sha1' is {\"a\": 1}, not a string"),
+    ],
+)
+def test_rows_edited_with_fields_of_the_wrong_type_are_refused_by_place(setup, tmp_path, field, value, message):
+    src, out, before = _finished(setup, tmp_path)
+    _rewrite_rows(out, lambda r: {**r, field: value} if r["id"] == "t0" else r)
+    shard = shard_files(out)[0].name
+    with pytest.raises(InputError, match=rf"shards/{shard}:1: {message}"):
+        ds.run_corpus(*setup, src, out, progress=False)
+    with pytest.raises(InputError, match=rf"shards/{shard}:1: {message}"):
+        load_results(out)
+    _rewrite_rows(out, lambda r: {**r, field: before[r["id"]][field]})  # the edit undone: the run is whole
+    assert ds.run_corpus(*setup, src, out, progress=False)["explained"] == 0
+
+
+def test_error_rows_edited_with_fields_of_the_wrong_type_are_refused(setup, tmp_path: Path) -> None:
+    src, out, _ = _finished(setup, tmp_path)
+    (out / "errors" / "zz-000000.jsonl").write_text('{"id": "t9", "line": "9", "error": "x"}\n', "utf-8")
+    with pytest.raises(InputError, match=r"errors/zz-000000.jsonl:1: 'line' is \"9\", not an integer"):
+        load_errors(out)
 
 
 def test_unreadable_shards_are_refused_with_their_name(setup, tmp_path: Path) -> None:
@@ -380,7 +474,7 @@ def test_one_failing_example_is_recorded_and_the_run_goes_on(setup, tmp_path: Pa
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(explainer, examples)
 
-    monkeypatch.setattr(ds, "explain_batch", fragile)
+    monkeypatch.setattr(corpus_worker, "explain_batch", fragile)
     out = tmp_path / "out"
     with pytest.raises(
         CorpusError, match=r"1 of 7 examples failed .*texts.jsonl:5 id 't4': RuntimeError: CUDA"
@@ -389,7 +483,7 @@ def test_one_failing_example_is_recorded_and_the_run_goes_on(setup, tmp_path: Pa
     assert info.value.summary["explained"] == 6 and info.value.failures[0]["line"] == 5
     assert set(rows_by_id(out)) == {f"t{i}" for i in range(7)} - {"t4"}  # its batch-mates were isolated and kept
     assert [e["id"] for e in load_errors(out)] == ["t4"]
-    monkeypatch.setattr(ds, "explain_batch", real)
+    monkeypatch.setattr(corpus_worker, "explain_batch", real)
     summary = ds.run_corpus(model, tok, src, out, progress=False)  # resuming retries the failure
     assert summary["explained"] == 1 and summary["failed"] == 0 and load_errors(out) == []
 

@@ -58,7 +58,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
     proc.wait()
 
 
-def _start(num_cpus: int, temp_dir: Path, timeout: float) -> tuple[subprocess.Popen, str]:
+def _start(num_cpus: int, temp_dir: Path, timeout: float, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     ray = str(Path(sys.executable).with_name("ray"))
     cmd = [
@@ -70,7 +70,7 @@ def _start(num_cpus: int, temp_dir: Path, timeout: float) -> tuple[subprocess.Po
         cmd,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **ENV},
+        env={**os.environ, **ENV, **env},
         start_new_session=True,
         preexec_fn=_die_with_parent,
     )
@@ -103,15 +103,18 @@ class Head:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 2, timeout: float = 90.0) -> Iterator[Head]:
-    """A running head for the block; stopped (and its files removed) afterwards, also when the block fails."""
+def ray_head(num_cpus: int = 2, timeout: float = 90.0, env: dict[str, str] | None = None) -> Iterator[Head]:
+    """A running head for the block; stopped (and its files removed) afterwards, also when the block fails.
+
+    ``env`` overrides :data:`ENV` for the head (token authentication: ``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN``).
+    """
     # Short: Ray's socket paths under the temp dir must stay within the 107-byte limit of a Unix socket.
     temp_dir = Path(tempfile.mkdtemp(prefix="rayt", dir="/tmp"))
     try:
         try:
-            proc, address = _start(num_cpus, temp_dir, timeout)
+            proc, address = _start(num_cpus, temp_dir, timeout, env or {})
         except (RuntimeError, TimeoutError):  # a loaded machine sometimes misses Ray's start-up timeouts once
-            proc, address = _start(num_cpus, temp_dir, timeout)
+            proc, address = _start(num_cpus, temp_dir, timeout, env or {})
         try:
             yield Head(address, temp_dir)
         finally:
