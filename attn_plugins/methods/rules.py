@@ -159,12 +159,13 @@ ARCHITECTURES: dict[str, dict[str, Row]] = {
     | _composites("ViT", "SelfAttention", "SelfOutput", "Intermediate", "Output", "ForImageClassification"),
     "whisper": _composites("Whisper", *_S2S, "ForConditionalGeneration"),
 }
-for _fam in ("Llama", "Mistral", "Qwen2", "Qwen3", "Gemma", "Gemma2"):
+for _fam in ("Llama", "Mistral", "Qwen2", "Qwen3", "Gemma", "Gemma2", "Gemma3"):
     ARCHITECTURES[_fam.lower()] = _composites(_fam, *_DEC) | {
         f"{_fam}MLP": _SWIGLU,
         f"{_fam}RotaryEmbedding": Row("constant"),
         f"{_fam}RMSNorm": Row("identity"),
     }
+ARCHITECTURES["gemma3"]["Gemma3TextModel"] = Row("composite")
 for _fam, _head in (("Bart", "ForConditionalGeneration"), ("MBart", "ForConditionalGeneration")):
     ARCHITECTURES[_fam.lower()] = _composites(_fam, *_S2S, _head)
 ARCHITECTURES["marian"] = _composites("Marian", *_S2S, "MTModel")
