@@ -26,8 +26,10 @@ kind              rule                                                        mo
                   router weights and does not come back into the stream
                   is a sink (measured)
 ``attention``     attention modules off transformers' interface: Q·Kᵀ and     bloom, DeBERTa-v2, MPNet
-                  A·V rules by hooks (q/k projections, the context), the
-                  probabilities detached for CP-LRP; ALiBi is a sink
+                  A·V rules by hooks (q/k projections, a fused qkv per
+                  head, the context), the probabilities detached for
+                  CP-LRP; ALiBi is a sink; DeBERTa's c2p/p2c products
+                  are halved too (half reaches the position table: a sink)
 ================  ==========================================================  ================================
 
 Attention on transformers' interface gets its rules inside the capture function (``attention_rule``), where
@@ -71,6 +73,7 @@ class Row:
     qkv: str | None = None  # attention: a fused projection laid out [.., heads, 3, head_dim]
     context: str | None = None  # attention: the child fed the context A·V (None: the module's own output[0])
     constants: tuple[str, ...] = ()  # attention: keyword inputs that are constants added to the scores (sinks)
+    optional: tuple[str, ...] = ()  # attention: q/k children some configurations of the module lack
     layout: str = ""  # experts: "mixtral" or "gpt_oss"
 
 
@@ -106,7 +109,17 @@ ARCHITECTURES: dict[str, dict[str, Row]] = {
     "albert": _composites("Albert", "Attention", "Embeddings", "Layer", "LayerGroup", "Model", "Transformer"),
     "deberta-v2": _composites("DebertaV2", "Attention", "Embeddings", "Encoder", "Intermediate", "Layer", "Model")
     | _composites("DebertaV2", "Output", "SelfOutput")
-    | {"DisentangledSelfAttention": Row("attention", q=("query_proj",), k=("key_proj",))},
+    | {
+        # c2p = Q·(P W_k)ᵀ and p2c = K·(P W_q)ᵀ are products too: the uniform rule halves the gradient of the
+        # position operands as well (their projections pos_key_proj/pos_query_proj, or the shared key/query
+        # projections with share_att_key); that half reaches the position table rel_embeddings (a sink).
+        "DisentangledSelfAttention": Row(
+            "attention",
+            q=("query_proj", "pos_query_proj"),
+            k=("key_proj", "pos_key_proj"),
+            optional=("pos_query_proj", "pos_key_proj"),
+        )
+    },
     "mpnet": _composites("MPNet", "Attention", "Embeddings", "Encoder", "Intermediate", "Layer", "Model", "Output")
     | _composites("MPNet", "Pooler")
     | {"MPNetSelfAttention": Row("attention", q=("q",), k=("k",), context="o")},
@@ -146,12 +159,13 @@ ARCHITECTURES: dict[str, dict[str, Row]] = {
     | _composites("ViT", "SelfAttention", "SelfOutput", "Intermediate", "Output", "ForImageClassification"),
     "whisper": _composites("Whisper", *_S2S, "ForConditionalGeneration"),
 }
-for _fam in ("Llama", "Mistral", "Qwen2", "Qwen3", "Gemma", "Gemma2"):
+for _fam in ("Llama", "Mistral", "Qwen2", "Qwen3", "Gemma", "Gemma2", "Gemma3"):
     ARCHITECTURES[_fam.lower()] = _composites(_fam, *_DEC) | {
         f"{_fam}MLP": _SWIGLU,
         f"{_fam}RotaryEmbedding": Row("constant"),
         f"{_fam}RMSNorm": Row("identity"),
     }
+ARCHITECTURES["gemma3"]["Gemma3TextModel"] = Row("composite")
 for _fam, _head in (("Bart", "ForConditionalGeneration"), ("MBart", "ForConditionalGeneration")):
     ARCHITECTURES[_fam.lower()] = _composites(_fam, *_S2S, _head)
 ARCHITECTURES["marian"] = _composites("Marian", *_S2S, "MTModel")
@@ -362,10 +376,11 @@ def functional_rules(rule: str | None) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------ module rules by hooks
-def _qkv_scale(output: torch.Tensor, factor: float) -> torch.Tensor:
+def _qkv_scale(output: torch.Tensor, factor: float, heads: int) -> torch.Tensor:
     """A fused [.., heads, 3, head_dim] projection's output with the query and key gradients scaled."""
     shape = output.shape
-    parts = output.reshape(*shape[:-1], -1, 3, 1)
+    # [.., heads, 3, head_dim]: the query, key and value blocks of each head (not every third feature).
+    parts = output.reshape(*shape[:-1], heads, 3, -1)
     scale = torch.tensor([factor, factor, 1.0], dtype=output.dtype, device=output.device).reshape(3, 1)
     return _ScaleBy.apply(parts, scale).reshape(shape)
 
@@ -382,6 +397,16 @@ class _ScaleBy(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (scale,) = ctx.saved_tensors
         return grad * scale, None
+
+
+def attention_heads(module: torch.nn.Module) -> int:
+    """The number of heads of an attention module (its fused qkv projection is laid out per head)."""
+    for attr in ("num_heads", "num_attention_heads", "n_head"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    raise UnsupportedModelError(
+        f"cannot tell the number of heads of {type(module).__name__} (its fused qkv rule needs it)"
+    )
 
 
 def _experts_mixtral(module: torch.nn.Module, h: torch.Tensor, index: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -456,8 +481,11 @@ def module_rules(model: torch.nn.Module, rule: str | None = None, sinks: Sinks |
             return None
         return scale_gradient(output, 0.5) if rule == "uniform" else output
 
-    def on_qkv(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        return _qkv_scale(output, 0.5) if mine() and rule == "uniform" else None
+    def on_qkv(heads: int) -> Any:
+        def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            return _qkv_scale(output, 0.5, heads) if mine() and rule == "uniform" else None
+
+        return hook
 
     def on_context_in(module: torch.nn.Module, args: tuple) -> tuple | None:
         if mine() and rule == "uniform":
@@ -509,9 +537,11 @@ def module_rules(model: torch.nn.Module, rule: str | None = None, sinks: Sinks |
                 hook(module, on_router_out)
             elif kind == "attention":
                 for child in row.q + row.k:
+                    if child in row.optional and not hasattr(module, child):
+                        continue  # DeBERTa's position projections exist only without share_att_key
                     hook(module.get_submodule(child), on_qk)
                 if row.qkv:
-                    hook(module.get_submodule(row.qkv), on_qkv)
+                    hook(module.get_submodule(row.qkv), on_qkv(attention_heads(module)))
                 if row.context:
                     hook(module.get_submodule(row.context), on_context_in, pre=True)
                 hook(module, on_attention_in, pre=True, with_kwargs=True)

@@ -14,15 +14,12 @@ from attn_plugins.methods.lrp import budget, lrp, mask_token_id
 from attn_plugins.methods.rules import ROWS, add_rows, check_model
 from attn_plugins.zoo import ZOO, tiny_inputs, tiny_model, tiny_tokenizer, tiny_vocab, zoo_types
 
-# Off-interface attention whose AttnLRP budget does not close yet (their CP-LRP budget does): open items.
-OPEN = {("deberta-v2", "uniform"), ("bloom", "uniform")}
 
-
-def _model64(model_type):
+def _model64(model_type, **overrides):
     """The zoo model in float64 with random biases (zero biases would hide every bias sink)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = tiny_model(model_type)
+        model = tiny_model(model_type, **overrides)
     if hasattr(model, "set_experts_implementation"):
         model.set_experts_implementation("eager")  # grouped_mm has no float64 kernel
     model = model.double()
@@ -45,10 +42,22 @@ def _target(model):
 @pytest.mark.parametrize("rule", ["uniform", "detached"])
 @pytest.mark.parametrize("model_type", zoo_types())
 def test_the_budget_closes_on_every_type(model_type, rule):
-    """f = tokens (both sides) + biases and other sinks + softmax and router leaks, to 1e-6 of f in float64."""
-    if (model_type, rule) in OPEN:
-        pytest.xfail("the hooked attention's AttnLRP budget leaves a residual (open)")
-    model = _model64(model_type)
+    """f = tokens (both sides) + biases and other sinks + softmax and router leaks, to 1e-6 of f in float64.
+
+    (bloom computes its softmax in float32 whatever the model's dtype: its residual is about 1e-7 of f.)
+    """
+    _closes(_model64(model_type), rule)
+
+
+@pytest.mark.parametrize("rule", ["uniform", "detached"])
+def test_the_budget_closes_on_deberta_with_shared_position_projections(rule):
+    """share_att_key: c2p/p2c project the position table with the content's own key/query projections."""
+    model = _model64("deberta-v2", share_att_key=True)
+    assert not hasattr(model.encoder.layer[0].attention.self, "pos_key_proj")
+    _closes(model, rule)
+
+
+def _closes(model, rule):
     inputs = tiny_inputs(model, batch=1, length=7)
     inputs = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
     b = budget(model, inputs, _target(model), rule)
