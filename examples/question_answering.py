@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     record = ap.capture(model, tokenizer, inputs=inputs)
 
     # 2. shap-style explanation with two outputs, "start" and "end", rendered by shap's bar plot data.
-    explanation = ap.explain(model, tokenizer, [(QUESTION, CONTEXT)], method="rollout")
+    explanation = ap.explain(model, tokenizer, [(QUESTION, CONTEXT)])  # the most faithful method for this model
     (out / "qa_shap_text.html").write_text(shap.plots.text(explanation[0, :, "start"], display=False))
 
     # 3. Views and diagnostics.

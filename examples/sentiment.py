@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scores = {m: ap.attribute(record, m, position="first") for m in ("raw", "rollout", "flow")}
 
     # 2. The same as a shap.Explanation, for a batch, rendered by shap's own text plot.
-    explanation = ap.explain(model, tokenizer, TEXTS, method="rollout")
+    explanation = ap.explain(model, tokenizer, TEXTS)  # the default: the most faithful method for this model
     (out / "sentiment_shap_text.html").write_text(shap.plots.text(explanation, display=False))
 
     # 3. bertviz head view of the capture, offline.

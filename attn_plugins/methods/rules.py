@@ -173,6 +173,23 @@ ARCHITECTURES["pegasus"] = _composites("Pegasus", *_S2S, "ForConditionalGenerati
 for _fam in ("Mixtral", "Phi3", "GptOss"):
     ARCHITECTURES[_fam.lower() if _fam != "GptOss" else "gpt_oss"][f"{_fam}RMSNorm"] = Row("identity")
 ARCHITECTURES["t5"]["T5LayerNorm"] = Row("identity")
+# Task heads whose forward is a linear read-out of the hidden states (a Linear, a dropout, a split or a gather of
+# the last real token): composites. Heads that call an activation inside their own forward (RoBERTa's and
+# BART's classification heads call tanh there, where no hook reaches) are left out and refused by name.
+_LINEAR_HEADS = {
+    "bert-family": (("Bert", "Roberta", "XLMRoberta", "Electra"), ("ForQuestionAnswering",)),
+    "distilbert": (("DistilBert",), ("ForQuestionAnswering", "ForTokenClassification")),
+}
+for _fam, _key in (
+    ("GPT2", "gpt2"), ("GPTNeoX", "gpt_neox"), ("GPTJ", "gptj"), ("OPT", "opt"), ("Falcon", "falcon"),
+    ("Phi", "phi"), ("Phi3", "phi3"), ("Bloom", "bloom"), ("Mixtral", "mixtral"), ("GptOss", "gpt_oss"),
+    ("Llama", "llama"), ("Mistral", "mistral"), ("Qwen2", "qwen2"), ("Qwen3", "qwen3"), ("Gemma", "gemma"),
+    ("Gemma2", "gemma2"),
+):  # fmt: skip
+    _LINEAR_HEADS[_key] = ((_fam,), ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering"))
+for _key, (_prefixes, _heads) in _LINEAR_HEADS.items():
+    for _prefix in _prefixes:
+        ARCHITECTURES[_key].update(_composites(_prefix, *_heads))
 ARCHITECTURES["generic"] = _composites("", "ModuleList", "Sequential", "ModuleDict")
 
 # Class name -> row: the union of every architecture's rows (plugins add theirs with add_rows).

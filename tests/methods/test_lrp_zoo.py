@@ -153,3 +153,31 @@ def test_an_unknown_module_is_refused_by_name_with_the_rows_to_add():
         ROWS.pop("Squash")
     with pytest.raises(InputError, match="kind must be one of"):
         add_rows({"Squash": "magic"})
+
+
+@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering"])
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_linear_task_heads_of_decoders_are_covered_and_conserve(model_type, head):
+    """A decoder with a classification, token-classification or QA head: the head is a linear read-out, so the
+    budget closes as on the bare model (float64)."""
+    import transformers
+    from transformers import AutoConfig
+
+    from attn_plugins.zoo import ZOO
+
+    vocab = len(tiny_vocab("gpt"))
+    config = AutoConfig.for_model(model_type, **{**ZOO[model_type][1], "num_labels": 2, "vocab_size": vocab})
+    config.pad_token_id = 0
+    prefix = {"llama": "Llama", "gpt2": "GPT2"}[model_type]
+    torch.manual_seed(0)
+    model = getattr(transformers, prefix + head)(config).eval().double()
+    enc = tiny_tokenizer("gpt")(["the movie was good"], return_tensors="pt")
+    inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def target(out):
+        logits = out.start_logits if head == "ForQuestionAnswering" else out.logits
+        return logits[0, 1] if head != "ForTokenClassification" else logits[0, -1, 1]
+
+    for rule in ("uniform", "detached"):
+        b = budget(model, inputs, target, rule)
+        assert abs(b["residual"]) <= 1e-6 * abs(b["f"]), (rule, b["residual"], b["f"])
