@@ -913,6 +913,8 @@ class ListenCapture(CaptureContext):
         self._last[kind] = order
         layer = self._layers.get(kind, 0)
         self._layers[kind] = layer + 1
+        if self.options.value_edit is not None:  # value zeroing: the edited values feed every path below
+            value = self.options.value_edit(kind, layer, module, value)
         if not self._wants(kind, layer):
             return _backend(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         is_causal = kwargs.get("is_causal")
@@ -1071,7 +1073,10 @@ class HuggingFaceAdapter(Adapter):
             return
         ctx = ListenCapture(model, options, on_call)
         ctx.info = info
-        handle = model.register_forward_pre_hook(lambda *_: ctx.begin_step())
+        owner = threading.get_ident()  # another thread's forward of the same model must not restart our numbering
+        handle = model.register_forward_pre_hook(
+            lambda *_: ctx.begin_step() if threading.get_ident() == owner else None
+        )
         # Gradients and relevance rules differentiate through the caller's forward: its grad mode stays.
         grad_mode = torch.enable_grad() if options.gradients or options.attention_rule else torch.no_grad()
         try:
