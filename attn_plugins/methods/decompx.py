@@ -7,7 +7,9 @@ the actual forward's non-linear gates frozen:
 
 * start: X[i, i] = the embedding output of token i (the whole embedding belongs to its token);
 * attention: P[i, k] = Σ_h Σ_j A^h_ij (X[j, k] W_V^h) W_O^h + X[i, k]; the value and output biases
-  W_O b_V + b_O are added (rows of A sum to 1, so the value bias passes whole);
+  W_O b_V + b_O are added (rows of A sum to 1, so the value bias passes whole). In the first layer, as the
+  authors' code does, the value bias stays in each token's value vector (X[j, j] W_V + b_V), so W_O b_V
+  reaches token j through the attention weights α_ij; only b_O is split there (``"absdot"``);
 * LayerNorm: (P[i, k] − mean_d P[i, k]) / σ_i · γ with σ_i the actual standard deviation; β is added;
 * feed-forward: W_1, b_1 added, the activation linearized through the origin per neuron, g(h)/h (DecompX's
   "GeLU_ZO", AttnLRP's identity rule), W_2, b_2 added, the residual, LayerNorm as above;
@@ -121,10 +123,18 @@ def decompose(
     saved: dict[tuple[int, str], torch.Tensor] = {}
 
     def keep(i: int, what: str, use_input: bool):
-        def hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
-            if threading.get_ident() == owner:
-                t = args[0] if use_input else (output[0] if isinstance(output, tuple) else output)
-                saved[(i, what)] = t if what == "out" else t.detach()
+        def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
+            if threading.get_ident() != owner:
+                return None
+            t = args[0] if use_input else (output[0] if isinstance(output, tuple) else output)
+            if what != "out":
+                saved[(i, what)] = t.detach()
+                return None
+            # The head's gradient starts at the last hidden states: a leaf here, so neither the parameters
+            # (requires_grad=False) nor the layers below need autograd.
+            leaf = t.detach().requires_grad_()
+            saved[(i, what)] = leaf
+            return (leaf, *output[1:]) if isinstance(output, tuple) else leaf
 
         return hook
 
@@ -132,6 +142,11 @@ def decompose(
     calls: list[Any] = []
     explained = relevance_target(target)
     with ExitStack() as stack:
+        # The head's gradient needs autograd, also inside torch.inference_mode() or torch.no_grad(): turned on
+        # here, with inputs copied out of inference mode (inference tensors cannot be saved for backward).
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        inputs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         # The embedding output is the first layer's input: it starts the decomposition.
         stack.callback(embedding_modules(model)["block"].register_forward_hook(keep(0, "in", False)).remove)
         for i, blk in enumerate(layers):
@@ -145,8 +160,8 @@ def decompose(
         stack.enter_context(adapter.listen(model, CaptureOptions(gradients=True), calls.append))
         output = model(**inputs)
         value = explained(output)
-    hidden = saved[(last, "out")]
-    (head_grad,) = torch.autograd.grad(value, hidden)
+        hidden = saved[(last, "out")]
+        (head_grad,) = torch.autograd.grad(value, hidden)
     g = head_grad[0].detach().double()  # [T, D]: ∂f/∂h^L with the head's rules
     attentions = torch.stack([c.probs[0].detach() for c in calls]).double()  # [L, H, T, T]
 
@@ -159,11 +174,18 @@ def decompose(
         x[ar, ar] = x0
         for i, blk in enumerate(layers):
             h, dh = blk.heads, d // blk.heads
-            v = torch.einsum("jsd,ed->jse", x, _weight(blk.value)).view(t, s, h, dh)
+            v = torch.einsum("jsd,ed->jse", x, _weight(blk.value))
+            attn_bias = _bias(blk.attn_out, d)
+            if i == 0 and bias == "absdot":
+                # DecompX's first layer (modeling_bert.py) uses the actual value vectors: token j's value bias
+                # belongs to token j and reaches token i through the attention weight α_ij, as W_O·b_V.
+                v[ar, ar] += _bias(blk.value, d)
+            else:
+                attn_bias = _weight(blk.attn_out) @ _bias(blk.value, d) + attn_bias
             wo = _weight(blk.attn_out).view(d, h, dh)
-            per_head = torch.einsum("jshv,ehv->hjse", v, wo)
+            per_head = torch.einsum("jshv,ehv->hjse", v.view(t, s, h, dh), wo)
             p = torch.einsum("hij,hjse->ise", attentions[i], per_head) + x
-            p = add_bias(p, _weight(blk.attn_out) @ _bias(blk.value, d) + _bias(blk.attn_out, d), bias)
+            p = add_bias(p, attn_bias, bias)
             x1 = add_bias(layer_norm(p, saved[(i, "pre1")][0].double(), blk.norm1), _bias(blk.norm1, d), bias)
             up = add_bias(torch.einsum("isd,fd->isf", x1, _weight(blk.up)), _bias(blk.up, blk.up.out_features), bias)
             pre = saved[(i, "up")][0].double()
@@ -180,6 +202,7 @@ def decompose(
             "bias": float(c[t]) + head_bias,
             "value": explained_value,
             "reconstruction_error": float((x.sum(1) - h_last).abs().max()),
+            "parts": x,  # [T, T + 1, D]: each last hidden state as a sum over token sources and the bias source
             "attentions": attentions.float(),
         }
 
