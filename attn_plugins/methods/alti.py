@@ -286,7 +286,9 @@ def _decoder_terms(model: Any, events: list, pending: dict, block_of: dict) -> d
         block = block_of.get(id(module))
         x = block_input.get(id(block)) if block is not None else None
         if proj is None or x is None:
-            raise UnsupportedModelError(f"ALTI cannot find the output projection or the layer input of {name}'s layer {layer}")
+            raise UnsupportedModelError(
+                f"ALTI cannot find the output projection or the layer input of {name}'s layer {layer}"
+            )
         out_mod, z_in, z_out = by_id[proj[1]], proj[2][0].double(), proj[3]
         x = x[0].double()
         h, t = probs.shape[0], probs.shape[-1]
@@ -320,7 +322,9 @@ def _affine64(module: torch.nn.Module):
     """The module's affine map in float64 (Linear, GPT-2's Conv1D), for exact terms."""
     weight = getattr(module, "weight", None)
     if weight is None or weight.dim() != 2:
-        raise UnsupportedModelError(f"ALTI reads output projections with a 2-D weight; {type(module).__name__} has none")
+        raise UnsupportedModelError(
+            f"ALTI reads output projections with a 2-D weight; {type(module).__name__} has none"
+        )
     w = weight.detach().double()
     b = getattr(module, "bias", None)
     b = b.detach().double() if b is not None else None
@@ -333,7 +337,9 @@ def _affine64(module: torch.nn.Module):
     return apply
 
 
-def capture_alti_decoder(model: Any, tokenizer: Any, text: Any, inputs: Any, options: dict[str, Any]) -> AttentionRecord:
+def capture_alti_decoder(
+    model: Any, tokenizer: Any, text: Any, inputs: Any, options: dict[str, Any]
+) -> AttentionRecord:
     """``ap.capture`` of one example of a pre-LN decoder plus ALTI contributions in ``record.extras['alti']``."""
     from ..capture import capture
     from ..capture.forward import select_adapter
@@ -386,7 +392,9 @@ class Alti(Method):
                 tokenizer = getattr(model, "tokenizer", None)
             return capture_alti_decoder(model, tokenizer, text, inputs, {**self.capture_options(), **options})
         if inputs is not None or not isinstance(text, str):
-            raise InputError("alti captures a BERT-family encoder from one plain text; it cannot explain pairs or batches")
+            raise InputError(
+                "alti captures a BERT-family encoder from one plain text; it cannot explain pairs or batches"
+            )
         return capture_alti(model, tokenizer, text, **{**self.capture_options(), **options})
 
     def contributions(self, record: AttentionRecord) -> torch.Tensor:

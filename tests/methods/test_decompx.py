@@ -62,3 +62,13 @@ def test_inside_inference_mode_and_without_parameter_gradients():
     frozen = method.capture(model, tok, TEXT, gradient_target=0).extras["decompx"]
     torch.testing.assert_close(frozen, base, atol=0, rtol=0)
     assert not any(p.requires_grad for p in model.parameters())  # left as they were
+
+
+@pytest.mark.parametrize(("model_type", "cls"), [("llama", "LlamaForCausalLM"), ("gpt2", "GPT2LMHeadModel")])
+def test_decoders_are_refused_by_name(model_type, cls):
+    from attn_plugins.errors import UnsupportedModelError
+    from attn_plugins.zoo import tiny_inputs, tiny_model
+
+    model = tiny_model(model_type)
+    with pytest.raises(UnsupportedModelError, match=f"post-LN BERT-family encoders.*{cls}"):
+        get_method("decompx").capture(model, inputs=tiny_inputs(model, batch=1, length=5), gradient_target=0)
