@@ -64,11 +64,63 @@ def test_inside_inference_mode_and_without_parameter_gradients():
     assert not any(p.requires_grad for p in model.parameters())  # left as they were
 
 
-@pytest.mark.parametrize(("model_type", "cls"), [("llama", "LlamaForCausalLM"), ("gpt2", "GPT2LMHeadModel")])
+@pytest.mark.parametrize(
+    ("model_type", "cls"), [("gpt2", "GPT2LMHeadModel"), ("phi3", "Phi3ForCausalLM"), ("mixtral", "MixtralForCausalLM")]
+)
 def test_decoders_are_refused_by_name(model_type, cls):
     from attn_plugins.errors import UnsupportedModelError
     from attn_plugins.zoo import tiny_inputs, tiny_model
 
     model = tiny_model(model_type)
-    with pytest.raises(UnsupportedModelError, match=f"post-LN BERT-family encoders.*{cls}"):
+    with pytest.raises(UnsupportedModelError, match=f"post-LN BERT-family encoders.*Llama-family decoders.*{cls}"):
         get_method("decompx").capture(model, inputs=tiny_inputs(model, batch=1, length=5), gradient_target=0)
+
+
+def _rmsnorms_in_float64(model):
+    """Hooks making every RMSNorm compute in the model's dtype (Llama-family norms compute in float32 even in a
+    float64 model, which leaves ~3e-9 between any float64 decomposition and the forward)."""
+    handles = []
+    for module in model.modules():
+        if type(module).__name__.endswith("RMSNorm"):
+            eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+            gemma = type(module).__name__.startswith("Gemma")
+
+            def exact(m, args, output, eps=eps, gemma=gemma):
+                x = args[0]
+                w = 1 + m.weight if gemma else m.weight
+                return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+            handles.append(module.register_forward_hook(exact))
+    return handles
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3", "gemma"])
+@pytest.mark.parametrize("bias", ["absdot", "slot"])
+def test_llama_family_decomposition_is_exact_in_float64(model_type, bias):
+    """Every layer's parts sum to its output hidden states, and the token shares plus the bias share to the logit."""
+    from attn_plugins.methods.decompx import DecompX
+    from attn_plugins.zoo import tiny_inputs, tiny_model
+
+    model = tiny_model(model_type, seed=1).double()
+    with torch.no_grad():  # non-zero biases, so the bias handling shows
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.5)
+    ids = tiny_inputs(model, batch=1, length=6)["input_ids"]
+    handles = _rmsnorms_in_float64(model)
+    try:
+        rec = DecompX(bias=bias).capture(model, inputs={"input_ids": ids}, gradient_target=5)
+        with torch.no_grad():
+            logit = float(model(input_ids=ids).logits[0, -1, 5])
+    finally:
+        for h in handles:
+            h.remove()
+    info = rec.meta["decompx"]
+    assert info["reconstruction_error"] < 1e-12
+    assert info["explained_value"] == pytest.approx(logit, abs=1e-12)
+    scores = rec.extras["decompx"].numpy()
+    assert scores.sum() + info["bias_share"] == pytest.approx(logit, abs=1e-10)
+    if bias == "absdot":
+        assert abs(info["bias_share"]) < 1e-12  # every bias went to the tokens
+    elif model_type == "qwen2":  # value biases: a share of their own
+        assert abs(info["bias_share"]) > 1e-3
