@@ -124,3 +124,14 @@ def test_llama_family_decomposition_is_exact_in_float64(model_type, bias):
         assert abs(info["bias_share"]) < 1e-12  # every bias went to the tokens
     elif model_type == "qwen2":  # value biases: a share of their own
         assert abs(info["bias_share"]) > 1e-3
+
+
+def test_a_decoder_inside_inference_mode():
+    from attn_plugins.zoo import tiny_inputs, tiny_model
+
+    model = tiny_model("llama", seed=2)
+    inputs = {"input_ids": tiny_inputs(model, batch=1, length=5)["input_ids"]}
+    base = get_method("decompx").capture(model, inputs=inputs, gradient_target=3).extras["decompx"]
+    with torch.inference_mode():
+        inside = get_method("decompx").capture(model, inputs=inputs, gradient_target=3).extras["decompx"]
+    torch.testing.assert_close(inside, base, atol=0, rtol=0)
