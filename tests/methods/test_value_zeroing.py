@@ -62,9 +62,10 @@ def bert_model():
     return peaked_(tiny_bert(seed=3, layers=3))
 
 
-def test_hand_computed_on_a_tiny_bert_first_capture_of_a_fresh_model(bert_model):
+def test_hand_computed_on_a_tiny_bert_first_capture_of_a_fresh_model():
     tok = tiny_tokenizer("bert")
     # A fresh model: this is its first capture (the layout-discovery forward runs inside it).
+    bert_model = peaked_(tiny_bert(seed=3, layers=3))
     rec = get_method("value_zeroing").capture(bert_model, tok, TEXT)
     ids = tok(TEXT, return_tensors="pt")["input_ids"]
     expected = by_hand_bert(bert_model, ids)
