@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -102,7 +103,10 @@ class HuggingFaceAdapter(Adapter):
             return
         ctx = ListenCapture(model, options, on_call)
         ctx.info = info
-        handle = model.register_forward_pre_hook(lambda *_: ctx.begin_step())
+        owner = threading.get_ident()  # another thread's forward of the same model must not restart our numbering
+        handle = model.register_forward_pre_hook(
+            lambda *_: ctx.begin_step() if threading.get_ident() == owner else None
+        )
         # Gradients and relevance rules differentiate through the caller's forward: its grad mode stays.
         grad_mode = torch.enable_grad() if options.gradients or options.attention_rule else torch.no_grad()
         try:

@@ -95,6 +95,8 @@ class ListenCapture(CaptureContext):
         self._last[kind] = order
         layer = self._layers.get(kind, 0)
         self._layers[kind] = layer + 1
+        if self.options.value_edit is not None:  # value zeroing: the edited values feed every path below
+            value = self.options.value_edit(kind, layer, module, value)
         if not self._wants(kind, layer):
             return _backend(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         is_causal = kwargs.get("is_causal")

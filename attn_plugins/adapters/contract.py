@@ -37,6 +37,10 @@ class CaptureOptions:
     # A relevance rule applied inside the attention computation (a key of ATTENTION_RULES; None: none).
     # It changes the backward pass only; adapters that apply rules list them in Adapter.attention_rules().
     attention_rule: str | None = None
+    # Listening only: ``value_edit(kind, layer, module, value) -> value`` replaces each attention call's value
+    # vectors ``[batch, kv_heads, keys, head_dim]`` before the attention uses them (value zeroing zeroes
+    # some). Adapters that cannot apply it never call it; the caller checks that it was called.
+    value_edit: Callable[[str, int, Any, torch.Tensor], torch.Tensor] | None = None
 
 
 # Relevance rules for the attention computation softmax(Q·Kᵀ·s + mask)·V, as used by LRP methods that

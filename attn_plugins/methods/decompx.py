@@ -7,7 +7,9 @@ the actual forward's non-linear gates frozen:
 
 * start: X[i, i] = the embedding output of token i (the whole embedding belongs to its token);
 * attention: P[i, k] = Σ_h Σ_j A^h_ij (X[j, k] W_V^h) W_O^h + X[i, k]; the value and output biases
-  W_O b_V + b_O are added (rows of A sum to 1, so the value bias passes whole);
+  W_O b_V + b_O are added (rows of A sum to 1, so the value bias passes whole). In the first layer, as the
+  authors' code does, the value bias stays in each token's value vector (X[j, j] W_V + b_V), so W_O b_V
+  reaches token j through the attention weights α_ij; only b_O is split there (``"absdot"``);
 * LayerNorm: (P[i, k] − mean_d P[i, k]) / σ_i · γ with σ_i the actual standard deviation; β is added;
 * feed-forward: W_1, b_1 added, the activation linearized through the origin per neuron, g(h)/h (DecompX's
   "GeLU_ZO", AttnLRP's identity rule), W_2, b_2 added, the residual, LayerNorm as above;
@@ -75,9 +77,11 @@ def blocks(model: Any) -> list[Block]:
             for lay in layers
         ]
     except (AttributeError, TypeError):
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
         raise UnsupportedModelError(
             f"DecompX decomposes post-LN BERT-family encoders (encoder.layer[i] with attention.self.value, "
-            f"attention.output, intermediate, output); {type(model).__name__} has no such layers"
+            f"attention.output, intermediate, output) and the pre-LN Llama-family decoders "
+            f"({', '.join(sorted(LLAMA_FAMILY))}); {type(model).__name__} (model type {model_type!r}) is neither"
         ) from None
 
 
@@ -121,10 +125,18 @@ def decompose(
     saved: dict[tuple[int, str], torch.Tensor] = {}
 
     def keep(i: int, what: str, use_input: bool):
-        def hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
-            if threading.get_ident() == owner:
-                t = args[0] if use_input else (output[0] if isinstance(output, tuple) else output)
-                saved[(i, what)] = t if what == "out" else t.detach()
+        def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
+            if threading.get_ident() != owner:
+                return None
+            t = args[0] if use_input else (output[0] if isinstance(output, tuple) else output)
+            if what != "out":
+                saved[(i, what)] = t.detach()
+                return None
+            # The head's gradient starts at the last hidden states: a leaf here, so neither the parameters
+            # (requires_grad=False) nor the layers below need autograd.
+            leaf = t.detach().requires_grad_()
+            saved[(i, what)] = leaf
+            return (leaf, *output[1:]) if isinstance(output, tuple) else leaf
 
         return hook
 
@@ -132,6 +144,11 @@ def decompose(
     calls: list[Any] = []
     explained = relevance_target(target)
     with ExitStack() as stack:
+        # The head's gradient needs autograd, also inside torch.inference_mode() or torch.no_grad(): turned on
+        # here, with inputs copied out of inference mode (inference tensors cannot be saved for backward).
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        inputs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         # The embedding output is the first layer's input: it starts the decomposition.
         stack.callback(embedding_modules(model)["block"].register_forward_hook(keep(0, "in", False)).remove)
         for i, blk in enumerate(layers):
@@ -145,8 +162,8 @@ def decompose(
         stack.enter_context(adapter.listen(model, CaptureOptions(gradients=True), calls.append))
         output = model(**inputs)
         value = explained(output)
-    hidden = saved[(last, "out")]
-    (head_grad,) = torch.autograd.grad(value, hidden)
+        hidden = saved[(last, "out")]
+        (head_grad,) = torch.autograd.grad(value, hidden)
     g = head_grad[0].detach().double()  # [T, D]: ∂f/∂h^L with the head's rules
     attentions = torch.stack([c.probs[0].detach() for c in calls]).double()  # [L, H, T, T]
 
@@ -159,11 +176,18 @@ def decompose(
         x[ar, ar] = x0
         for i, blk in enumerate(layers):
             h, dh = blk.heads, d // blk.heads
-            v = torch.einsum("jsd,ed->jse", x, _weight(blk.value)).view(t, s, h, dh)
+            v = torch.einsum("jsd,ed->jse", x, _weight(blk.value))
+            attn_bias = _bias(blk.attn_out, d)
+            if i == 0 and bias == "absdot":
+                # DecompX's first layer (modeling_bert.py) uses the actual value vectors: token j's value bias
+                # belongs to token j and reaches token i through the attention weight α_ij, as W_O·b_V.
+                v[ar, ar] += _bias(blk.value, d)
+            else:
+                attn_bias = _weight(blk.attn_out) @ _bias(blk.value, d) + attn_bias
             wo = _weight(blk.attn_out).view(d, h, dh)
-            per_head = torch.einsum("jshv,ehv->hjse", v, wo)
+            per_head = torch.einsum("jshv,ehv->hjse", v.view(t, s, h, dh), wo)
             p = torch.einsum("hij,hjse->ise", attentions[i], per_head) + x
-            p = add_bias(p, _weight(blk.attn_out) @ _bias(blk.value, d) + _bias(blk.attn_out, d), bias)
+            p = add_bias(p, attn_bias, bias)
             x1 = add_bias(layer_norm(p, saved[(i, "pre1")][0].double(), blk.norm1), _bias(blk.norm1, d), bias)
             up = add_bias(torch.einsum("isd,fd->isf", x1, _weight(blk.up)), _bias(blk.up, blk.up.out_features), bias)
             pre = saved[(i, "up")][0].double()
@@ -180,6 +204,141 @@ def decompose(
             "bias": float(c[t]) + head_bias,
             "value": explained_value,
             "reconstruction_error": float((x.sum(1) - h_last).abs().max()),
+            "parts": x,  # [T, T + 1, D]: each last hidden state as a sum over token sources and the bias source
+            "attentions": attentions.float(),
+        }
+
+
+# ---------------------------------------------------------------------------- pre-LN decoders (Llama family)
+# Pre-LN decoders with RMSNorm, a gated MLP (gate_proj, up_proj, act_fn, down_proj) and self_attn.{v,o}_proj.
+LLAMA_FAMILY = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma"})
+
+
+def decoder_layers(model: Any) -> list[torch.nn.Module] | None:
+    """The decoder layers of a Llama-family causal LM (see :data:`LLAMA_FAMILY`), or None for other models."""
+    if getattr(getattr(model, "config", None), "model_type", None) not in LLAMA_FAMILY:
+        return None
+    return list(model.model.layers)
+
+
+def _rms_scale(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+    """Per token, per dimension multiplier [T, D] of an RMSNorm with its scale frozen at the actual input ``x``."""
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    w = norm.weight.detach().double()
+    w = 1 + w if type(norm).__name__.startswith("Gemma") else w  # Gemma scales by (1 + w)
+    return w[None, :] / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _through_origin(pre: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """The activation's slope through the origin act(g)/g (0.5 at g = 0: SiLU and GELU both)."""
+    small = pre.abs() < 1e-12
+    return torch.where(small, torch.full_like(pre, 0.5), act / torch.where(small, torch.ones_like(pre), pre))
+
+
+def decompose_decoder(model: Any, inputs: dict[str, torch.Tensor], target: Any, adapter: Any, bias: str) -> dict:
+    """DecompX through a Llama-family decoder: per-token contributions to the explained output of one example.
+
+    RMSNorms with their scale frozen, attention probabilities frozen, the gated MLP act(g) ⊙ u split by the
+    uniform rule (half through u with act(g) frozen, half through g with u and the slope act(g)/g frozen),
+    the final norm and the head linearized at the last hidden states by the gradient (exact for a logit).
+    """
+    if bias not in BIASES:
+        raise InputError(f"bias must be one of {', '.join(BIASES)}, not {bias!r}")
+    layers = decoder_layers(model)
+    owner = threading.get_ident()
+    saved: dict[tuple[int, str], torch.Tensor] = {}
+
+    def keep(i: int, what: str, use_input: bool, leaf: bool = False):
+        def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
+            if threading.get_ident() != owner:
+                return None
+            t = args[0] if use_input else (output[0] if isinstance(output, tuple) else output)
+            if not leaf:
+                saved[(i, what)] = t.detach()
+                return None
+            start = t.detach().requires_grad_()  # the head's gradient starts here
+            saved[(i, what)] = start
+            return start
+
+        return hook
+
+    calls: list[Any] = []
+    explained = relevance_target(target)
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        inputs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        if getattr(model.config, "use_cache", None) is not None:
+            inputs["use_cache"] = False
+
+        def first_input(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            if threading.get_ident() == owner:
+                saved[(0, "in")] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+        stack.callback(layers[0].register_forward_pre_hook(first_input, with_kwargs=True).remove)
+        for i, lay in enumerate(layers):
+            for what, mod, use_input in (
+                ("ln1", lay.input_layernorm, True),
+                ("ln2", lay.post_attention_layernorm, True),
+                ("gate", lay.mlp.gate_proj, False),
+                ("up", lay.mlp.up_proj, False),
+                ("act", lay.mlp.act_fn, False),
+                ("out", lay, False),
+            ):
+                stack.callback(mod.register_forward_hook(keep(i, what, use_input)).remove)
+        last = len(layers) - 1
+        stack.callback(model.model.norm.register_forward_hook(keep(last, "final", False, leaf=True)).remove)
+        stack.callback(
+            model.model.norm.register_forward_pre_hook(lambda m, a: keep(last, "pre_final", True)(m, a, None)).remove
+        )
+        stack.enter_context(adapter.listen(model, CaptureOptions(gradients=True), calls.append))
+        output = model(**inputs)
+        value = explained(output)
+        (head_grad,) = torch.autograd.grad(value, saved[(last, "final")])
+    g = head_grad[0].detach().double()  # [T, D]: ∂f/∂(final norm output)
+    attentions = torch.stack([c.probs[0].detach() for c in calls]).double()  # [L, H, T, T]
+
+    with torch.no_grad():
+        x0 = saved[(0, "in")][0].double()
+        t, d = x0.shape
+        s = t + 1
+        ar = torch.arange(t)
+        x = torch.zeros(t, s, d, dtype=torch.float64)
+        x[ar, ar] = x0
+        worst = 0.0
+        for i, lay in enumerate(layers):
+            attn = lay.self_attn
+            n1 = x * _rms_scale(saved[(i, "ln1")][0].double(), lay.input_layernorm)[:, None, :]
+            v = torch.einsum("isd,ed->ise", n1, _weight(attn.v_proj))
+            hk = v.shape[-1] // attn.head_dim
+            h = attentions.shape[1]
+            v = v.view(t, s, hk, attn.head_dim).repeat_interleave(h // hk, dim=2)
+            wo = _weight(attn.o_proj).view(d, h, attn.head_dim)
+            p = torch.einsum("hij,jshv,ehv->ise", attentions[i], v, wo)
+            attn_bias = _weight(attn.o_proj) @ _bias(attn.v_proj, hk * attn.head_dim).view(
+                hk, attn.head_dim
+            ).repeat_interleave(h // hk, 0).reshape(-1)
+            x = add_bias(x + p, attn_bias + _bias(attn.o_proj, d), bias)
+            n2 = x * _rms_scale(saved[(i, "ln2")][0].double(), lay.post_attention_layernorm)[:, None, :]
+            gate_pre = saved[(i, "gate")][0].double()
+            act = saved[(i, "act")][0].double()
+            up = saved[(i, "up")][0].double()
+            up_parts = torch.einsum("isd,fd->isf", n2, _weight(lay.mlp.up_proj))
+            gate_parts = torch.einsum("isd,fd->isf", n2, _weight(lay.mlp.gate_proj))
+            # Uniform rule on act(g) ⊙ u: Σ_s ½(act(g)·u_s + u·slope·g_s) = act(g) ⊙ u, slope = act(g)/g.
+            hidden = 0.5 * (act[:, None, :] * up_parts + (up * _through_origin(gate_pre, act))[:, None, :] * gate_parts)
+            x = x + torch.einsum("isf,df->isd", hidden, _weight(lay.mlp.down_proj))
+            worst = max(worst, float((x.sum(1) - saved[(i, "out")][0].double()).abs().max()))
+        final = x * _rms_scale(saved[(last, "pre_final")][0].double(), model.model.norm)[:, None, :]
+        c = torch.einsum("isd,id->s", final, g)
+        explained_value = float(value.detach())
+        head_bias = explained_value - float((saved[(last, "final")][0].detach().double() * g).sum())
+        return {
+            "scores": c[:t].numpy(),
+            "bias": float(c[t]) + head_bias,
+            "value": explained_value,
+            "reconstruction_error": worst,
+            "parts": x,
             "attentions": attentions.float(),
         }
 
@@ -198,16 +357,25 @@ class DecompX(TargetMethod):
         self.description = f"DecompX (Modarressi et al. 2023) decomposition up to the output, biases {bias}"
 
     def check_support(self, model: Any, tokenizer: Any = None) -> None:
-        """The model has the layers this method decomposes (found without a forward)."""
-        blocks(model)
+        """A BERT-family encoder or a Llama-family decoder with a rule for every module (found without a forward)."""
+        from ..capture.forward import select_adapter
+
+        if decoder_layers(model) is None:
+            blocks(model)
+        check_model(model, None, select_adapter(model, None), "DecompX")
 
     def capture(
         self, model: Any, tokenizer: Any = None, text: Any = None, *, inputs: Any = None, **options: Any
     ) -> AttentionRecord:
         """A record of the forward the decomposition came from, the token contributions in ``record.extras``."""
         gradient_target = options.pop("gradient_target", None)
+        if getattr(model, "training", False):
+            raise InputError("DecompX freezes one deterministic forward: call model.eval() (dropout)")
         one = encode_one(self.name, model, tokenizer, text, inputs, options)
-        out = decompose(model, one.inputs, gradient_target, one.adapter, self.bias)
+        if decoder_layers(model) is not None:
+            out = decompose_decoder(model, one.inputs, gradient_target, one.adapter, self.bias)
+        else:
+            out = decompose(model, one.inputs, gradient_target, one.adapter, self.bias)
         t = len(out["scores"])
         meta = {
             "forward_passes": 1,
