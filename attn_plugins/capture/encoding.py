@@ -109,7 +109,9 @@ def encode(
     limit = max_length if max_length is not None else model_max_length(model, tokenizer)
     if tokenizer.pad_token is None and len(texts) > 1:
         raise InputError("the tokenizer has no pad token, so a batch cannot be padded; set tokenizer.pad_token")
-    enc = _tokenize(tokenizer, texts, limit, truncation)
+    # Padded after the text whatever the tokenizer's side: every real token keeps the position it has alone
+    # (left padding shifts absolute positions: BERT's and GPT-2's attention would change with the batch).
+    enc = _tokenize(tokenizer, texts, limit, truncation, padding_side="right")
     source_mask = enc["attention_mask"] if "attention_mask" in enc else torch.ones_like(enc["input_ids"])
     source = _token_infos(tokenizer, enc, texts, source_mask)
     for info, flag in zip(source, enc.truncated_flags):

@@ -167,3 +167,20 @@ def test_inputs_that_do_not_fit_the_forward_name_the_argument_and_the_signature(
     # inputs that fit are captured as given
     assert ap.capture(keyword_only, inputs={"x": x}).attentions["self"].shape == (1, 2, 3, 3)
     assert ap.capture(positional, inputs=(x,)).attentions["self"].shape == (1, 2, 3, 3)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "gpt2"])
+def test_a_left_padding_tokenizer_gives_records_equal_to_each_text_alone(model_type):
+    """Absolute positions (BERT's, GPT-2's) shift under left padding; capture pads after the text instead."""
+    from attn_plugins.zoo import tiny_model, tiny_tokenizer, tiny_vocab
+
+    style = "bert" if model_type == "bert" else "gpt"
+    tok = tiny_tokenizer(style)
+    tok.padding_side = "left"
+    model = peaked_(tiny_model(model_type, vocab_size=len(tiny_vocab(style))))
+    texts = ["the movie was good and the music too", "a bad film"]
+    for text, rec in zip(texts, ap.capture(model, tok, texts)):
+        alone = ap.capture(model, tok, text)
+        assert rec.tokens == alone.tokens
+        torch.testing.assert_close(rec.attentions["self"], alone.attentions["self"], atol=1e-5, rtol=0)
+    assert tok.padding_side == "left"
