@@ -31,6 +31,7 @@ from .shards import (
     load_errors,
     load_results,
     prepare,
+    read_manifest,
     record_name,
     verify_results,
     write_atomic,
@@ -174,6 +175,8 @@ def fingerprint(model: Any, tokenizer: Any, method: str, options: dict[str, Any]
 
     hf, tok, _ = unwrap(model, tokenizer)
     config = getattr(hf, "config", None)
+    # Where the model was loaded from is not what it is: a model object and its saved directory are one model.
+    settings = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"} if config is not None else None
     h = hashlib.sha256()
     with torch.no_grad():
         for name, p in hf.state_dict().items():
@@ -182,7 +185,7 @@ def fingerprint(model: Any, tokenizer: Any, method: str, options: dict[str, Any]
     vocab = tok.get_vocab() if hasattr(tok, "get_vocab") else {}
     return {
         "model_class": type(hf).__name__,
-        "config": _digest(config.to_json_string(use_diff=False).encode()) if config is not None else None,
+        "config": _digest(json.dumps(json_safe(settings), sort_keys=True).encode()) if settings is not None else None,
         "weights": h.hexdigest()[:16],
         "tokenizer": _digest(json.dumps(sorted(vocab.items())).encode()),
         "method": method,
@@ -195,6 +198,28 @@ def run_identity(source: ModelSource, method: str, options: dict[str, Any]) -> d
     if source.name is None:
         return fingerprint(source.model, source.tokenizer, method, options)
     return {**source.identity(), "method": method, "options": json_safe(options)}
+
+
+def resume_identity(out: Path, source: ModelSource, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The identity a run is resumed under when its model is given another way than it was started with.
+
+    A run started from a model object is identified by its weights: a model directory resuming it is loaded
+    and fingerprinted the same way, so the same model goes on and another is refused by what differs. A
+    run started from a directory is identified by its files, which a model object cannot be checked against.
+    """
+    run = run_identity(source, method, options)
+    old = (read_manifest(out) or {}).get("run") if out.is_dir() else None
+    if not isinstance(old, dict) or set(old) == set(run):
+        return run
+    if "weights" in old and source.digest is not None:
+        model, tokenizer = source.load()
+        return fingerprint(model, tokenizer, method, options)
+    if "model_dir" in old and source.name is None:
+        raise InputError(
+            f"{out} was started from the model directory with digest {old['model_dir']}; resume it with that "
+            "directory (a model object cannot be checked against the directory's files)"
+        )
+    return run
 
 
 def check_truncation() -> None:
@@ -333,7 +358,9 @@ def run_corpus(
     out = Path(out_dir).expanduser().resolve()
     options = {**explain_options, "save_records": save_records, "record_dtype": record_dtype}
     examples = read_texts(input_path) if engine == "local" else []  # bad input refused before anything is written
-    manifest = prepare(out, run_identity(source, method, options), resume)
+    manifest = prepare(
+        out, resume_identity(out, source, method, options) if resume else run_identity(source, method, options), resume
+    )
     rows, repaired = verify_results(out, repair=True)
     done = {r["id"]: r.get("text_sha1") for r in rows}
     spec = WorkerSpec(
