@@ -73,6 +73,10 @@ class _Hooks:
     def pre(self, name: str):
         def hook(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             query, key, value = (list(args) + [kwargs.get(k) for k in ("query", "key", "value")])[:3]
+            if query.numel() == 0:  # PyTorch would return no weights at all
+                raise InputError(
+                    f"{name} was given an empty sequence (shape {tuple(query.shape)}): there is nothing to attend to"
+                )
             if query is not key and not torch.equal(query, key):
                 raise UnsupportedModelError(
                     f"{name} is a cross-attention MultiheadAttention; the torch_mha adapter reads self-attention only"

@@ -37,6 +37,7 @@ _LAZY = {
     "save": (".record.storage", "save"),
     "load": (".record.storage", "load"),
     "attribute": (".methods", "attribute"),
+    "get_method": (".methods", "get_method"),
     "explain": (".explain.explainer", "explain"),
     "AttentionExplainer": (".explain.explainer", "AttentionExplainer"),
     "compare": (".explain.compare", "compare"),

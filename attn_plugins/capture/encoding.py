@@ -6,6 +6,7 @@ example, the token strings, word ids, offsets and special-token flags a record k
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -108,7 +109,9 @@ def encode(
     limit = max_length if max_length is not None else model_max_length(model, tokenizer)
     if tokenizer.pad_token is None and len(texts) > 1:
         raise InputError("the tokenizer has no pad token, so a batch cannot be padded; set tokenizer.pad_token")
-    enc = _tokenize(tokenizer, texts, limit, truncation)
+    # Padded after the text whatever the tokenizer's side: every real token keeps the position it has alone
+    # (left padding shifts absolute positions: BERT's and GPT-2's attention would change with the batch).
+    enc = _tokenize(tokenizer, texts, limit, truncation, padding_side="right")
     source_mask = enc["attention_mask"] if "attention_mask" in enc else torch.ones_like(enc["input_ids"])
     source = _token_infos(tokenizer, enc, texts, source_mask)
     for info, flag in zip(source, enc.truncated_flags):
@@ -194,8 +197,12 @@ def is_raw_inputs(inputs: Any) -> bool:
     return isinstance(inputs, Mapping) and not any(k in inputs for k in _MAIN_KEYS)
 
 
-def encode_raw(inputs: Any) -> EncodedBatch:
-    """Wrap a forward's own arguments: a tensor or a tuple/list is positional, a mapping keyword arguments."""
+def encode_raw(inputs: Any, model: Any = None) -> EncodedBatch:
+    """Wrap a forward's own arguments: a tensor or a tuple/list is positional, a mapping keyword arguments.
+
+    Given the ``model``, arguments its forward cannot take are an InputError naming them and the forward's
+    signature, before the model runs.
+    """
     if isinstance(inputs, torch.Tensor):
         args, kwargs = (inputs,), {}
     elif isinstance(inputs, (tuple, list)):
@@ -204,8 +211,40 @@ def encode_raw(inputs: Any) -> EncodedBatch:
         args, kwargs = (), dict(inputs)
     if not args and not kwargs:
         raise InputError("inputs are empty: pass the arguments of the model's forward (a tensor, a tuple or a mapping)")
+    if model is not None:
+        check_forward_arguments(model, args, kwargs)
     # No tokens to name: records name positions by index; no padding mask, every position is kept.
     return EncodedBatch(inputs=kwargs, source=[], source_mask=torch.ones(0), args=args, meta={"raw_inputs": True})
+
+
+def check_forward_arguments(model: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """InputError naming the argument that ``model``'s forward cannot take, and its signature (nothing runs)."""
+    forward = getattr(model, "forward", None)
+    try:
+        sig = inspect.signature(forward)
+    except (TypeError, ValueError):
+        return  # a forward without a readable signature (a C extension) is called as it is
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        where = f"{type(model).__name__}.forward{sig}"
+        params = sig.parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+            positional = len(args)
+        else:
+            positional = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+        keyword_only = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        if len(args) > positional:
+            hint = (
+                f"; {', '.join(keyword_only)} {'is' if len(keyword_only) == 1 else 'are'} keyword-only: pass "
+                f"inputs={{{', '.join(repr(k) + ': ...' for k in keyword_only)}}}"
+                if keyword_only
+                else ""
+            )
+            reason = f"{len(args)} positional inputs given, it takes {positional}{hint}"
+        else:
+            reason = str(exc)  # inspect names the key: "got an unexpected keyword argument 'y'", "missing ... 'x'"
+        raise InputError(f"inputs= do not fit {where}: {reason}") from None
 
 
 def encode_inputs(model: Any, inputs: Mapping[str, Any], tokenizer: Any = None) -> EncodedBatch:
@@ -245,6 +284,10 @@ def encode_inputs(model: Any, inputs: Mapping[str, Any], tokenizer: Any = None) 
                 special_ids = set(tokenizer.all_special_ids)
                 special = [i in special_ids for i in row]
             source.append(TokenInfo(tokens, special_tokens_mask=special))
+    elif main == "inputs_embeds" and (model_inputs[main].dim() < 2 or 0 in model_inputs[main].shape[:-1]):
+        raise InputError(
+            f"inputs_embeds of shape {tuple(model_inputs[main].shape)} hold no position: there is nothing to attend to"
+        )
     elif main == "inputs_embeds" and "attention_mask" in model_inputs:
         # Embeddings with a padding mask: real positions are named by their index. (Audio masks run over
         # frames, not encoder positions, so they are not used to cut records.)

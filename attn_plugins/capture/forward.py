@@ -83,7 +83,7 @@ def capture(
     if text is not None:
         batch = encode(model, tokenizer, text, target=target, truncation=truncation, max_length=max_length)
     elif raw:
-        batch = encode_raw(inputs)  # the arguments of the model's own forward, passed as they are
+        batch = encode_raw(inputs, model)  # the arguments of the model's own forward, passed as they are
     else:
         batch = encode_inputs(model, inputs, tokenizer=tokenizer)
     chosen = select_adapter(model, adapter)

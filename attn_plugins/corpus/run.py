@@ -27,6 +27,7 @@ from .shards import (
     load_errors,
     load_results,
     prepare,
+    read_manifest,
     record_name,
     verify_results,
     write_atomic,
@@ -64,6 +65,8 @@ def fingerprint(model: Any, tokenizer: Any, method: str, options: dict[str, Any]
 
     hf, tok, _ = unwrap(model, tokenizer)
     config = getattr(hf, "config", None)
+    # Where the model was loaded from is not what it is: a model object and its saved directory are one model.
+    settings = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"} if config is not None else None
     h = hashlib.sha256()
     with torch.no_grad():
         for name, p in hf.state_dict().items():
@@ -72,7 +75,7 @@ def fingerprint(model: Any, tokenizer: Any, method: str, options: dict[str, Any]
     vocab = tok.get_vocab() if hasattr(tok, "get_vocab") else {}
     return {
         "model_class": type(hf).__name__,
-        "config": _digest(config.to_json_string(use_diff=False).encode()) if config is not None else None,
+        "config": _digest(json.dumps(json_safe(settings), sort_keys=True).encode()) if settings is not None else None,
         "weights": h.hexdigest()[:16],
         "tokenizer": _digest(json.dumps(sorted(vocab.items())).encode()),
         "method": method,
@@ -85,6 +88,28 @@ def run_identity(source: ModelSource, method: str, options: dict[str, Any]) -> d
     if source.name is None:
         return fingerprint(source.model, source.tokenizer, method, options)
     return {**source.identity(), "method": method, "options": json_safe(options)}
+
+
+def resume_identity(out: Path, source: ModelSource, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The identity a run is resumed under when its model is given another way than it was started with.
+
+    A run started from a model object is identified by its weights: a model directory resuming it is loaded
+    and fingerprinted the same way, so the same model goes on and another is refused by what differs. A
+    run started from a directory is identified by its files, which a model object cannot be checked against.
+    """
+    run = run_identity(source, method, options)
+    old = (read_manifest(out) or {}).get("run") if out.is_dir() else None
+    if not isinstance(old, dict) or set(old) == set(run):
+        return run
+    if "weights" in old and source.digest is not None:
+        model, tokenizer = source.load()
+        return fingerprint(model, tokenizer, method, options)
+    if "model_dir" in old and source.name is None:
+        raise InputError(
+            f"{out} was started from the model directory with digest {old['model_dir']}; resume it with that "
+            "directory (a model object cannot be checked against the directory's files)"
+        )
+    return run
 
 
 # ---------------------------------------------------------------------------- the run
@@ -160,7 +185,9 @@ def run_corpus(
     examples = read_texts(input_path) if engine == "local" else []  # bad input refused before anything is written
     # The default method is chosen from the model where it is loaded; the run is identified as "default" and each
     # row names the method that explained it.
-    manifest = prepare(out, run_identity(source, method or DEFAULT_METHOD, options), resume)
+    named = method or DEFAULT_METHOD
+    identity = resume_identity(out, source, named, options) if resume else run_identity(source, named, options)
+    manifest = prepare(out, identity, resume)
     rows, repaired = verify_results(out, repair=True)
     done = {r["id"]: r.get("text_sha1") for r in rows}
     spec = WorkerSpec(

@@ -157,11 +157,13 @@ def _device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def _encode(tokenizer: Any, texts: Sequence[str], model: Any) -> dict[str, torch.Tensor]:
+def _encode(tokenizer: Any, texts: Sequence[str], model: Any, right: bool = False) -> dict[str, torch.Tensor]:
     # Explained texts already fit (see fit_text); shap's masked variants of them have as many tokens, but a
     # masker may still produce a longer string, which is cut rather than crash the model's position table.
     limit = model_max_length(model, tokenizer)
     cut = {"truncation": True, "max_length": limit} if limit is not None else {}
+    if right:  # padding after the text keeps every real token's position (left padding shifts absolute ones)
+        cut["padding_side"] = "right"
     enc = tokenizer(list(texts), padding=True, return_tensors="pt", **cut)
     keep = ("input_ids", "attention_mask", "token_type_ids")
     return {k: v.to(_device(model)) for k, v in enc.items() if k in keep}
@@ -414,11 +416,11 @@ def fill_row_weights(model: Any, tokenizer: Any, specs: Sequence[Target]) -> Non
     specs = [s for s in specs if s.row_weights is not None and isinstance(s.text, str)]
     if len(specs) < 2:
         return
-    enc = _encode(tokenizer, [s.text for s in specs], model)
+    enc = _encode(tokenizer, [s.text for s in specs], model, right=True)
     hidden = _forward(model, enc).last_hidden_state
     real = enc["attention_mask"].bool()
     for spec, h, keep in zip(specs, hidden, real):
-        spec.row_weights(h[keep])  # padding left or right: the real tokens' rows, in order
+        spec.row_weights(h[keep])  # the real tokens' rows, in order
 
 
 def row_weights(hidden: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
@@ -455,7 +457,7 @@ def _similarity(
         raise InputError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
 
     def embed(texts: Sequence[str]) -> torch.Tensor:
-        enc = _encode(tokenizer, texts, model)
+        enc = _encode(tokenizer, texts, model, right=True)
         return pooled(_forward(model, enc).last_hidden_state, enc["attention_mask"], pooling)
 
     own = reference is None

@@ -40,6 +40,15 @@ class Method:
 
     A method that cannot honour a word (ALTI combines every head itself) raises :class:`InputError`.
 
+    **Pooled targets.** A target that pools every row (a mean-pooled sentence embedding) is explained with
+    row weights ``w`` (:func:`attn_plugins.explain.targets.row_weights`, each row's share of the output;
+    :attr:`pooled_rows` may ask for ``"mean"`` or ``"first"`` instead). Every row-wise method, built-in or a
+    plugin's own ``__call__``, answers them with one vector over keys, the weighted sum of its rows'
+    scores ``Σ_i w_i · scores[i]``. A plugin's ``__call__`` is asked for ``position="all"`` (``[rows, keys]``)
+    and the package forms the sum (:class:`~attn_plugins.methods.GuardedMethod`), so a plugin needs only
+    the named positions. A method that explains the target itself (:class:`TargetMethod`) has no rows to
+    weigh and ignores ``w``.
+
     **Reads.** ``requires`` names the optional record fields the method reads (``"gradients"``,
     ``"value_norms"``, ``"extras:<key>"``); :meth:`capture_options` turns them into ``ap.capture``
     arguments and :meth:`capture` captures a record that has them, so explainers never special-case a

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import AttnPluginsError, PluginError
 from ..record import AttentionRecord, Position, Selection
-from ..record.selection import position_rows
+from ..record.selection import position_rows, row_weights
 from .base import Method
 
 
@@ -50,16 +50,22 @@ class GuardedMethod(Method):
         kind = self.resolve_kind(record, kind)
         att = record.check_attention(kind)
         rows, how = position_rows(position, int(att.shape[2]), record, kind)
+        # Row weights (a pooled target) mean the weighted sum of the method's rows (see Method): the plugin is
+        # asked for every row and the package weighs them, so a plugin needs only the named positions.
+        weighted = how == "weighted" and not self.explains_target
+        asked = "all" if weighted else position
         try:
             out = self.component(
-                record, position=position, layers=layers, heads=heads, head_reduce=head_reduce, kind=kind, **options
+                record, position=asked, layers=layers, heads=heads, head_reduce=head_reduce, kind=kind, **options
             )
         except AttnPluginsError:
             raise  # the plugin refused the input with the package's own words (a bad selection, a missing capture)
         except Exception as exc:
             raise PluginError(f"{self.blame} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
         keys = int(att.shape[3])
-        expected = (keys,) if how in ("one", "mean") else (len(rows), keys)
+        if weighted:
+            return row_weights(position, len(rows)) @ self.check_scores(out, (len(rows), keys))
+        expected = (len(rows), keys) if how == "many" else (keys,)
         return self.check_scores(out, expected)
 
     def check_scores(self, out: Any, expected: tuple[int, ...]) -> np.ndarray:

@@ -408,7 +408,8 @@ class AttentionRecord:
         """A record without special tokens on either axis; rows are renormalized to sum to 1 by default.
 
         Renormalizing runs in float32 and casts back, so float16 rows whose kept mass is tiny (even a
-        subnormal) still sum to 1; a row that kept no weight at all is a RecordValidationError naming it.
+        subnormal) still sum to 1; a row that kept no weight at all is a RecordValidationError naming it,
+        unless a learned sink took its whole mass (``sink_mass`` 1): that row stays zero, as it was captured.
         """
         self.check_structure()
         src_keep = _keep_mask(self.special_tokens_mask, len(self.tokens), "special_tokens_mask")
@@ -530,12 +531,15 @@ def _keep_mask(mask: list[bool] | None, n: int, name: str) -> torch.Tensor:
 
 
 def _renormalized(a: torch.Tensor, kind: str, sink: torch.Tensor | None = None) -> torch.Tensor:
-    """Rows of ``a`` [L, H, Q, K] scaled to sum to 1 (to ``1 - sink`` given the sink mass [L, H, Q]), in float32."""
+    """Rows of ``a`` [L, H, Q, K] scaled to sum to 1 (to ``1 - sink`` given the sink mass [L, H, Q]), in float32.
+
+    A row whose whole mass went to the sink (``sink`` 1: exact weights, or a share of 0.9999 rounded in
+    float16) has nothing left to share and stays zero: its mass is still the sink's, never NaN.
+    """
     a32 = a.float()
     sums = a32.sum(-1, keepdim=True)
-    if sink is not None:
-        sums = sums / (1 - sink.float()).clamp_min(0).unsqueeze(-1)
-    empty = (sums == 0).squeeze(-1)
+    left = torch.ones_like(sums) if sink is None else (1 - sink.float()).clamp_min(0).unsqueeze(-1)
+    empty = ((sums == 0) & (left > 0)).squeeze(-1)
     if empty.any():
         layer, head, row = (int(i) for i in torch.nonzero(empty)[0])
         raise RecordValidationError(
@@ -543,7 +547,8 @@ def _renormalized(a: torch.Tensor, kind: str, sink: torch.Tensor | None = None) 
             f"row {row} of layer {layer}, head {head} put all its weight on special tokens; it cannot be "
             "renormalized without them (use renormalize=False)",
         )
-    return (a32 / sums).to(a.dtype)
+    scale = torch.where(left > 0, left / sums.masked_fill(sums == 0, 1), torch.zeros_like(sums))
+    return (a32 * scale).to(a.dtype)
 
 
 _MARKERS = ("##", "Ġ", "▁", "Ċ")

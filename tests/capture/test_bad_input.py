@@ -109,3 +109,78 @@ def test_text_and_inputs_together_or_text_without_tokenizer(bert, tok):
 def test_unknown_adapter_name(bert, tok):
     with pytest.raises(ap.PluginError, match="huggingface"):
         ap.capture(bert, tok, "the movie", adapter="no_such_adapter")
+
+
+class _Attends(torch.nn.Module):
+    """One nn.MultiheadAttention over embeddings, called positionally (x) or keyword-only (*, x)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x)[0]
+
+
+class _Positional(_Attends):
+    def forward(self, x):
+        return self.run(x)
+
+
+class _KeywordOnly(_Attends):
+    def forward(self, *, x):
+        return self.run(x)
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [torch.zeros(1, 0, 8), torch.zeros(0, 3, 8), (torch.zeros(1, 0, 8),)],
+    ids=["no position", "no example", "tuple"],
+)
+def test_a_zero_length_sequence_to_a_torch_model_is_an_input_error(inputs):
+    with pytest.raises(InputError, match=r"attn was given an empty sequence \(shape \((1, 0|0, 3), 8\)\)"):
+        ap.capture(_Positional().eval(), inputs=inputs)
+    with pytest.raises(InputError, match="empty sequence"):
+        ap.capture(_KeywordOnly().eval(), inputs={"x": torch.zeros(1, 0, 8)})
+
+
+def test_empty_inputs_embeds_are_an_input_error(bert):
+    with pytest.raises(InputError, match=r"inputs_embeds of shape \(1, 0, 32\) hold no position"):
+        ap.capture(bert, inputs={"inputs_embeds": torch.zeros(1, 0, 32)})
+
+
+def test_inputs_that_do_not_fit_the_forward_name_the_argument_and_the_signature():
+    x = torch.randn(1, 3, 8)
+    keyword_only, positional = _KeywordOnly().eval(), _Positional().eval()
+    with pytest.raises(InputError, match=r"_KeywordOnly\.forward\(\*, x\): got an unexpected keyword argument 'y'"):
+        ap.capture(keyword_only, inputs={"x": x, "y": x})
+    with pytest.raises(
+        InputError,
+        match=r"_KeywordOnly\.forward\(\*, x\): 1 positional .* x is keyword-only: pass inputs=\{'x': \.\.\.\}",
+    ):
+        ap.capture(keyword_only, inputs=(x,))
+    with pytest.raises(InputError, match=r"_Positional\.forward\(x\): 2 positional inputs given, it takes 1"):
+        ap.capture(positional, inputs=(x, x))
+    with pytest.raises(InputError, match=r"_Positional\.forward\(x\): missing a required argument: 'x'"):
+        ap.capture(positional, inputs={"z": x})
+    # inputs that fit are captured as given
+    assert ap.capture(keyword_only, inputs={"x": x}).attentions["self"].shape == (1, 2, 3, 3)
+    assert ap.capture(positional, inputs=(x,)).attentions["self"].shape == (1, 2, 3, 3)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "gpt2"])
+def test_a_left_padding_tokenizer_gives_records_equal_to_each_text_alone(model_type):
+    """Absolute positions (BERT's, GPT-2's) shift under left padding; capture pads after the text instead."""
+    from attn_plugins.zoo import tiny_model, tiny_tokenizer, tiny_vocab
+
+    style = "bert" if model_type == "bert" else "gpt"
+    tok = tiny_tokenizer(style)
+    tok.padding_side = "left"
+    model = peaked_(tiny_model(model_type, vocab_size=len(tiny_vocab(style))))
+    texts = ["the movie was good and the music too", "a bad film"]
+    for text, rec in zip(texts, ap.capture(model, tok, texts)):
+        alone = ap.capture(model, tok, text)
+        assert rec.tokens == alone.tokens
+        torch.testing.assert_close(rec.attentions["self"], alone.attentions["self"], atol=1e-5, rtol=0)
+    assert tok.padding_side == "left"

@@ -534,3 +534,42 @@ def test_a_model_given_by_path_runs_like_the_object(setup, tmp_path: Path) -> No
         ds.run_corpus(str(path), None, src, tmp_path / "named", progress=False)
     with pytest.raises(InputError, match="does not exist"):
         ds.run_corpus(str(tmp_path / "nope"), None, src, tmp_path / "x", progress=False)
+
+
+def test_a_record_file_that_grew_is_redone_on_resume(setup, tmp_path: Path) -> None:
+    """Bytes appended to a record (a second writer, a bad copy) leave its header readable: the size tells."""
+    src, out, before = _finished(setup, tmp_path)
+    record = out / before["t2"]["record"]
+    record.write_bytes(record.read_bytes() + b"\0" * 64)
+    assert [r["id"] for r in load_results(out)] == [f"t{i}" for i in range(len(TEXTS)) if i != 2]
+    summary = ds.run_corpus(*setup, src, out, progress=False)
+    assert summary["explained"] == 1 and summary["repaired"] == 1
+    assert "t2" in summary["repairs"][0] and "bytes" in summary["repairs"][0]
+    after = rows_by_id(out)
+    assert (out / after["t2"]["record"]).stat().st_size == after["t2"]["record_bytes"]
+    np.testing.assert_allclose(after["t2"]["scores"], before["t2"]["scores"], atol=1e-6)
+
+
+def test_a_run_resumed_with_the_model_given_another_way_must_be_the_same_model(setup, tmp_path: Path) -> None:
+    """Started from the object, resumed from its saved directory: the same model goes on; another is refused."""
+    model, tok = setup
+    same, other = tmp_path / "same", tmp_path / "other"
+    model.save_pretrained(same)
+    tok.save_pretrained(same)
+    tiny_bert(num_labels=2, seed=3).save_pretrained(other)
+    tok.save_pretrained(other)
+    src = write_texts(tmp_path / "texts.jsonl", TEXTS[:2])
+    out = tmp_path / "out"
+    ds.run_corpus(model, tok, src, out, save_records=False, progress=False)
+    more = write_texts(tmp_path / "more.jsonl", TEXTS[:3])
+    with pytest.raises(InputError, match="weights differ"):
+        ds.run_corpus(str(other), None, more, out, save_records=False, progress=False)
+    summary = ds.run_corpus(str(same), None, more, out, save_records=False, progress=False)
+    assert summary["explained"] == 1 and summary["skipped"] == 2
+    assert ds.run_corpus(model, tok, more, out, save_records=False, progress=False)["skipped"] == 3  # and back
+    # A run started from a directory is matched by that directory's files: an object cannot be checked against it.
+    named = tmp_path / "named"
+    ds.run_corpus(str(same), None, src, named, save_records=False, progress=False)
+    with pytest.raises(InputError, match="started from the model directory.*resume it with that directory"):
+        ds.run_corpus(model, tok, more, named, save_records=False, progress=False)
+    assert ds.run_corpus(str(same), None, more, named, save_records=False, progress=False)["explained"] == 1

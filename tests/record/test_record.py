@@ -168,3 +168,29 @@ def test_to_float16_and_repr():
     assert rec.meta["dtype"] == "float16"
     rec.validate()
     assert "tokens=2" in repr(rec)
+
+
+def test_a_row_whose_whole_mass_went_to_the_sink_stays_zero_when_special_tokens_are_dropped():
+    """An all-sink row (sink_mass 1, nothing on any key) is exact weights, not an error: float16 rounds a
+    sink share of 0.9999 to 1. Dropping special tokens leaves such a row zero (its mass is still the sink's),
+    never NaN; the other rows share what their sink left."""
+    for dtype in (torch.float32, torch.float16):
+        # row 0: no sink; row 1: everything on the sink; row 2: a sink of 0.9999 (1.0 in float16) and the
+        # rest split between the special token and "a" (float32) or all on the special token (float16)
+        last = [5e-5, 5e-5, 0.0] if dtype == torch.float32 else [1e-4, 0.0, 0.0]
+        att = torch.tensor([[0.5, 0.3, 0.2], [0.0, 0.0, 0.0], last])[None, None]
+        sink = torch.tensor([[[0.0, 1.0, 0.9999]]])
+        rec = AttentionRecord(
+            tokens=["[CLS]", "a", "b"],
+            attentions={"self": att.to(dtype)},
+            sink_mass={"self": sink.to(dtype)},
+            special_tokens_mask=[1, 0, 0],
+        )
+        rec.validate()  # exact weights with their sink share: every row plus its sink sums to 1
+        dropped = rec.drop_special_tokens()
+        a = dropped.attentions["self"].float()
+        assert torch.isfinite(a).all(), f"{dtype}: NaN rows from an all-sink row"
+        assert a[0, 0, 0].tolist() == [0.0, 0.0]  # row 1 ("a"): all its mass is still the sink's
+        kept = 1 - dropped.sink_mass["self"].float()
+        torch.testing.assert_close(a.sum(-1), kept, atol=1e-3, rtol=0)  # rows share what the sink left
+        dropped.validate()
