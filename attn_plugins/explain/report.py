@@ -22,11 +22,12 @@ from ..errors import InputError, PluginError
 from ..views.report import Report, extra_views
 from ..views.report import report as report_view
 from .compare import EXACT_MAX, compare
+from .defaults import REPORT_METHODS
 from .explainer import AttentionExplainer
 from .targets import describe_example
 
-# The methods a report shows when none are named.
-DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti", "attnlrp", "cplrp_mask")
+# The methods a report shows when none are named (the faithful ones and two cheap baselines).
+DEFAULT_METHODS = REPORT_METHODS
 
 SHAP_ROW = "Shapley values (reference)"
 # Written by benchmarks/faithful_table.py from benchmarks/results/faithful.json (a test keeps them equal).
