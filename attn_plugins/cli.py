@@ -196,12 +196,16 @@ def _mode_options(args: argparse.Namespace, own: dict[str, tuple[str, Any]], oth
     """Refuse the other mode's options (left None by the parser when not given), then fill in this mode's defaults."""
     given = [flag for name, (flag, _) in other.items() if getattr(args, name) is not None]
     if given:
-        names = f"{given[0]} is a" if len(given) == 1 else f"{', '.join(given)} are"
+        one = len(given) == 1
+        names = f"{given[0]} is a" if one else f"{', '.join(given)} are"
         if own is CORPUS_OPTIONS:
-            raise CliError(f"{names} report option(s), which a corpus run (--input; results in --out) does not use")
+            raise CliError(
+                f"{names} report option{'' if one else 's'}, which a corpus run (--input; results in --out) "
+                "does not use"
+            )
         raise CliError(
-            f"{names} corpus-run option(s), which need --input FILE; the report of texts given as arguments is "
-            "written to -o/--output"
+            f"{names} corpus-run option{'' if one else 's'}, which {'needs' if one else 'need'} --input FILE; the "
+            "report of texts given as arguments is written to -o/--output"
         )
     for name, (_, default) in own.items():
         if getattr(args, name) is None:
