@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AttnPluginsError
+from .explain.defaults import REPORT_SHAP_EVALS
 from .files import check_output
 
 EXIT_USAGE = 2
@@ -187,7 +188,7 @@ CORPUS_OPTIONS = {
 REPORT_OPTIONS = {
     "output": ("-o/--output", "attn-report.html"),
     "views": ("--views", None),
-    "shap_evals": ("--shap-evals", 500),
+    "shap_evals": ("--shap-evals", REPORT_SHAP_EVALS),
     "faithful_reference": ("--faithful-reference", "auto"),
 }
 
@@ -525,7 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="reference text: explain the similarity of sentence embeddings to it")
     p.add_argument("--truncate", action="store_true", help="cut text longer than the model's limit")
     p.add_argument(
-        "--shap-evals", type=int, help="shap's budget per text for the faithful reference (default 500; 0: skip it)"
+        "--shap-evals",
+        type=int,
+        help=f"shap's budget per text for the faithful reference (default {REPORT_SHAP_EVALS}; 0: skip it)",
     )
     faithful_arg(p, default=None)
     p.add_argument("--views", help="registered views to add to the report (comma-separated; e.g. a plugin's)")
@@ -583,7 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="explain a sentence with the packaged MiniLM and write the HTML report")
     p.add_argument("text", nargs="?", default=DEMO_TEXT)
     p.add_argument("--reference", default=DEMO_REFERENCE, help="the sentence whose similarity is explained")
-    p.add_argument("--shap-evals", type=int, default=500, help="shap's budget for the faithful reference (0: skip it)")
+    p.add_argument(
+        "--shap-evals",
+        type=int,
+        default=REPORT_SHAP_EVALS,
+        help=f"shap's budget for the faithful reference (default {REPORT_SHAP_EVALS}; 0: skip it)",
+    )
     faithful_arg(p)
     p.add_argument("--truncate", action="store_true", help="explain the longest prefix that fits the model")
     p.add_argument("-o", "--output", default="attn-demo.html", help="HTML file to write")

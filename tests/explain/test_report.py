@@ -95,3 +95,31 @@ def test_ap_report_uses_exact_values_when_affordable_and_states_the_estimates_er
     assert error in page.html.replace("&#x27;", "'")
     with pytest.raises(InputError, match="reference must be one of"):
         ap.report(model, tok, "the movie", methods=["raw"], faithful_reference="lime")
+
+
+def test_the_reference_sentence_says_how_coarse_a_partition_estimate_is():
+    from attn_plugins.explain.report import reference_sentence
+
+    # 5 tokens, the special ones at 0: Partition gave the two middle tokens one value (one group)
+    detail = {"evaluations": 100, "reference": "shap", "shap": [0.0, 0.5, 0.5, 0.2, 0.0]}
+    sentence = reference_sentence(detail, 100)
+    assert "Partition explainer at 100 evaluations (100 masked inputs)" in sentence
+    assert "Spearman" in sentence and "at 100 evaluations" in sentence  # the measured error at this budget
+    assert "told apart 2 values over 5 tokens" in sentence
+
+
+def test_the_report_defaults_are_the_faithful_methods_and_a_budget_measured_as_good_as_500():
+    import json
+    from importlib import resources
+
+    from attn_plugins.explain.compare import DEFAULT_METHODS as COMPARE_METHODS
+    from attn_plugins.explain.defaults import REPORT_SHAP_EVALS
+    from attn_plugins.explain.report import DEFAULT_METHODS
+
+    assert {"cplrp_mask", "attnlrp"} <= set(DEFAULT_METHODS) and "flow" not in DEFAULT_METHODS
+    assert {"cplrp_mask", "attnlrp"} <= set(COMPARE_METHODS)
+    data = json.loads(resources.files("attn_plugins.explain").joinpath("reference_accuracy.json").read_text("utf-8"))
+    at = data["partition"][str(REPORT_SHAP_EVALS)]["spearman"]
+    best = data["partition"]["500"]["spearman"]
+    # the cheaper budget's interval reaches the 500-evaluation mean: as good within the benchmark's noise
+    assert at["ci95"][0] <= best["mean"] <= at["ci95"][1]
