@@ -232,3 +232,21 @@ def test_bench_dispatches_to_the_packaged_benchmark(capsys, monkeypatch):
     assert main(["bench", "capture", "--quick", "--json", "--seed", "3"]) == 0
     assert json.loads(capsys.readouterr().out) == {"benchmark": "capture", "ratio": 1.5}
     assert seen == {"quick": True, "seed": 3}
+
+
+def test_a_text_far_too_long_is_cut_first_without_the_tokenizers_warning(tmp_path, capfd):
+    """4,000 words with --truncate: one page of the model's 64 positions, and transformers warns of nothing."""
+    model_dir = tmp_path / "bert-64"
+    tiny_bert(num_labels=2).save_pretrained(model_dir)
+    tok = tiny_tokenizer()
+    tok.model_max_length = 64  # as a real checkpoint states its limit (MiniLM: 512); transformers warns past it
+    tok.save_pretrained(model_dir)
+    capfd.readouterr()
+    text = " ".join(["the movie was great and the plot was fun"] * 450)
+    page = tmp_path / "long.html"
+    argv = ["explain", text, "--truncate", "--model", str(model_dir), "--methods", "raw", "--shap-evals", "8"]
+    assert main([*argv, "-o", str(page)]) == 0
+    err = capfd.readouterr().err
+    assert "sequence length is longer" not in err, err
+    html = page.read_text(encoding="utf-8")
+    assert '"shape":[2,4,64,64]' in html  # the views hold the 64 tokens read, nothing of the rest
