@@ -30,6 +30,11 @@ from .targets import describe_example
 DEFAULT_METHODS = REPORT_METHODS
 
 SHAP_ROW = "Shapley values (reference)"
+# The views store every weight they draw (8 bits, deflated: about 0.65 bytes a weight on MiniLM). Past this many
+# weights (about 3 MB of page) a report draws its last layers only: all 6 layers of MiniLM at 512 tokens
+# (18.9 million weights) made a 12 MB page that thresholds barely shrink (dropping weights under 1e-3 loses
+# 9 % of a row's mass on average and saves 40 %).
+VIEW_MAX_WEIGHTS = 1 << 22
 # Written by benchmarks/faithful_table.py from benchmarks/results/faithful.json (a test keeps them equal).
 REFERENCE_ACCURACY = "reference_accuracy.json"
 
@@ -114,6 +119,7 @@ def report(
             if len(values) != len(record.tokens):
                 raise InputError(f"{name} gave {len(values)} scores for {len(record.tokens)} tokens")
     ref = SHAP_ROW if use_shap else None
+    layers, note = view_layers(records)
     if len(records) == 1:
         single = {m: np.asarray(v[0], dtype=float) for m, v in rows.items()}
         page = report_view(
@@ -124,6 +130,8 @@ def report(
             reference=ref,
             reference_note=notes[0],
             views=views,
+            layers=layers,
+            attention_note=note,
         )
     else:
         page = report_view(
@@ -134,8 +142,26 @@ def report(
             reference=ref,
             reference_note=notes,
             views=views,
+            layers=layers,
+            attention_note=note,
         )
     return page
+
+
+def view_layers(records: Sequence[Any]) -> tuple[list[int] | None, str | None]:
+    """The layers the attention views draw (None: all) and a sentence saying so when some are left out."""
+    kind_shapes = [r.attentions[r.default_kind].shape for r in records]
+    n_layers = min(s[0] for s in kind_shapes)
+    per_layer = max(int(s[1]) * int(s[-2]) * int(s[-1]) for s in kind_shapes)
+    keep = max(1, min(n_layers, VIEW_MAX_WEIGHTS // max(per_layer, 1)))
+    if keep >= n_layers:
+        return None, None
+    shown = f"layer {n_layers - 1}" if keep == 1 else f"layers {n_layers - keep}-{n_layers - 1}"
+    return list(range(n_layers - keep, n_layers)), (
+        f"The views draw the last {'layer' if keep == 1 else f'{keep} layers'} ({shown} of {n_layers}): every "
+        f"layer of {kind_shapes[0][-1]} tokens would put {n_layers * per_layer / 1e6:.0f} million weights into "
+        "this page. ap.views.model_view(page.records[0]) draws them all."
+    )
 
 
 def _scores(

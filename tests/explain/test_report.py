@@ -123,3 +123,22 @@ def test_the_report_defaults_are_the_faithful_methods_and_a_budget_measured_as_g
     best = data["partition"]["500"]["spearman"]
     # the cheaper budget's interval reaches the 500-evaluation mean: as good within the benchmark's noise
     assert at["ci95"][0] <= best["mean"] <= at["ci95"][1]
+
+
+def test_a_long_texts_views_draw_the_last_layers_that_fit_and_say_so(monkeypatch):
+    import importlib
+
+    from attn_plugins.zoo import tiny_bert, tiny_tokenizer
+
+    report_module = importlib.import_module("attn_plugins.explain.report")  # the module, not ap.report
+    model, tok = tiny_bert(num_labels=2, layers=3), tiny_tokenizer("bert")
+    text = "the movie was good and the music was fun"  # 11 tokens: 4 heads x 11 x 11 = 484 weights a layer
+    page = ap.report(model, tok, text, methods=["raw"], shap_evals=0)
+    assert '"shape":[3,4,11,11]' in page.html and "The views draw the last" not in page.html
+    monkeypatch.setattr(report_module, "VIEW_MAX_WEIGHTS", 2 * 484 + 10)  # room for two layers, not three
+    page = ap.report(model, tok, text, methods=["raw"], shap_evals=0)
+    assert '"shape":[2,4,11,11]' in page.html
+    assert "The views draw the last 2 layers (layers 1-2 of 3)" in page.html
+    monkeypatch.setattr(report_module, "VIEW_MAX_WEIGHTS", 10)  # not even one: still the last layer
+    page = ap.report(model, tok, text, methods=["raw"], shap_evals=0)
+    assert '"shape":[1,4,11,11]' in page.html and "The views draw the last layer (layer 2 of 3)" in page.html
