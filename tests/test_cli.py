@@ -121,7 +121,7 @@ def test_demo_writes_an_offline_report_on_the_packaged_minilm(tmp_path, capsys):
     page = out.read_text(encoding="utf-8")
     assert "all-MiniLM-L6-v2 (packaged)" in page
     assert "similarity to" in page  # the explained output is stated
-    methods = ("cplrp_mask", "attnlrp", "gae", "grad_attention")  # the methods worth reading: flow, raw... on request
+    methods = ("cplrp_mask", "attnlrp", "gae")  # the methods worth reading: flow, raw, ... on request
     for method in (*methods, "Shapley values (reference)"):
         assert f">{method}<" in page, method
     # every method is ranked against exact Shapley values of the same target (10 maskable tokens: affordable)

@@ -58,7 +58,7 @@ def run(quick: bool = False, seed: int = 0, repeats: int = 3) -> dict[str, Any]:
     import torch
 
     from ..explain.compare import compare
-    from ..explain.defaults import REPORT_METHODS
+    from ..explain.defaults import REPORT_METHODS, REPORT_SHAP_EVALS
     from ..explain.report import report
     from .capture import minilm
     from .threads import torch_threads
@@ -77,7 +77,13 @@ def run(quick: bool = False, seed: int = 0, repeats: int = 3) -> dict[str, Any]:
             report(model, tokenizer, PARAGRAPH, reference=REFERENCE)
             warm.append(time.perf_counter() - start)
         parts = compare(
-            model, tokenizer, PARAGRAPH, methods=list(REPORT_METHODS), target=REFERENCE, reference="auto"
+            model,
+            tokenizer,
+            PARAGRAPH,
+            methods=list(REPORT_METHODS),
+            target=REFERENCE,
+            reference="auto",
+            max_evals=REPORT_SHAP_EVALS,
         ).to_dict()
     cli_median = statistics.median(s for s, _, _ in cli)
     return {
