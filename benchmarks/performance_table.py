@@ -125,12 +125,17 @@ def report_table(data: dict[str, Any]) -> list[str]:
         f"| of which the reference: {data['reference']} ({data['reference_evaluations']:.0f} masked inputs) | "
         f"{parts['reference']:.3f} |",
     ]
-    met = "met" if data["met"] else "not met"
+
+    def met(flag: bool) -> str:
+        return "met" if flag else "not met"
+
+    load = " to ".join(f"{x:.1f}" for x in data["load_average"])
     lines += [
         "",
         f"{data['model']}, {data['tokens']} tokens, target: {data['target']}; median of {data['repeats']}, "
         f"{data['torch_threads']} torch thread; the page is {data['page_kb']:.0f} KB. Goal: the command within "
-        f"{data['goal_s']:.0f} s: **{met}**.",
+        f"{data['goal_s']:.0f} s: in CPU time **{met(data['cpu_met'])}**, in wall time **{met(data['met'])}** "
+        f"(load average {load} on {data['cpu_count']} CPUs while it ran: wall time includes waiting for a core).",
     ]
     return lines
 
