@@ -99,7 +99,7 @@ def cli_table(data: dict[str, Any]) -> list[str]:
     ]
     for r in data["rows"]:
         lines.append(
-            f"| {r['case']} | `{' '.join(r['argv'])}` | {r['median_s']:.3f} | {r['min_s']:.3f} | "
+            f"| {r['case']} | `{r['command']}` | {r['median_s']:.3f} | {r['min_s']:.3f} | "
             f"{'/'.join(map(str, r['exit_status']))} | {'/'.join(map(str, r['stderr_lines']))} | {r['goal_s']} | "
             f"{'yes' if r['met'] else '**no**'} |"
         )
@@ -122,7 +122,7 @@ def report_table(data: dict[str, Any]) -> list[str]:
         f"| `attn-plugins explain` (fresh process, CPU) | {data['cli_cpu_s']:.2f} |",
         f"| `ap.report` (warm process, wall) | {data['report_s']:.2f} |",
         *(f"| of which `{name}` | {sec:.3f} |" for name, sec in parts.items() if name != "reference"),
-        f"| of which the reference: {data['reference']} ({data['reference_evaluations']:.0f} masked inputs) | "
+        f"| of which the reference: {data['reference']}, {data['reference_evaluations']:.0f} masked inputs | "
         f"{parts['reference']:.3f} |",
     ]
 

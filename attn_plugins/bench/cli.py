@@ -38,7 +38,7 @@ def command() -> list[str]:
 
 
 def cases(tmp: Path) -> dict[str, tuple[list[str], int]]:
-    """name -> (arguments, expected exit status)."""
+    """name -> (arguments, expected exit status); paths under ``tmp`` that do not exist."""
     return {
         "help": (["--help"], 0),
         "version": (["--version"], 0),
@@ -46,6 +46,11 @@ def cases(tmp: Path) -> dict[str, tuple[list[str], int]]:
         "missing_model": (["explain", "a text", "--model", str(tmp / "no-such-model")], 2),
         "unwritable_output": (["explain", "a text", "-o", str(tmp / "no-such-dir" / "page.html")], 2),
     }
+
+
+def shown(args: list[str], tmp: Path) -> str:
+    """The command as the table shows it: the temporary directory as TMP."""
+    return " ".join(["attn-plugins", *(repr(a) if " " in a else a for a in args)]).replace(str(tmp), "TMP")
 
 
 def time_process(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
@@ -74,19 +79,22 @@ def run(quick: bool = False, seed: int = 0, repeats: int = 7) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         named = cases(Path(tmp))
-        python = [time_process([sys.executable, "-c", "pass"], env)[0] for _ in range(n)]
-        for name, (args, status) in named.items():
-            times, codes, lines = [], set(), set()
-            for _ in range(n):
+        python: list[float] = []
+        seen: dict[str, list[tuple[float, int, int]]] = {name: [] for name in named}
+        for _ in range(n):  # round by round, so a busy moment of a shared machine falls on every case alike
+            python.append(time_process([sys.executable, "-c", "pass"], env)[0])
+            for name, (args, _) in named.items():
                 seconds, code, err = time_process(base + args, env)
-                times.append(seconds)
-                codes.add(code)
-                lines.add(len(err.strip().splitlines()))
+                seen[name].append((seconds, code, len(err.strip().splitlines())))
+        for name, (args, status) in named.items():
+            times = [t for t, _, _ in seen[name]]
+            codes = {c for _, c, _ in seen[name]}
+            lines = {k for _, _, k in seen[name]}
             median = statistics.median(times)
             rows.append(
                 {
                     "case": name,
-                    "argv": ["attn-plugins", *args[:1], *(["..."] if len(args) > 1 else [])],
+                    "command": shown(args, Path(tmp)),
                     "median_s": round(median, 3),
                     "min_s": round(min(times), 3),
                     "exit_status": sorted(codes),
