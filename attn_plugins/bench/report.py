@@ -2,7 +2,7 @@
 
 Two figures, one torch thread: the command itself in a fresh process (``cli_s``: start-up, imports, model
 load, capture, every default method, the faithful reference and the page, as a user waits for it) and
-:func:`attn_plugins.report` in a warm process (``report_s``). The breakdown is one :func:`ap.compare` run
+``ap.report`` in a warm process (``report_s``). The breakdown is one ``ap.compare`` run
 with the report's own settings: seconds of each default method and of the reference. The goal is the
 command within 15 s; its CPU seconds (``cli_cpu_s``) are given too, as wall time on a shared machine also
 counts waiting for a core.

@@ -6,7 +6,13 @@ The names load lazily: the command line reads ``source`` (model names, task clas
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the names are, for type checkers and the API docs; loaded on first use
+    from .rank import CorpusRanking, corpus_ranking, save_ranking
+    from .run import run_corpus
+    from .shards import load_errors, load_results
+    from .texts import read_texts
 
 _LAZY = {
     "CorpusRanking": ".rank",

@@ -14,7 +14,12 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the names are, for type checkers and the API docs; loaded on first use
+    from .compare import CompareResult, compare
+    from .explainer import AttentionExplainer, explain
+    from .report import report
 
 _LAZY = {
     "AttentionExplainer": ".explainer",
