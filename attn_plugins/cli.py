@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AttnPluginsError
+from .explain.defaults import REPORT_SHAP_EVALS
 from .files import check_output
 
 EXIT_USAGE = 2
@@ -43,6 +44,14 @@ def display_name(name: str) -> str:
     except CliError:
         pass
     return Path(name).name or name
+
+
+def check_model(name: str | None) -> None:
+    """A ``--model`` path that does not exist is an error now, before torch loads (a hub id is checked on loading)."""
+    if name is not None:
+        from .corpus.source import resolve_name
+
+        resolve_name(name)
 
 
 def load_model(name: str | None, task: str | None = None) -> tuple[Any, Any, str]:
@@ -99,16 +108,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     """Capture one text's attention and save it as a record file."""
-    import torch
-
-    from .capture import capture
-    from .record import save
-
     texts = _texts(args)
     if len(texts) != 1:
         raise CliError("capture takes one text (quote it)")
     layers, heads = _int_list(args.layers), _int_list(args.heads)  # checked before the slow model load
     check_output(args.output)
+    check_model(args.model)
+    import torch
+
+    from .capture import capture
+    from .record import save
+
     model, tokenizer, name = load_model(args.model)
     if args.target is not None and not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         raise CliError(
@@ -134,7 +144,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def _method_list(value: str | None, default: Sequence[str] | None = None) -> list[str]:
-    from .explain.report import DEFAULT_METHODS
+    from .explain.defaults import REPORT_METHODS as DEFAULT_METHODS
     from .plugins import get_registry
 
     if value is not None and not any(m.strip() for m in value.split(",")):
@@ -163,17 +173,66 @@ def _view_list(value: str | None) -> list[str] | None:
     return names
 
 
+# Options of a corpus run (--input) and of a report (text arguments): name -> (flag, default). Given for the
+# other mode they would be ignored, so they are refused instead; their defaults are filled in here.
+CORPUS_OPTIONS = {
+    "out": ("--out", None),
+    "batch_size": ("--batch-size", 8),
+    "engine": ("--engine", "local"),
+    "shard_format": ("--shard-format", "jsonl"),
+    "shard_size": ("--shard-size", 64),
+    "workers": ("--workers", 2),
+    "ray_address": ("--ray-address", None),
+    "num_gpus_per_worker": ("--num-gpus-per-worker", 0.0),
+}
+REPORT_OPTIONS = {
+    "output": ("-o/--output", "attn-report.html"),
+    "views": ("--views", None),
+    "shap_evals": ("--shap-evals", REPORT_SHAP_EVALS),
+    "faithful_reference": ("--faithful-reference", "auto"),
+}
+
+
+def _mode_options(args: argparse.Namespace, own: dict[str, tuple[str, Any]], other: dict[str, tuple[str, Any]]) -> None:
+    """Refuse the other mode's options (left None by the parser when not given), then fill in this mode's defaults."""
+    given = [flag for name, (flag, _) in other.items() if getattr(args, name) is not None]
+    if given:
+        one = len(given) == 1
+        names = f"{given[0]} is a" if one else f"{', '.join(given)} are"
+        if own is CORPUS_OPTIONS:
+            raise CliError(
+                f"{names} report option{'' if one else 's'}, which a corpus run (--input; results in --out) "
+                "does not use"
+            )
+        raise CliError(
+            f"{names} corpus-run option{'' if one else 's'}, which {'needs' if one else 'need'} --input FILE; the "
+            "report of texts given as arguments is written to -o/--output"
+        )
+    for name, (_, default) in own.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain texts with attention methods: one standalone HTML report, or a corpus run with --input."""
-    from .explain.report import report
-
-    _check_shap_evals(args.shap_evals)
     if args.input is not None:
+        if args.text:
+            shown = args.text[0] if len(args.text[0]) <= 40 else args.text[0][:40] + "..."
+            raise CliError(
+                f"give texts as arguments or --input FILE, not both (the text {shown!r} would be ignored by the "
+                "corpus run)"
+            )
+        _mode_options(args, CORPUS_OPTIONS, REPORT_OPTIONS)
         return _explain_corpus(args)
+    _mode_options(args, REPORT_OPTIONS, CORPUS_OPTIONS)
+    _check_shap_evals(args.shap_evals)
     texts = _texts(args)
+    check_output(args.output)
+    check_model(args.model)  # a mistyped path fails here, before torch loads
     methods = _method_list(args.methods)
     views = _view_list(args.views)
-    check_output(args.output)
+    from .explain.report import report
+
     model, tokenizer, name = load_model(args.model, task=args.task_model)
     page = report(
         model,
@@ -201,19 +260,22 @@ def _check_shap_evals(value: int) -> int:
 
 
 def _explain_corpus(args: argparse.Namespace) -> int:
-    from .corpus.run import run_corpus
     from .errors import CorpusError
 
     if args.out is None:
         raise CliError("--input needs --out DIRECTORY for the results")
-    methods = _method_list(args.methods, default=("rollout",))
-    if len(methods) != 1:
-        raise CliError("a corpus run takes one method")
     if not 0 <= args.num_gpus_per_worker < float("inf"):  # nan and inf too: Ray would fail on them later
         raise CliError(f"--num-gpus-per-worker must be a finite number >= 0, got {args.num_gpus_per_worker:g}")
     if args.engine != "ray" and (args.ray_address or args.num_gpus_per_worker):
         raise CliError("--ray-address and --num-gpus-per-worker need --engine ray")
     check_output(args.out, directory=True)
+    check_model(args.model)
+    # No --methods: the most faithful method that supports the model (each row names the method used).
+    methods = _method_list(args.methods) if args.methods is not None else [None]
+    if len(methods) != 1:
+        raise CliError("a corpus run takes one method")
+    from .corpus.run import run_corpus
+
     options = {k: v for k, v in (("task", args.task), ("target", args.target), ("reference", args.reference)) if v}
     # The model goes by name: the local engine loads it here, each Ray worker loads it itself.
     try:
@@ -243,15 +305,15 @@ def _explain_corpus(args: argparse.Namespace) -> int:
 
 def cmd_view(args: argparse.Namespace) -> int:
     """Write the HTML report of a saved record, scoring it with the methods its captures allow."""
+    if args.image is not None:
+        check_output(args.image)
+    if args.output is not None or args.image is None:
+        check_output(args.output or "attn-view.html")
     from .errors import MissingCaptureError
     from .methods import attribute
     from .record import load
     from .views import report
 
-    if args.image is not None:
-        check_output(args.image)
-    if args.output is not None or args.image is None:
-        check_output(args.output or "attn-view.html")
     views = _view_list(args.views)
     methods = _method_list(args.methods, default=("raw", "rollout", "norm", "grad_attention", "gae"))
     record = load(args.record)
@@ -311,11 +373,12 @@ DEMO_REFERENCE = "A fast fox leaps over a sleepy hound."
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Explain a sentence with the packaged MiniLM (similarity to a reference) and write the HTML report."""
+    _check_shap_evals(args.shap_evals)
+    check_output(args.output)
+    check_model(args.model)
+    methods = _method_list(args.methods)
     from .explain.report import report
 
-    _check_shap_evals(args.shap_evals)
-    methods = _method_list(args.methods)
-    check_output(args.output)
     model, tokenizer, name = load_model(args.model)
     page = report(
         model,
@@ -339,13 +402,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Rank agreement of attention methods with shap's Partition explainer, as a table or JSON."""
-    from .explain.compare import DEFAULT_METHODS as COMPARE_METHODS
-    from .explain.compare import compare
+    from .explain.defaults import COMPARE_METHODS
 
     texts = _texts(args)
-    methods = _method_list(args.methods, default=COMPARE_METHODS)
     if args.target is not None and args.reference is not None:
         raise CliError("give --target (a class) or --reference (a sentence), not both")
+    check_model(args.model)
+    methods = _method_list(args.methods, default=COMPARE_METHODS)
+    from .explain.compare import compare
+
     model, tokenizer, _ = load_model(args.model, task=args.task_model)
     result = compare(
         model,
@@ -363,7 +428,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "scale", "faithful")
+BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "scale", "faithful", "cli", "report")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -394,10 +459,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``attn-plugins``."""
+    """The argument parser of ``attn-plugins``: it imports nothing heavy (no torch, transformers or shap)."""
     from . import __version__
     from .corpus.source import TASK_CLASSES
-    from .explain.report import DEFAULT_METHODS
+    from .explain.defaults import COMPARE_METHODS
+    from .explain.defaults import REPORT_METHODS as DEFAULT_METHODS
 
     parser = _Parser(
         prog="attn-plugins",
@@ -414,11 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="local path or hub id of a transformers model (default: the packaged all-MiniLM-L6-v2)",
         )
 
-    def faithful_arg(p: argparse.ArgumentParser) -> None:
+    def faithful_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
         p.add_argument(
             "--faithful-reference",
             choices=("auto", "exact", "shap"),
-            default="auto",
+            default=default,
             help="what methods are checked against: exact Shapley values when the text is short enough (auto, "
             "the default), always exact, or shap's Partition estimate",
         )
@@ -452,9 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="explain texts with attention methods: a standalone HTML report")
     p.add_argument("text", nargs="*", help="one or more texts (or --input texts.jsonl)")
-    p.add_argument("-o", "--output", default="attn-report.html", help="HTML report to write")
+    p.add_argument("-o", "--output", help="HTML report to write (default attn-report.html)")
     model_arg(p)
-    p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)})")
+    p.add_argument(
+        "--methods",
+        help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)}; with --input, one method, by default "
+        "the most faithful one that supports the model)",
+    )
     p.add_argument("--task", help="classification, token_classification, question_answering, similarity, ...")
     p.add_argument(
         "--task-model", choices=sorted(TASK_CLASSES), help="which model class to load (default: from its config)"
@@ -463,30 +533,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="reference text: explain the similarity of sentence embeddings to it")
     p.add_argument("--truncate", action="store_true", help="cut text longer than the model's limit")
     p.add_argument(
-        "--shap-evals", type=int, default=500, help="shap's budget per text for the faithful reference (0: skip it)"
+        "--shap-evals",
+        type=int,
+        help=f"shap's budget per text for the faithful reference (default {REPORT_SHAP_EVALS}; 0: skip it)",
     )
-    faithful_arg(p)
+    faithful_arg(p, default=None)
     p.add_argument("--views", help="registered views to add to the report (comma-separated; e.g. a plugin's)")
     p.add_argument(
         "--input",
         help='a JSON Lines file of texts ({"text": ...} per line) for a corpus run: a path or an s3://, gs://, ... URI',
     )
     p.add_argument("--out", help="results directory of a corpus run (resumable)")
-    p.add_argument("--batch-size", type=int, default=8, help="texts per forward pass in a corpus run")
-    p.add_argument("--engine", choices=("local", "ray"), default="local", help="where a corpus run executes")
-    p.add_argument("--shard-format", choices=("jsonl", "parquet"), default="jsonl", help="results files")
-    p.add_argument("--shard-size", type=int, default=64, help="at most this many examples per results shard")
-    p.add_argument("--workers", type=int, default=2, help="Ray workers (--engine ray)")
+    p.add_argument("--batch-size", type=int, help="texts per forward pass in a corpus run (default 8)")
+    p.add_argument("--engine", choices=("local", "ray"), help="where a corpus run executes (default local)")
+    p.add_argument("--shard-format", choices=("jsonl", "parquet"), help="results files (default jsonl)")
+    p.add_argument("--shard-size", type=int, help="at most this many examples per results shard (default 64)")
+    p.add_argument("--workers", type=int, help="Ray workers (--engine ray; default 2)")
     p.add_argument(
         "--ray-address", help="host:port of a running Ray cluster (default: RAY_ADDRESS, else a local cluster)"
     )
-    p.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray worker (0.5 shares one)")
+    p.add_argument("--num-gpus-per-worker", type=float, help="GPUs per Ray worker (0.5 shares one; default 0)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("compare", help="agreement of attention methods with shap's Partition explainer")
     p.add_argument("text", nargs="+", help="one or more texts")
     model_arg(p)
-    p.add_argument("--methods", help="comma-separated methods (default: every method that needs no extra capture)")
+    p.add_argument("--methods", help=f"comma-separated methods (default: {','.join(COMPARE_METHODS)})")
     p.add_argument("--reference", help="explain the similarity of sentence embeddings to this sentence")
     p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
     p.add_argument("--task", help="classification, token_classification, similarity, ...")
@@ -521,7 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="explain a sentence with the packaged MiniLM and write the HTML report")
     p.add_argument("text", nargs="?", default=DEMO_TEXT)
     p.add_argument("--reference", default=DEMO_REFERENCE, help="the sentence whose similarity is explained")
-    p.add_argument("--shap-evals", type=int, default=500, help="shap's budget for the faithful reference (0: skip it)")
+    p.add_argument(
+        "--shap-evals",
+        type=int,
+        default=REPORT_SHAP_EVALS,
+        help=f"shap's budget for the faithful reference (default {REPORT_SHAP_EVALS}; 0: skip it)",
+    )
     faithful_arg(p)
     p.add_argument("--truncate", action="store_true", help="explain the longest prefix that fits the model")
     p.add_argument("-o", "--output", default="attn-demo.html", help="HTML file to write")

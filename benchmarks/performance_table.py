@@ -1,11 +1,13 @@
-"""Write docs/performance.md from the JSON of the capture, memory and attention-vs-shap benchmarks.
+"""Write docs/performance.md from the JSON of the capture, memory, attention-vs-shap, CLI and report benchmarks.
 
 Run the three benchmarks, keep their JSON, then:
     python benchmarks/capture_overhead.py > capture.json
     python benchmarks/memory_long.py > memory.json
     python benchmarks/attention_vs_shap.py > cost.json
+    attn-plugins bench cli > benchmarks/results/cli.json
+    attn-plugins bench report > benchmarks/results/report.json
     python benchmarks/performance_table.py --capture capture.json --memory memory.json --cost cost.json \
-        --notes benchmarks/performance_notes.md
+        --cli benchmarks/results/cli.json --report benchmarks/results/report.json --notes benchmarks/performance_notes.md
 Nothing in the tables is typed by hand; the notes (analysis of the figures) are appended as written.
 """
 
@@ -89,12 +91,63 @@ def cost_table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cli_table(data: dict[str, Any]) -> list[str]:
+    """Markdown rows of the command-line start-up benchmark."""
+    lines = [
+        "| case | command | median (s) | min (s) | exit status | stderr lines | goal (s) | met |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['case']} | `{r['command']}` | {r['median_s']:.3f} | {r['min_s']:.3f} | "
+            f"{'/'.join(map(str, r['exit_status']))} | {'/'.join(map(str, r['stderr_lines']))} | {r['goal_s']} | "
+            f"{'yes' if r['met'] else '**no**'} |"
+        )
+    heavy = ", ".join(data["heavy_modules_after_build_parser"]) or "none"
+    lines += [
+        "",
+        f"Fresh processes, median of {data['repeats']}; a bare `python -c pass` takes "
+        f"{data['python_startup_median_s']:.3f} s here. Heavy libraries imported by building the parser: {heavy}.",
+    ]
+    return lines
+
+
+def report_table(data: dict[str, Any]) -> list[str]:
+    """Markdown rows of the report benchmark."""
+    parts = data["breakdown_s"]
+    lines = [
+        "| what | seconds |",
+        "|---|---:|",
+        f"| `attn-plugins explain` (fresh process, wall) | {data['cli_s']:.2f} |",
+        f"| `attn-plugins explain` (fresh process, CPU) | {data['cli_cpu_s']:.2f} |",
+        f"| `ap.report` (warm process, wall) | {data['report_s']:.2f} |",
+        *(f"| of which `{name}` | {sec:.3f} |" for name, sec in parts.items() if name != "reference"),
+        f"| of which the reference: {data['reference']}, {data['reference_evaluations']:.0f} masked inputs | "
+        f"{parts['reference']:.3f} |",
+    ]
+
+    def met(flag: bool) -> str:
+        return "met" if flag else "not met"
+
+    load = " to ".join(f"{x:.1f}" for x in data["load_average"])
+    lines += [
+        "",
+        f"{data['model']}, {data['tokens']} tokens, target: {data['target']}; median of {data['repeats']}, "
+        f"{data['torch_threads']} torch thread; the page is {data['page_kb']:.0f} KB. Goal: the command within "
+        f"{data['goal_s']:.0f} s: in CPU time **{met(data['cpu_met'])}**, in wall time **{met(data['met'])}** "
+        f"(load average {load} on {data['cpu_count']} CPUs while it ran: wall time includes waiting for a core).",
+    ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     """Read the benchmark JSON files and write the Markdown page."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--capture", type=Path)
     parser.add_argument("--memory", type=Path)
     parser.add_argument("--cost", type=Path)
+    parser.add_argument("--cli", type=Path)
+    parser.add_argument("--report", type=Path)
     parser.add_argument(
         "--notes",
         type=Path,
@@ -114,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
         ("capture", "Capture overhead", "python benchmarks/capture_overhead.py", capture_table),
         ("memory", "Memory for long inputs", "python benchmarks/memory_long.py", memory_table),
         ("cost", "Attention methods versus SHAP", "python benchmarks/attention_vs_shap.py", cost_table),
+        ("cli", "Command-line start-up", "attn-plugins bench cli", cli_table),
+        ("report", "The default report", "attn-plugins bench report", report_table),
     ]
     for key, title, command, table in sections:
         path = getattr(args, key)

@@ -266,3 +266,42 @@ def test_output_paths_are_checked_before_the_model_loads(classifier_dir, tmp_pat
     if kind == "directory":
         run_dir.write_text("x")  # for a corpus run the wrong thing in the way is a file
     usage_error(capsys, ["explain", "--input", src, "--out", run_dir, "--methods", "raw"], run_dir.name)
+
+
+# ---------------------------------------------------------------------------- report or corpus run: not both
+def test_a_text_with_input_is_refused_not_ignored(classifier_dir, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "the film was dull"}) + "\n")
+    out = tmp_path / "run"
+    argv = ["explain", TEXT, "--input", src, "--out", out, "--model", classifier_dir, "--methods", "raw"]
+    usage_error(capsys, argv, "--input", "not both", TEXT)
+    assert not out.exists()  # nothing ran
+
+
+def test_out_without_input_is_refused_not_ignored(classifier_dir, tmp_path, capsys):
+    page, out = tmp_path / "r.html", tmp_path / "run"
+    argv = ["explain", TEXT, "--out", out, "-o", page, "--model", classifier_dir, "--methods", "raw"]
+    usage_error(capsys, argv, "--out", "needs --input")
+    usage_error(capsys, ["explain", TEXT, "--engine", "ray", "-o", page, "--model", classifier_dir], "--engine")
+    assert not out.exists() and not page.exists()
+
+
+def test_report_options_with_input_are_refused(classifier_dir, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": TEXT}) + "\n")
+    argv = ["explain", "--input", src, "--out", tmp_path / "run", "-o", tmp_path / "r.html", "--model", classifier_dir]
+    usage_error(capsys, argv, "-o/--output", "corpus run")
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------- texts too short to rank on
+@pytest.mark.parametrize(
+    ("text", "reason"), [("a", "one token besides the special ones ('a')"), ("[CLS] [SEP]", "only special tokens")]
+)
+def test_a_text_too_short_to_rank_names_the_text(classifier_dir, tmp_path, capsys, text, reason):
+    page = tmp_path / "r.html"
+    usage_error(capsys, ["explain", text, "--model", classifier_dir, "-o", page], f"the text ({text!r})", reason)
+    usage_error(capsys, ["compare", "the film", text, "--model", classifier_dir], f"text 2 ({text!r})", reason)
+    assert not page.exists()
+    # without the reference there is nothing to rank, and the page is written
+    assert main(["explain", text, "--model", str(classifier_dir), "-o", str(page), "--shap-evals", "0"]) == 0

@@ -29,11 +29,13 @@ from ..errors import InputError
 from ..methods.base import Method
 from ..metrics.agreement import kendall, spearman, top_k_overlap
 from ..results import Result, plain
+from .defaults import COMPARE_METHODS
 from .explainer import AttentionExplainer, as_batch
 from .maskers import exact_shapley, maskable_positions
 from .targets import Target, describe_example
 
-DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae")
+# The faithful methods first, then the attention-only ones a comparison is usually asked about.
+DEFAULT_METHODS = COMPARE_METHODS
 REFERENCES = ("shap", "exact", "auto")
 # Exact values over 10 maskable tokens take 2^10 = 1024 evaluations, about twice shap's default budget.
 EXACT_MAX = 10
@@ -152,6 +154,21 @@ def _special_mask(explainer: AttentionExplainer, spec: Target, n: int) -> np.nda
     return np.asarray(mask, dtype=bool)
 
 
+def _check_rankable(explainer: AttentionExplainer, spec: Target, name: str) -> None:
+    """A text needs two tokens besides the special ones to rank methods on; else an InputError naming it."""
+    if spec.fn is None:
+        return  # the task check below names the problem
+    ids = explainer.tokenizer(spec.text)["input_ids"]
+    special = explainer.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+    words = [t for t, s in zip(explainer.tokenizer.convert_ids_to_tokens(ids), special) if not s]
+    if len(words) < 2:
+        held = f"one token besides the special ones ({words[0]!r})" if words else "only special tokens"
+        raise InputError(
+            f"{name} has {held}: ranking methods against Shapley values needs at least two tokens (give a "
+            "longer text; a report without the reference takes --shap-evals 0)"
+        )
+
+
 def reference_name(used: str, max_evals: int) -> str:
     """How a reference is named in results and reports."""
     return "exact Shapley values" if used == "exact" else f"shap Partition ({max_evals} evaluations)"
@@ -259,6 +276,8 @@ def compare(
         probe.resolve(t, describe_example(t, i + 1 if len(examples) > 1 else None)) for i, t in enumerate(examples)
     ]
 
+    for i, (text, spec) in enumerate(zip(examples, specs)):
+        _check_rankable(probe, spec, describe_example(text, i + 1 if len(examples) > 1 else None))
     _warm_up(probe, specs[0].text)
     ref_seconds, ref_calls, ref_rows = 0.0, 0, 0
     per_method: dict[str, list[dict[str, float]]] = {n: [] for n in names}

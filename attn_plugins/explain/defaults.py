@@ -1,4 +1,6 @@
-"""The default method: the most faithful built-in method that supports the model, from the faithfulness benchmark.
+"""The defaults: the method an explanation uses when none is named, and the methods a report and a comparison run.
+
+The default method is the most faithful built-in method that supports the model, from the faithfulness benchmark.
 
 The ranking (``method_ranking.json``, written by ``scripts/write_method_ranking.py`` from
 ``benchmarks/results/faithful.json``; a test keeps them equal) orders the built-in methods by their mean
@@ -8,6 +10,8 @@ walks it and takes the first method whose :meth:`~attn_plugins.methods.base.Meth
 the model (no forward is run) and which is defined on the explained attention kind. Every better method it
 passes over is kept with the reason, so nothing falls back silently: the explanation, the corpus rows and
 the report say which method was used and why each better one was not.
+
+The module is light (the methods are imported when a choice is made): the command line's help reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, UnsupportedModelError
-from ..methods import get_method
+
+# The report's methods are the ones worth reading: the two that track exact Shapley values closely on the
+# faithfulness benchmark (cplrp_mask, attnlrp: docs/faithfulness.md) and the best of the cheap attention
+# baselines there (gae). Raw attention, rollout, norm, alti and grad_attention rank tokens far from the
+# reference there, and flow costs a max-flow per token pair; they run when named (--methods).
+REPORT_METHODS = ("cplrp_mask", "attnlrp", "gae")
+
+# A comparison sets the faithful methods beside the attention-only ones it is usually asked about.
+COMPARE_METHODS = ("cplrp_mask", "attnlrp", "raw", "rollout", "grad_attention", "gae")
+
+# shap's budget per text for a report's reference when a text is too long for exact Shapley values. On the
+# faithfulness benchmark (attn_plugins/explain/reference_accuracy.json) Partition at 100 evaluations agrees
+# with exact values as well as at 500 (Spearman 0.93 both) for a fifth of the model calls; on a 118-token
+# paragraph with MiniLM 500 evaluations took 17 s of CPU, 100 took 3 s.
+REPORT_SHAP_EVALS = 100
 
 RANKING_FILE = "method_ranking.json"
 # The benchmark entries the ranking reads: MiniLM, topic pairing, held-out texts (README's headline column).
@@ -29,6 +47,8 @@ METHOD_KINDS = ("relevance", "attention rows")
 
 def default_rows(method: Any) -> str:
     """How the explainer reads ``method``'s query rows for a mean-pooled target: ``"weighted"``, ``"mean"`` or ``"first"``."""
+    from ..methods import get_method
+
     method = get_method(method) if isinstance(method, str) else method
     rows = getattr(method, "pooled_rows", "weighted")
     if rows not in ("weighted", "mean", "first"):
@@ -40,6 +60,7 @@ def default_rows(method: Any) -> str:
 
 def ranking_from_benchmark(result: dict[str, Any]) -> dict[str, Any]:
     """The ranking of the registered built-in methods computed from the faithfulness benchmark's JSON."""
+    from ..methods import get_method
     from ..plugins import get_registry
 
     registry = get_registry()
@@ -109,6 +130,8 @@ def refusal(method: Any, model: Any, tokenizer: Any = None, kind: str | None = N
 
 def choose(model: Any, tokenizer: Any = None, kind: str | None = None) -> Choice:
     """The first method of :func:`ranking` that supports ``model`` (and ``kind``), with the refusals before it."""
+    from ..methods import get_method
+
     refused: list[tuple[str, str]] = []
     for name in ranking():
         reason = refusal(get_method(name), model, tokenizer, kind)

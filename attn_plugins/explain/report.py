@@ -22,13 +22,19 @@ from ..errors import InputError, PluginError
 from ..views.report import Report, extra_views
 from ..views.report import report as report_view
 from .compare import EXACT_MAX, compare
+from .defaults import REPORT_METHODS, REPORT_SHAP_EVALS
 from .explainer import AttentionExplainer
 from .targets import describe_example
 
-# The methods a report shows when none are named.
-DEFAULT_METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti", "attnlrp", "cplrp_mask")
+# The methods a report shows when none are named (the faithful ones and two cheap baselines).
+DEFAULT_METHODS = REPORT_METHODS
 
 SHAP_ROW = "Shapley values (reference)"
+# The views store every weight they draw (8 bits, deflated: about 0.65 bytes a weight on MiniLM). Past this many
+# weights (about 3 MB of page) a report draws its last layers only: all 6 layers of MiniLM at 512 tokens
+# (18.9 million weights) made a 12 MB page that thresholds barely shrink (dropping weights under 1e-3 loses
+# 9 % of a row's mass on average and saves 40 %).
+VIEW_MAX_WEIGHTS = 1 << 22
 # Written by benchmarks/faithful_table.py from benchmarks/results/faithful.json (a test keeps them equal).
 REFERENCE_ACCURACY = "reference_accuracy.json"
 
@@ -63,7 +69,7 @@ def report(
     target: int | None = None,
     reference: str | None = None,
     truncation: bool = False,
-    shap_evals: int = 500,
+    shap_evals: int = REPORT_SHAP_EVALS,
     faithful_reference: str = "auto",
     exact_max: int = EXACT_MAX,
     views: Sequence[str] | None = None,
@@ -74,7 +80,8 @@ def report(
     with ``shap_evals > 0`` and a task shap can mask, with a faithful reference on the same target, which
     the report's "can this view be trusted?" section ranks every method against: ``faithful_reference``
     ``"auto"`` (exact Shapley values when the text has at most ``exact_max`` maskable tokens, else shap's
-    Partition explainer at ``shap_evals`` evaluations), ``"exact"`` or ``"shap"`` (see :func:`~attn_plugins.explain.compare`);
+    Partition explainer at ``shap_evals`` evaluations, by default :data:`~attn_plugins.explain.defaults.REPORT_SHAP_EVALS`,
+    as accurate as 500 on the faithfulness benchmark), ``"exact"`` or ``"shap"`` (see :func:`~attn_plugins.explain.compare`);
     ``shap_evals=0`` skips it. ``truncation=True`` explains the longest prefix of a text that fits the
     model (else a text too long is an InputError naming it). ``views`` adds registered views (e.g. a
     plugin's) in sandboxed frames, as :func:`attn_plugins.views.report` does. The page's ``records`` are
@@ -117,6 +124,7 @@ def report(
             if len(values) != len(record.tokens):
                 raise InputError(f"{name} gave {len(values)} scores for {len(record.tokens)} tokens")
     ref = SHAP_ROW if use_shap else None
+    layers, note = view_layers(records)
     if len(records) == 1:
         single = {m: np.asarray(v[0], dtype=float) for m, v in rows.items()}
         page = report_view(
@@ -128,6 +136,8 @@ def report(
             reference_note=notes[0],
             views=views,
             method_note=recommendation(choice),
+            layers=layers,
+            attention_note=note,
         )
     else:
         page = report_view(
@@ -139,6 +149,8 @@ def report(
             reference_note=notes,
             views=views,
             method_note=recommendation(choice),
+            layers=layers,
+            attention_note=note,
         )
     return page
 
@@ -148,6 +160,22 @@ def recommendation(choice: Any) -> str | None:
     if choice is None:
         return None
     return f"Recommended method for this model (faithfulness benchmark, Spearman with exact Shapley values): {choice.note()}."
+
+
+def view_layers(records: Sequence[Any]) -> tuple[list[int] | None, str | None]:
+    """The layers the attention views draw (None: all) and a sentence saying so when some are left out."""
+    kind_shapes = [r.attentions[r.default_kind].shape for r in records]
+    n_layers = min(s[0] for s in kind_shapes)
+    per_layer = max(int(s[1]) * int(s[-2]) * int(s[-1]) for s in kind_shapes)
+    keep = max(1, min(n_layers, VIEW_MAX_WEIGHTS // max(per_layer, 1)))
+    if keep >= n_layers:
+        return None, None
+    shown = f"layer {n_layers - 1}" if keep == 1 else f"layers {n_layers - keep}-{n_layers - 1}"
+    return list(range(n_layers - keep, n_layers)), (
+        f"The views draw the last {'layer' if keep == 1 else f'{keep} layers'} ({shown} of {n_layers}): every "
+        f"layer of {kind_shapes[0][-1]} tokens would put {n_layers * per_layer / 1e6:.0f} million weights into "
+        "this page. ap.views.model_view(page.records[0]) draws them all."
+    )
 
 
 def _scores(
@@ -213,9 +241,18 @@ def reference_sentence(detail: dict[str, Any], max_evals: int) -> str:
         )
     why = f" {detail['reference_note']}." if detail.get("reference_note") else ""
     error = reference_error(max_evals)
+    values = np.asarray(detail["shap"], float)
+    # Partition splits the text into a hierarchy of groups and gives a group's tokens one value until its budget
+    # reaches them; how many values it told apart on this text shows how coarse the estimate is here.
+    distinct = len(np.unique(values[values != 0]))
     return (
         f"Reference: shap's Partition explainer at {max_evals} evaluations ({n} masked inputs), an estimate.{why}"
-        + (f" Its own error: {error}." if error else "")
+        + (
+            f" Its own error: {error}, on texts short enough for exact values; on this text it told apart "
+            f"{distinct} values over {len(values)} tokens (tokens of one group share a value)."
+            if error
+            else ""
+        )
     )
 
 

@@ -197,7 +197,10 @@ def fit_text(
     if limit is None:
         return text, None
     limit -= reserve
-    n = len(tokenizer(text)["input_ids"])
+    try:  # the whole text is only counted here: no "sequence length is longer" warning for a text to be cut
+        n = len(tokenizer(text, verbose=False)["input_ids"])
+    except TypeError:  # a tokenizer without transformers' keyword
+        n = len(tokenizer(text)["input_ids"])
     if n <= limit:
         return text, None
     if not truncation:

@@ -237,6 +237,7 @@ def report(
     threshold: float = DEFAULT_THRESHOLD,
     views: Sequence[str] | None = None,
     method_note: str | None = None,
+    attention_note: str | None = None,
 ) -> Report:
     """One standalone page per call: for each record its text and output, scores per method, views, head summary.
 
@@ -248,8 +249,9 @@ def report(
     ``kind``, ``layers`` and ``heads`` choose what the attention views draw, as in every view. ``views``
     names registered views (a plugin's, e.g. ``"token_table"``) to add for each record: each is called
     with the record and shown in its own sandboxed frame (scripts run, but cannot reach this page), and a
-    view that fails is a PluginError naming it and its plugin. The page's ``records`` are the records it shows.
-    ``method_note`` (one sentence) opens the trust section: the method recommended for the model and why.
+    view that fails is a PluginError naming it and its plugin. ``method_note`` (one sentence) opens the trust
+    section: the method recommended for the model and why. ``attention_note`` is a sentence shown above the
+    attention views (e.g. which layers they draw). The page's ``records`` are the records it shows.
     """
     recs = (
         [records] if isinstance(records, AttentionRecord) else list(records) if isinstance(records, Sequence) else None
@@ -283,6 +285,8 @@ def report(
             fragments.extend(side_by_side(rec, rec_scores).fragments_for_page())
         fragments.append(trust_section(rec, rec_scores, reference, note, method_note))
         fragments.append(Fragment("<h2>Attention</h2>", height=40))
+        if attention_note:
+            fragments.append(Fragment(f"<p>{escape(attention_note)}</p>", height=40))
         chosen = {"kind": kind, "layers": layers, "heads": heads, "threshold": threshold}
         fragments.extend(head_view(rec, renderer=renderer, **chosen).fragments)
         fragments.extend(model_view(rec, renderer=renderer, **chosen).fragments)

@@ -68,3 +68,37 @@ def test_cost_texts_are_distinct_and_seeded() -> None:
     a, b = bench_cost.texts(100, seed=0), bench_cost.texts(100, seed=0)
     assert a == b and len(set(a)) == 100
     assert bench_cost.texts(5, seed=1) != a[:5]
+
+
+def _performance_table():
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import performance_table
+    finally:
+        sys.path.pop(0)
+    return root, performance_table
+
+
+@pytest.mark.parametrize(("name", "table"), [("cli", "cli_table"), ("report", "report_table")])
+def test_performance_doc_holds_the_tables_generated_from_the_json(name: str, table: str) -> None:
+    root, performance_table = _performance_table()
+    data = json.loads((root / "benchmarks" / "results" / f"{name}.json").read_text(encoding="utf-8"))
+    doc = (root / "docs" / "performance.md").read_text(encoding="utf-8")
+    block = "\n".join(getattr(performance_table, table)(data))
+    assert block in doc, f"docs/performance.md does not hold what performance_table.{table} writes from {name}.json"
+
+
+def test_cli_benchmark_quick(capsys: pytest.CaptureFixture) -> None:
+    from attn_plugins.bench import cli as bench_cli
+
+    out = _printed(bench_cli.main, capsys)
+    assert out["benchmark"] == "cli" and out["repeats"] == 2
+    assert out["heavy_modules_after_build_parser"] == []
+    assert [r["case"] for r in out["rows"]] == ["help", "version", "explain_help", "missing_model", "unwritable_output"]
+    for row in out["rows"]:
+        assert row["exit_status"] == [row["expected_status"]] and row["median_s"] > 0
+        assert row["stderr_lines"] == ([1] if row["expected_status"] == 2 else [0])

@@ -95,3 +95,50 @@ def test_ap_report_uses_exact_values_when_affordable_and_states_the_estimates_er
     assert error in page.html.replace("&#x27;", "'")
     with pytest.raises(InputError, match="reference must be one of"):
         ap.report(model, tok, "the movie", methods=["raw"], faithful_reference="lime")
+
+
+def test_the_reference_sentence_says_how_coarse_a_partition_estimate_is():
+    from attn_plugins.explain.report import reference_sentence
+
+    # 5 tokens, the special ones at 0: Partition gave the two middle tokens one value (one group)
+    detail = {"evaluations": 100, "reference": "shap", "shap": [0.0, 0.5, 0.5, 0.2, 0.0]}
+    sentence = reference_sentence(detail, 100)
+    assert "Partition explainer at 100 evaluations (100 masked inputs)" in sentence
+    assert "Spearman" in sentence and "at 100 evaluations" in sentence  # the measured error at this budget
+    assert "told apart 2 values over 5 tokens" in sentence
+
+
+def test_the_report_defaults_are_the_faithful_methods_and_a_budget_measured_as_good_as_500():
+    import json
+    from importlib import resources
+
+    from attn_plugins.explain.compare import DEFAULT_METHODS as COMPARE_METHODS
+    from attn_plugins.explain.defaults import REPORT_SHAP_EVALS
+    from attn_plugins.explain.report import DEFAULT_METHODS
+
+    assert {"cplrp_mask", "attnlrp"} <= set(DEFAULT_METHODS) and "flow" not in DEFAULT_METHODS
+    assert {"cplrp_mask", "attnlrp"} <= set(COMPARE_METHODS)
+    data = json.loads(resources.files("attn_plugins.explain").joinpath("reference_accuracy.json").read_text("utf-8"))
+    at = data["partition"][str(REPORT_SHAP_EVALS)]["spearman"]
+    best = data["partition"]["500"]["spearman"]
+    # the cheaper budget's interval reaches the 500-evaluation mean: as good within the benchmark's noise
+    assert at["ci95"][0] <= best["mean"] <= at["ci95"][1]
+
+
+def test_a_long_texts_views_draw_the_last_layers_that_fit_and_say_so(monkeypatch):
+    import importlib
+
+    from attn_plugins.zoo import tiny_bert, tiny_tokenizer
+
+    report_module = importlib.import_module("attn_plugins.explain.report")  # the module, not ap.report
+    model, tok = tiny_bert(num_labels=2, layers=3), tiny_tokenizer("bert")
+    text = "the movie was good and the music was fun"  # 11 tokens: 4 heads x 11 x 11 = 484 weights a layer
+    page = ap.report(model, tok, text, methods=["raw"], shap_evals=0)
+    assert '"shape":[3,4,11,11]' in page.html and "The views draw the last" not in page.html
+    monkeypatch.setattr(report_module, "VIEW_MAX_WEIGHTS", 2 * 484 + 10)  # room for two layers, not three
+    page = ap.report(model, tok, text, methods=["raw"], shap_evals=0)
+    assert '"shape":[2,4,11,11]' in page.html
+    assert "The views draw the last 2 layers (layers 1-2 of 3)" in page.html
+    monkeypatch.setattr(report_module, "VIEW_MAX_WEIGHTS", 10)  # not even one: still the last layer
+    page = ap.report(model, tok, text, methods=["raw"], shap_evals=0)
+    assert '"shape":[1,4,11,11]' in page.html and "The views draw the last layer (layer 2 of 3)" in page.html
