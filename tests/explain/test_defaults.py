@@ -89,7 +89,10 @@ class _SelfOnly(Method):
 def test_choose_walks_the_ranking_and_says_why_each_better_method_was_passed_over(monkeypatch):
     methods = {"refuses": _Refuses(), "self_only": _SelfOnly(), "raw": get_method("raw")}
     monkeypatch.setattr(defaults, "ranking", lambda: ("refuses", "self_only", "raw"))
-    monkeypatch.setattr(defaults, "get_method", methods.__getitem__)
+    import attn_plugins.methods
+
+    # choose() looks the methods up when it runs (the module is light: the CLI's help reads it).
+    monkeypatch.setattr(attn_plugins.methods, "get_method", methods.__getitem__)
     model = tiny_model("bert", vocab_size=len(tiny_vocab("bert")))
     assert choose(model, None, "self") == Choice("self_only", [("refuses", "no rule for BertModel")])
     cross = choose(model, None, "cross")
