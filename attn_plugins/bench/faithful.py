@@ -43,6 +43,7 @@ import torch
 
 from ..errors import InputError
 from .command import bench_parser
+from .forward_cost import record_cost
 from .stats import mean_ci
 from .threads import torch_threads
 
@@ -257,17 +258,6 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
-
-
-def record_cost(method: Any, record: Any) -> float:
-    """Forward-equivalents one capture of ``method`` cost: forwards + 2 × backwards (+ a decomposition's work)."""
-    meta = record.meta
-    forwards = float(meta.get("forward_passes", getattr(method, "forward_passes", 1)))
-    backwards = float(meta.get("backward_passes", 1 if "gradients" in getattr(method, "requires", ()) else 0))
-    own = meta.get(getattr(method, "name", ""), {})
-    if isinstance(own, dict) and "forward_equivalents" in own:
-        return float(own["forward_equivalents"])
-    return forwards + 2 * backwards
 
 
 def score_methods(
