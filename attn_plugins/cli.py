@@ -442,6 +442,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if "recompute" not in inspect.signature(module.run).parameters:
             raise CliError(f"--recompute: the {args.name} benchmark caches nothing to recompute")
         options["recompute"] = True
+    if args.only:
+        if "only" not in inspect.signature(module.run).parameters:
+            raise CliError(f"--only: the {args.name} benchmark has no parts to run alone")
+        options["only"] = args.only
     result = module.run(**options)
     print(json.dumps(result, indent=None if args.json else 2, default=float))
     return 0
@@ -513,6 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
         "--recompute", action="store_true", help="faithful: recompute the cached exact Shapley values and write them"
+    )
+    p.add_argument(
+        "--only",
+        choices=("generation",),
+        help="faithful: run one part alone (generation: the trained decoder and encoder-decoder models)",
     )
     p.set_defaults(func=cmd_bench)
 

@@ -43,6 +43,7 @@ import torch
 
 from ..errors import InputError
 from .command import bench_parser
+from .forward_cost import record_cost
 from .stats import mean_ci
 from .threads import torch_threads
 
@@ -80,6 +81,8 @@ IG_STEPS = 20
 GOAL_SPEARMAN = 0.70
 GOAL_MAX_FE = 3.0
 GOAL_TOKEN_F1 = 0.95
+# Parts of the benchmark that run alone (--only): the trained decoder, encoder-decoder and lookup models.
+PARTS = ("generation",)
 
 
 def load_texts() -> dict[str, Any]:
@@ -257,17 +260,6 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
-
-
-def record_cost(method: Any, record: Any) -> float:
-    """Forward-equivalents one capture of ``method`` cost: forwards + 2 × backwards (+ a decomposition's work)."""
-    meta = record.meta
-    forwards = float(meta.get("forward_passes", getattr(method, "forward_passes", 1)))
-    backwards = float(meta.get("backward_passes", 1 if "gradients" in getattr(method, "requires", ()) else 0))
-    own = meta.get(getattr(method, "name", ""), {})
-    if isinstance(own, dict) and "forward_equivalents" in own:
-        return float(own["forward_equivalents"])
-    return forwards + 2 * backwards
 
 
 def score_methods(
@@ -703,11 +695,21 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- the run
 def run(
-    quick: bool = False, seed: int = 0, threads: int = 1, recompute: bool = False, cache: str | Path | None = None
+    quick: bool = False,
+    seed: int = 0,
+    threads: int = 1,
+    recompute: bool = False,
+    cache: str | Path | None = None,
+    only: str | None = None,
 ) -> dict[str, Any]:
-    """The whole benchmark; returns the JSON-ready result."""
+    """The whole benchmark, or with ``only="generation"`` its generation part alone; returns the JSON-ready result."""
+    from . import generation
     from .exact import DEFAULT_CACHE
 
+    if only is not None:
+        if only not in PARTS:
+            raise InputError(f"only= must be one of {', '.join(PARTS)}, not {only!r}")
+        return {"benchmark": "faithful", "quick": quick, "generation": generation.run(quick, seed, threads)}
     t0 = time.perf_counter()
     cache_path = Path(cache) if cache is not None else (DEFAULT_CACHE if DEFAULT_CACHE.parent.exists() else None)
     n_resamples = 200 if quick else 1000
@@ -730,6 +732,7 @@ def run(
         dev = [t for t in items if t["split"] == "dev"]
         result["lxt"] = None if quick else lxt_check(model, tok, data, dev)
         result["conservation"] = conservation(model, tok, data, items[:3] if quick else items)
+    result["generation"] = generation.run(quick, seed, threads)
     result["goals"] = goals(result)
     result["platform"] = _platform()
     result["elapsed_seconds"] = round(time.perf_counter() - t0, 1)
@@ -760,8 +763,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cache", help="the .npz file of exact values (default: benchmarks/results/faithful_exact.npz)"
     )
+    parser.add_argument(
+        "--only", choices=PARTS, help="run one part alone (generation: the trained decoder and encoder-decoder rows)"
+    )
     args = parser.parse_args(argv)
-    result = run(quick=args.quick, seed=args.seed, threads=args.threads, recompute=args.recompute, cache=args.cache)
+    only = {"only": args.only} if args.only else {}
+    result = run(
+        quick=args.quick, seed=args.seed, threads=args.threads, recompute=args.recompute, cache=args.cache, **only
+    )
     print(json.dumps(result, indent=None if args.json else 1, default=float))
     return 0
 
