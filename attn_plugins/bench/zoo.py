@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import platform
+import re
+import string
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -409,8 +411,8 @@ def reason(cell: dict[str, Any], info: dict[str, Any], minilm_r2: float | None) 
     c = cell["completeness"]
     if ig is not None and ig - rho >= 0.15 and 0.9 <= igc <= 1.1:
         why.append(
-            f"the rules' one-point linearization: integrated gradients of the same change ({IG_STEPS} plain-gradient "
-            f"steps, Σ = {igc:.2f} Δf) reach {ig:.2f}, while Σ relevance = {c:.2f} Δf"
+            f"the rules' one-point linearization (Σ R = {c:.2f} Δf): integrated gradients of the same change "
+            f"({IG_STEPS} steps, Σ = {igc:.2f} Δf) reach {ig:.2f}"
         )
     elif not 0.67 <= c <= 1.5:
         why.append(f"Σ relevance = {c:.2f} Δf: one linearization misses the change")
@@ -561,6 +563,91 @@ def run(quick: bool = False, seed: int = 0, threads: int = 1, types: Sequence[st
         "seconds": round(time.perf_counter() - start, 1),
         "platform": {"python": platform.python_version(), "torch": torch.__version__},
     }
+
+
+# ---------------------------------------------------------------------------- the docs table
+DOCS_BLOCK = re.compile(r"(<!-- zoo-table -->\n)(.*?)(<!-- /zoo-table -->)", re.S)
+
+
+def _cell_text(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _refusal_key(cell: dict[str, Any], legend: dict[str, str], model_class: str) -> str:
+    """The legend letter of a refusal (or error), adding it to ``legend`` in order of appearance; the model's
+    class is written as "the model" so one reason given to many types is one entry."""
+    text = (cell.get("refused") or f"error: {cell.get('error')}").replace(model_class, "the model")
+    if text not in legend:
+        legend[text] = string.ascii_lowercase[len(legend) % 26] * (1 + len(legend) // 26)
+    return legend[text]
+
+
+def table(result: dict[str, Any]) -> str:
+    """The Markdown of docs/zoo.md between its markers: Spearman per type × method (with the reason next to a
+    low ``cplrp_mask``), conservation of the LRP methods, and the refusals' reasons."""
+    types = result["types"]
+    methods = result["config"]["methods"]
+    legend: dict[str, str] = {}
+    goal = result["reference"]["goal_spearman"]
+    lines = [
+        "| type | explained target | examples | " + " | ".join(f"`{m}`" for m in methods) + " | leave-one-out |"
+        f" why `cplrp_mask` < {goal} |",
+        "|" + "---|" * (len(methods) + 5),
+    ]
+    for name, info in types.items():
+        cells = []
+        for m in methods:
+            cell = info["methods"][m]
+            if "spearman" in cell:
+                cells.append("–" if cell["spearman"] is None else f"{cell['spearman']:.2f}")
+            else:
+                cells.append(f"refused ({_refusal_key(cell, legend, info['model_class'])})")
+        examples = f"{info['examples']} × {'/'.join(str(p) for p in info['players'])}"
+        occ = info.get("occlusion_spearman")
+        mask = info["methods"].get("cplrp_mask", {})
+        why = mask.get("reason") or ""
+        lines.append(
+            f"| {name} | {_cell_text(info['target'])} | {examples} | "
+            + " | ".join(cells)
+            + f" | {'–' if occ is None else f'{occ:.2f}'} | {_cell_text(why)} |"
+        )
+    lrp = [m for m in methods if m in LRP_METHODS]
+    lines += [
+        "",
+        "Relevance conservation in float64, |f − (tokens + biases + softmax leak + sinks)| / |f|, the largest over "
+        f"the examples (`cplrp_mask`: at its midpoint); tolerance {result['config']['conservation_tolerance']:g}:",
+        "",
+        "| type | " + " | ".join(f"`{m}`" for m in lrp) + " |",
+        "|" + "---|" * (len(lrp) + 1),
+    ]
+    open_items: list[str] = []
+    for name, info in types.items():
+        cells = []
+        for m in lrp:
+            cell = info["methods"][m]
+            if "conservation" in cell:
+                text = f"{cell['conservation']:.1e}"
+                if "open" in cell:
+                    text += " (open)"
+                    open_items.append(f"`{name}` × `{m}`: {cell['open']}")
+                cells.append(text)
+            elif "conservation_error" in cell:
+                cells.append(_cell_text(f"error: {cell['conservation_error']}"))
+            else:
+                cells.append(f"refused ({_refusal_key(cell, legend, info['model_class'])})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if open_items:
+        lines += ["", "Open: " + "; ".join(open_items) + "."]
+    lines += ["", "Refusals, as each method words them:", ""]
+    lines += [f"- ({key}) {_cell_text(text)}" for text, key in legend.items()]
+    return "\n".join(lines) + "\n"
+
+
+def with_docs_section(doc: str, result: dict[str, Any]) -> str:
+    """``doc`` with the block between its ``<!-- zoo-table -->`` markers replaced by :func:`table`."""
+    if not DOCS_BLOCK.search(doc):
+        raise AttnPluginsError("the page has no <!-- zoo-table --> ... <!-- /zoo-table --> block")
+    return DOCS_BLOCK.sub(lambda m: m.group(1) + table(result) + m.group(3), doc, count=1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
