@@ -294,7 +294,7 @@ def conservation(model: Any, tokenizer: Any, example: Any, method: str) -> dict[
 def without_constant(target: Any) -> tuple[Any, dict[str, float]]:
     """``target`` with the constant of its linear form taken out, and where that constant is written.
 
-    A log-probability's linear form is z_t − Σ p z − H with p and H held (:class:`TokenLogProb`): −H reaches
+    A log-probability's linear form is z_t − Σ p z − H with p and H held (:class:`~attn_plugins.explain.targets.TokenLogProb`): −H reaches
     no input and no parameter, so it is the budget's one constant term; the budget is closed on the rest.
     """
     from ..explain.targets import GradientTarget, TokenLogProb
