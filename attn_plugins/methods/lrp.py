@@ -447,12 +447,21 @@ def _by_kind(calls: list[Any]) -> dict[str, torch.Tensor]:
     return {k: torch.stack(v).cpu() for k, v in out.items()}
 
 
-def budget(model: Any, inputs: dict[str, torch.Tensor], target: Any, rule: str = "uniform") -> dict[str, Any]:
+def budget(
+    model: Any,
+    inputs: dict[str, torch.Tensor],
+    target: Any,
+    rule: str = "uniform",
+    *,
+    baseline_ids: torch.Tensor | None = None,
+) -> dict[str, Any]:
     """Every term of the relevance budget: tokens (both sides), biases and other sinks, softmax and router leaks, f.
 
-    ``residual`` = f − (tokens + sinks + leaks); the identity rule's ε is the only thing left in it.
+    ``residual`` = f − (tokens + sinks + leaks); the identity rule's ε is the only thing left in it. With
+    ``baseline_ids`` (``cplrp_mask``), f is the value at the midpoint the backward starts from and the source
+    tokens' term is that of the first residual stream there.
     """
-    r = lrp(model, inputs, target, rule, budget=True)
+    r = lrp(model, inputs, target, rule, baseline_ids=baseline_ids, budget=True)
     token_parts = []
     for side in ("", "decoder."):
         found = [side + p for p in ("word", "position", "token_type", "patches", "cls") if side + p in r.parts]
