@@ -204,8 +204,9 @@ def lrp(
     ``rule`` is an attention rule (``"uniform"``: AttnLRP, ``"detached"``: CP-LRP). Relevance is read at the
     input embeddings: every embedding table's output (word, position, token type), ViT's patches, class token
     and position table, the first residual stream (``emb_out``; Whisper's source: its conv stem's output).
-    ``baseline_ids`` (the input ids with tokens replaced) switches to the midpoint readout on the first
-    residual stream against that baseline (part ``"delta"``). ``budget`` also returns every sink.
+    ``baseline_ids`` (the input ids with tokens replaced; for images and audio, the pixels or frames of the
+    baseline, e.g. zeros) switches to the midpoint readout on the first residual stream against that
+    baseline (part ``"delta"``). ``budget`` also returns every sink.
     """
     from ..capture.forward import select_adapter
 
@@ -389,10 +390,13 @@ def _backward(
     if baseline_ids is not None:
         # R_i = Σ_d (x − m)_i,d ⊙ g(z)_i,d, z the midpoint; tokens the baseline keeps did not change.
         delta = rel(streams["x"] - streams["m"], stream_grads["source"])
-        same = baseline_ids[0].to(delta.device) == inputs[main][0].to(delta.device)
+        if main == "input_ids":
+            same = baseline_ids[0].to(delta.device) == inputs[main][0].to(delta.device)
+        else:  # pixels and frames: a position is unchanged when its first residual stream is (ViT's class token)
+            same = (streams["x"] - streams["m"])[0].abs().amax(-1) == 0
         parts["delta"] = torch.where(same, torch.zeros_like(delta), delta)
     vis = {n: gp for (n, _), gp in zip(vision_params, take(len(vision_params)))}
-    if main == "pixel_values":
+    if main == "pixel_values" and "patches" in parts:  # with a baseline, relevance is read on the stream
         patches = parts.pop("patches")
         parts["patches"] = torch.cat([torch.zeros(1, dtype=torch.float64), patches])
         t = patches.shape[0] + 1
@@ -514,14 +518,12 @@ class LRP(TargetMethod):
         one = encode_one(self.name, model, tokenizer, text, inputs, options)
         baseline_ids = None
         if self.baseline == "mask":
-            if "input_ids" not in one.inputs:
-                raise InputError(f"method {self.name!r} masks text tokens; this input has none: use 'cplrp'")
-            special = one.batch.source[0].special_tokens_mask
-            baseline_ids = masked_baseline(one.inputs["input_ids"], special, one.tokenizer)
+            baseline_ids = masked_input(one)
         r = lrp(model, one.inputs, gradient_target, RULES[self.rule], adapter=one.adapter, baseline_ids=baseline_ids)
         info: dict[str, Any] = {"rule": self.rule, "baseline": self.baseline, "explained_value": r.value}
         if baseline_ids is not None:
-            info["attention_at"] = "the midpoint between the masked text and the text"
+            masked = "the masked text" if "input_ids" in one.inputs else "zero pixels or frames"
+            info["attention_at"] = f"the midpoint between {masked} and the input"
         record = one.record(model, r.attentions, {"forward_passes": 1, "backward_passes": 1, self.name: info})
         for part, values in r.parts.items():
             record.extras[f"{self.name}.{part}"] = values.to(torch.float64)
@@ -532,14 +534,7 @@ class LRP(TargetMethod):
         from ..capture.forward import select_adapter
 
         check_model(model, RULES[self.rule], select_adapter(model, None))
-        if self.baseline == "mask":
-            main = getattr(model, "main_input_name", "input_ids")
-            if main != "input_ids":
-                # The masked text replaces tokens by the masking token; pixels and audio frames have none.
-                raise UnsupportedModelError(
-                    f"method {self.name!r} compares the text with its masked version, and {type(model).__name__} "
-                    f"reads {main}, not tokens: use 'attnlrp' or 'cplrp' (relevance of the output itself)"
-                )
+        if self.baseline == "mask" and getattr(model, "main_input_name", "input_ids") == "input_ids":
             if tokenizer is not None:
                 masked_baseline(torch.zeros(1, 1, dtype=torch.long), [False], tokenizer)
 
@@ -586,6 +581,17 @@ def mask_token_id(tokenizer: Any) -> int:
             "(what shap's Text masker uses then); set tokenizer.mask_token, or use 'cplrp'/'attnlrp' (baseline=None)"
         )
     return int(found)
+
+
+def masked_input(one: OneExample) -> torch.Tensor:
+    """The baseline ``cplrp_mask`` explains the change from: every non-special token masked (the token shap's
+    ``Text`` masker uses), or, for images and audio, every pixel or frame zeroed (what masking a patch or a
+    frame means in shap's image and audio maskers' simplest form, and in ``bench zoo``'s Shapley values)."""
+    if "input_ids" in one.inputs:
+        special = one.batch.source[0].special_tokens_mask
+        return masked_baseline(one.inputs["input_ids"], special, one.tokenizer)
+    main = next(k for k in ("pixel_values", "input_features") if k in one.inputs)
+    return torch.zeros_like(one.inputs[main])
 
 
 def masked_baseline(ids: torch.Tensor, special: list[bool] | None, tokenizer: Any) -> torch.Tensor:

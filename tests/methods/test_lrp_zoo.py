@@ -181,3 +181,29 @@ def test_linear_task_heads_of_decoders_are_covered_and_conserve(model_type, head
     for rule in ("uniform", "detached"):
         b = budget(model, inputs, target, rule)
         assert abs(b["residual"]) <= 1e-6 * abs(b["f"]), (rule, b["residual"], b["f"])
+
+
+@pytest.mark.parametrize("model_type", ["vit", "whisper"])
+def test_the_mask_baseline_of_images_and_audio_is_zero_and_conserves(model_type):
+    """cplrp_mask on pixels and frames explains the change from zeros (what bench zoo's Shapley values mask
+    with); the relevance of that change closes its budget at the midpoint like the text types' (float64)."""
+    model = tiny_model(model_type).double()
+    main = "pixel_values" if model_type == "vit" else "input_features"
+    inputs = {main: tiny_inputs(model, batch=1)[main].double()}
+    if model_type == "whisper":
+        inputs["decoder_input_ids"] = torch.tensor([[model.config.decoder_start_token_id]])
+
+    def target(out):
+        return out.last_hidden_state[0, 0, 3] if model_type == "vit" else out.logits[0, -1, 3]
+
+    zeros = torch.zeros_like(inputs[main])
+    for rule in ("uniform", "detached"):
+        b = budget(model, inputs, target, rule, baseline_ids=zeros)
+        assert abs(b["residual"]) <= 1e-6 * abs(b["f"]), (rule, b)
+    record = get_method("cplrp_mask").capture(model, inputs={main: inputs[main]}, gradient_target=target)
+    delta = record.extras["cplrp_mask.delta"]
+    assert record.meta["cplrp_mask"]["attention_at"].startswith("the midpoint between zero pixels or frames")
+    if model_type == "vit":
+        assert delta[0] == 0 and delta[1:].abs().sum() > 0  # the class token does not change; patches do
+    r = lrp(model, inputs, target, "detached", baseline_ids=zeros)
+    torch.testing.assert_close(r.parts["delta"], delta.to(r.parts["delta"].dtype), rtol=1e-9, atol=1e-12)
