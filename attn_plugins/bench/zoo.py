@@ -54,12 +54,9 @@ STYLE = {"encoder": "bert", "decoder": "gpt", "seq2seq": "seq2seq"}
 CONSERVATION_TOL = 1e-6
 # (type, method) whose relevance budget is known not to close to CONSERVATION_TOL, with the reason
 # (the same open items as tests/methods/test_lrp_zoo.py).
-OPEN: dict[tuple[str, str], str] = {
-    ("deberta-v2", "attnlrp"): "DeBERTa's own attention module (off transformers' interface): its AttnLRP budget "
-    "leaves a residual; its CP-LRP budget closes",
-    ("bloom", "attnlrp"): "bloom's own attention module with ALiBi (off transformers' interface): its AttnLRP budget "
-    "leaves a residual; its CP-LRP budget closes",
-}
+# Cells whose budget is known not to close, with the reason (none since bloom's fused qkv and DeBERTa's
+# position projections take the uniform rule: tests/methods/test_lrp_zoo.py).
+OPEN: dict[tuple[str, str], str] = {}
 # The Spearman the issue asks for (cplrp_mask on MiniLM's topic pairing), below which a reason is written.
 GOAL_SPEARMAN = 0.79
 # Points of the path integral diagnostic (midpoint rule between the masked text and the text).
@@ -281,9 +278,12 @@ def conservation(model: Any, tokenizer: Any, example: Any, method: str) -> dict[
         one = None
     baseline = None
     rule = RULES["cplrp" if method == "cplrp_mask" else method]
-    if method == "cplrp_mask":
+    if method == "cplrp_mask" and one is not None:
         special = one.batch.source[0].special_tokens_mask
         baseline = masked_baseline(inputs["input_ids"], special, tokenizer)
+    elif method == "cplrp_mask":  # pixels and frames: the change from zeros (methods.lrp.masked_input)
+        main = next(k for k in ("pixel_values", "input_features") if k in inputs)
+        baseline = torch.zeros_like(inputs[main])
     target, constant = without_constant(spec.gradient_targets[0])
     b = budget(m64, inputs, target, rule, baseline_ids=baseline)
     # f = tokens + biases + leaks + sinks + the constant the linear form holds (a log-probability's −H).
@@ -502,14 +502,16 @@ def run_type(model_type: str, texts: Sequence[str], seed: int, minilm_r2: float 
             # Σ R over (f(x) − f(masked)): 1 when the one-point linearization recovers the whole change.
             ratios = [float(s.sum()) / float(g.values[-1] - g.values[0]) for s, g in zip(scores, games)]
             cell["completeness"] = round(float(np.median(ratios)), 4)
-            path = [_spearman(path_relevance(model, tokenizer, t, sp), g) for t, sp, g in zip(examples, specs, games)]
+            # The path diagnostics walk from the masked text's word embeddings: text only.
+            texts_only = [(t, sp, g) for t, sp, g in zip(examples, specs, games) if isinstance(t, str)]
+            path = [_spearman(path_relevance(model, tokenizer, t, sp), g) for t, sp, g in texts_only]
             path = [v for v in path if v is not None]
             cell["path_spearman"] = round(float(np.mean(path)), 4) if path else None
-            ig = [integrated_gradients(model, tokenizer, t, sp) for t, sp in zip(examples, specs)]
-            ig_rho = [v for v in (_spearman(i, g) for i, g in zip(ig, games)) if v is not None]
+            ig = [integrated_gradients(model, tokenizer, t, sp) for t, sp, _ in texts_only]
+            ig_rho = [v for v in (_spearman(i, g) for i, (_, _, g) in zip(ig, texts_only)) if v is not None]
             cell["ig_spearman"] = round(float(np.mean(ig_rho)), 4) if ig_rho else None
-            ig_ratios = [float(i.sum()) / float(g.values[-1] - g.values[0]) for i, g in zip(ig, games)]
-            cell["ig_completeness"] = round(float(np.median(ig_ratios)), 4)
+            ig_ratios = [float(i.sum()) / float(g.values[-1] - g.values[0]) for i, (_, _, g) in zip(ig, texts_only)]
+            cell["ig_completeness"] = round(float(np.median(ig_ratios)), 4) if ig_ratios else None
             cell["reason"] = reason(cell, out, minilm_r2)
         out["methods"][method] = cell
     out["seconds"] = round(time.perf_counter() - start, 2)
