@@ -373,12 +373,19 @@ class Alti(Method):
 
     def check_support(self, model: Any, tokenizer: Any = None) -> None:
         """A BERT-family encoder or a pre-LN decoder ALTI decomposes exactly (found without a forward)."""
+        self._decomposition(model)
+
+    @staticmethod
+    def _decomposition(model: Any) -> str:
+        """``"encoder"`` (post-LN BERT family) or ``"decoder"`` (pre-LN); UnsupportedModelError naming why not."""
         try:
             alti_layers(model)
         except UnsupportedModelError:
             reason = decoder_support(model)
             if reason is not None:
                 raise UnsupportedModelError(f"alti cannot decompose {type(model).__name__}: {reason}") from None
+            return "decoder"
+        return "encoder"
 
     def capture(
         self, model: Any, tokenizer: Any = None, text: Any = None, *, inputs: Any = None, **options: Any
@@ -391,12 +398,7 @@ class Alti(Method):
             raise InputError("ALTI combines every layer and head: capture without layers= or heads=")
         if text is not None and not isinstance(text, str):
             raise InputError("alti explains one text at a time")
-        try:
-            alti_layers(model)
-        except UnsupportedModelError:
-            reason = decoder_support(model)
-            if reason is not None:
-                raise UnsupportedModelError(f"alti cannot decompose {type(model).__name__}: {reason}") from None
+        if self._decomposition(model) == "decoder":
             if tokenizer is None:
                 tokenizer = getattr(model, "tokenizer", None)
             return capture_alti_decoder(model, tokenizer, text, inputs, {**self.capture_options(), **options})
