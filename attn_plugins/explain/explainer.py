@@ -181,6 +181,14 @@ class AttentionExplainer:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
         self.method_options = method_options
+        if (contrast is not None or contrast_token is not None) and not self.per_output():
+            # An attention-only method does not depend on the explained output: with a contrast it would
+            # show the same scores as without, as if they explained the difference.
+            raise InputError(
+                f"method {self.method_name!r} reads attention only, which does not depend on the explained "
+                "output: a contrast would change nothing; use a relevance or gradient method (e.g. 'cplrp', "
+                "'grad_attention') or the default (method=None)"
+            )
         self._targets_cache: dict[Any, Any] = {}  # e.g. the reference embedding, computed once per explainer
         self.forward_passes = 0  # model forwards spent on captures (for cost reports)
 

@@ -170,7 +170,9 @@ def _encode(tokenizer: Any, texts: Sequence[str], model: Any) -> dict[str, torch
 
 def describe_example(example: Any, index: int | None = None) -> str:
     """How an error names an example: ``text 2 ("the movie was…")``, or ``the text`` for a single one."""
-    shown = " / ".join(example) if isinstance(example, (tuple, list)) else str(example)
+    if is_chat(example):  # chat messages: their contents
+        example = [str(m.get("content", "")) for m in example]
+    shown = " / ".join(map(str, example)) if isinstance(example, (tuple, list)) else str(example)
     shown = shown if len(shown) <= 40 else shown[:39] + "…"
     return f"text {index} ({shown!r})" if index is not None else f"the text ({shown!r})"
 
