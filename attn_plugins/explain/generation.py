@@ -58,14 +58,7 @@ def chat_prompt(tokenizer: Any, messages: Sequence[Any]) -> Prompt:
     if not getattr(tokenizer, "is_fast", False):
         raise InputError("a chat prompt needs a fast tokenizer (its character offsets find the messages' words)")
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    # Where each message's content lies in the rendered text: searched in order, after the previous one.
-    spans, start = [], 0
-    for m in messages:
-        at = text.find(m["content"], start)
-        if at < 0:
-            raise InputError(f"the chat template does not reproduce the message {m['content']!r} verbatim")
-        spans.append((at, at + len(m["content"])))
-        start = at + len(m["content"])
+    spans = _content_spans(tokenizer, messages, text)
     # The template writes its own special tokens (a BOS) where it wants them.
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     starts = torch.tensor([s for s, _ in enc["offset_mapping"]])
@@ -74,6 +67,32 @@ def chat_prompt(tokenizer: Any, messages: Sequence[Any]) -> Prompt:
     for a, b in spans:
         inside |= (starts < b) & (ends > a) & (ends > starts)
     return Prompt(text=text, ids=torch.tensor(enc["input_ids"]), special=(~inside).tolist(), chat=True)
+
+
+def _content_spans(tokenizer: Any, messages: list[dict[str, str]], text: str) -> list[tuple[int, int]]:
+    """Where each message's content lies in the rendered ``text``.
+
+    The template is rendered once more with each content replaced by a marker no text holds: the pieces
+    between the markers are the template's own, so a content that also occurs in a role marker or in an
+    earlier message is still found at its own place.
+    """
+    marks = [f"\ue000{i}\ue001" for i in range(len(messages))]
+    marked = [{**m, "content": k} for m, k in zip(messages, marks)]
+    skeleton = tokenizer.apply_chat_template(marked, add_generation_prompt=True, tokenize=False)
+    spans, at, rebuilt = [], 0, []
+    for m, k in zip(messages, marks):
+        found = skeleton.find(k, at)
+        if found < 0:
+            raise InputError("the chat template does not write each message's content once, in order")
+        rebuilt.append(skeleton[at:found])
+        start = sum(len(p) for p in rebuilt)  # the template's pieces and the contents before this one
+        spans.append((start, start + len(m["content"])))
+        rebuilt.append(m["content"])
+        at = found + len(k)
+    rebuilt.append(skeleton[at:])
+    if "".join(rebuilt) != text:
+        raise InputError("the chat template changes the messages' contents (it must write them verbatim)")
+    return spans
 
 
 def text_prompt(tokenizer: Any, text: str) -> Prompt:

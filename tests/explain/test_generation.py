@@ -131,6 +131,14 @@ def test_a_contrast_token_explains_the_difference_of_the_two_relevances(lm, meth
         _, values = single_runs(model, tok, spec, method)
         expected, gap = log_probs(model, spec, tokens, [c] * 3)
         np.testing.assert_allclose(values, expected, atol=gap)
+    with torch.no_grad():
+        out = model(**spec.inputs)
+    # the gradient methods' form of each step's target: the same difference
+    np.testing.assert_allclose(
+        [float(g(out)) for g in spec.gradient_targets],
+        expected if method == "cplrp" else log_probs(model, spec, tokens, [c] * 3)[0],
+        atol=log_probs(model, spec, tokens, [c] * 3)[1],
+    )
     assert all("(vs bad)" in str(n) for n in expl.output_names[0])
     assert expl.generation[0]["contrast_tokens"] == ["bad"] * 3
 
@@ -209,6 +217,10 @@ def test_a_chat_prompt_is_explained_over_the_messages_words():
         "bad",
         "film",
     ]
+    # a content that also occurs in the template's markers or in an earlier message is found at its own place
+    same = [{"role": "user", "content": "user"}, {"role": "assistant", "content": "user"}]
+    word = [tok.decode([i]) for i in tok("user", add_special_tokens=False)["input_ids"]]
+    assert list(ap.explain(model, tok, same, method="cplrp", max_new_tokens=1)[0].data) == word + word
     # the next token of a chat prompt: one output
     one = ap.explain(model, tok, messages, method="cplrp")
     assert one.values[0].shape == (4,) and "next token" in str(one.output_names)
@@ -222,6 +234,10 @@ def test_chat_prompt_bad_inputs():
         resolve(model, chat_tokenizer(), [{"role": "user"}], max_new_tokens=2)
     with pytest.raises(InputError, match="empty"):
         resolve(model, chat_tokenizer(), [{"role": "user", "content": " "}], max_new_tokens=2)
+    upper = chat_tokenizer()
+    upper.chat_template = TEMPLATE.replace("m['content']", "m['content'] | upper")
+    with pytest.raises(InputError, match="verbatim"):
+        resolve(model, upper, [{"role": "user", "content": TEXT}], max_new_tokens=2)
 
 
 def test_a_generation_that_stops_early_explains_what_it_generated_and_says_so():
