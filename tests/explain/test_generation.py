@@ -254,3 +254,22 @@ def test_a_generation_that_stops_early_explains_what_it_generated_and_says_so():
     assert expl.values[0].shape[1] == 2 and expl.method == "cplrp"
     full = ap.explain(gpt2_lm()[0], tok, TEXT, method="cplrp", max_new_tokens=4)
     assert full.generation[0]["stopped_early"] is False
+
+
+def test_the_report_names_both_tokens_of_every_step(lm):
+    model, tok = lm
+    page = ap.report(model, tok, TEXT, max_new_tokens=3, contrast_token="bad", shap_evals=0)
+    spec = resolve(model, tok, TEXT, max_new_tokens=3, contrast_token="bad")
+    html = page.html
+    for token in spec.meta["generated_tokens"]:
+        assert f"&#x27;{token}&#x27; rather than &#x27;bad&#x27;" in html
+    assert "log p(token) − log p(contrast token)" in html
+    # attention-only methods do not depend on the explained output: the default list leaves them out
+    assert "rollout" not in html and "cplrp_mask" in html
+
+
+def test_the_report_says_a_generation_stopped_early():
+    model, tok = gpt2_lm()
+    model.generation_config.eos_token_id = resolve(model, tok, TEXT, max_new_tokens=4).meta["generated_ids"][1]
+    html = ap.report(model, tok, TEXT, max_new_tokens=4, methods=["cplrp"], shap_evals=0).html
+    assert "after 2 of the 4 tokens asked for" in html
