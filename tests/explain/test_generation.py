@@ -4,6 +4,7 @@ a generation that stops early."""
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import attn_plugins as ap
 from attn_plugins.errors import InputError
 from attn_plugins.explain.targets import TokenLogProb, resolve
 from attn_plugins.methods import get_method
-from attn_plugins.zoo import tiny_tokenizer
+from attn_plugins.zoo import ZOO, tiny_model, tiny_tokenizer, tiny_vocab, zoo_types
 
 TEXT = "the movie was good"
 LRP = ["cplrp", "attnlrp", "cplrp_mask"]
@@ -273,3 +274,23 @@ def test_the_report_says_a_generation_stopped_early():
     model.generation_config.eos_token_id = resolve(model, tok, TEXT, max_new_tokens=4).meta["generated_ids"][1]
     html = ap.report(model, tok, TEXT, max_new_tokens=4, methods=["cplrp"], shap_evals=0).html
     assert "after 2 of the 4 tokens asked for" in html
+
+
+@pytest.mark.parametrize("model_type", [t for t in zoo_types() if ZOO[t][0] in ("decoder", "seq2seq")])
+def test_every_language_model_of_the_zoo_explains_each_step_from_one_forward(model_type):
+    """The default method (the most faithful one that supports the model) on every decoder and encoder-decoder."""
+    style = "gpt" if ZOO[model_type][0] == "decoder" else "seq2seq"
+    tok = tiny_tokenizer(style)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tiny_model(model_type, vocab_size=len(tiny_vocab(style)))
+    if hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")  # grouped_mm has no float64 kernel
+    options = {"max_new_tokens": 3, "contrast_token": "bad", "special_tokens": True}
+    explainer = ap.AttentionExplainer(model, tok, **options)
+    expl = explainer(TEXT)
+    assert expl.method == explainer.method_name == "cplrp_mask" and explainer.forward_passes == 1
+    spec = resolve(model, tok, TEXT, max_new_tokens=3, contrast_token="bad")
+    alone, _ = single_runs(model, tok, spec, expl.method)
+    tol = explain_tolerance(model, tok, [TEXT], **options)
+    np.testing.assert_allclose(expl.values[0], alone, atol=tol)
