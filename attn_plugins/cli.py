@@ -363,7 +363,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "scale", "faithful")
+BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "scale", "faithful", "generation")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
