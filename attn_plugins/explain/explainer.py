@@ -117,7 +117,18 @@ class AttentionExplainer:
     base encoder without a head and without ``reference`` explains its own embedding: the cosine
     similarity of the embedding with tokens masked to the text's unmasked embedding), without ``max_new_tokens`` a language
     model explains its next token (an encoder-decoder its first generated token), with it each of that many
-    generated tokens, ``position`` overrides the query row of single-output tasks (e.g.
+    generated tokens. Generated tokens (``max_new_tokens``, or a given continuation ``target="..."``,
+    forced decoding) are explained by their log-probabilities over the prompt (source) and the tokens
+    generated before each (an encoder-decoder's decoder inputs follow its source tokens; a relevance method
+    reads them from its own backward, an attention method from the decoder's self attention), one column
+    per generated token; a relevance method explains every step from one forward. ``contrast_token`` (one
+    token) or ``contrast`` (a continuation compared token by token) explain log p(token) − log p(contrast)
+    instead (methods that read attention only are refused: they do not depend on the explained output). A
+    prompt given as chat messages is rendered with the tokenizer's chat template, its template tokens
+    marked special. The explanation's ``generation`` lists, per example, the generated and contrast
+    tokens and whether the generation stopped before ``max_new_tokens`` (at its end-of-sequence token).
+    With ``cplrp_mask`` an encoder-decoder's decoder tokens get their relevance at the midpoint forward
+    (the mask baseline replaces source tokens only). ``position`` overrides the query row of single-output tasks (e.g.
     ``"mean"`` for a classifier, or row weights). ``special_tokens=True`` keeps [CLS], [SEP], ... in the
     explanation. A text longer than the model accepts (or ``max_length``) is an InputError naming it,
     unless ``truncation=True``: then its longest prefix that fits is explained and the record's

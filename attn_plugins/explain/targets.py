@@ -73,8 +73,9 @@ class Target:
     fn: ModelFn | None = None  # masked texts -> [N] or [N, outputs]; None when shap cannot mask this task
     label: str | None = None  # a human name for a single output (the class label)
     meta: dict[str, Any] = field(default_factory=dict)
-    # Names of the explained features and which are special, for targets without text (patches, frames);
-    # None: the record's tokens and special-tokens mask.
+    # Names of the explained features and which are special, for targets without text (patches, frames)
+    # and generations (prompt or source, then the earlier generated tokens; a chat template's tokens are
+    # special); None: the record's tokens and special-tokens mask.
     feature_names: list[str] | None = None
     special: list[bool] | None = None
     # The weight of each query row in the explained output (a mean-pooled target reads every row): a

@@ -294,3 +294,13 @@ def test_every_language_model_of_the_zoo_explains_each_step_from_one_forward(mod
     alone, _ = single_runs(model, tok, spec, expl.method)
     tol = explain_tolerance(model, tok, [TEXT], **options)
     np.testing.assert_allclose(expl.values[0], alone, atol=tol)
+
+
+def test_a_batch_of_chat_prompts_and_a_chat_prompt_too_long():
+    model, _ = gpt2_lm()
+    tok = chat_tokenizer()
+    chats = [[{"role": "user", "content": "a bad film"}], [{"role": "user", "content": "the movie was good"}]]
+    expl = ap.explain(model, tok, chats, method="cplrp", max_new_tokens=2)
+    assert [list(d)[:-1] for d in expl.data] == [["a", "bad", "film"], ["the", "movie", "was", "good"]]
+    with pytest.raises(InputError, match="too many for the model's 8"):
+        ap.explain(model, tok, chats[0], method="cplrp", max_new_tokens=2, max_length=8)
