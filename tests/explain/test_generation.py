@@ -109,6 +109,9 @@ def test_forced_decoding_explains_the_given_continuation(lm):
     tol = explain_tolerance(model, tok, [TEXT], method="cplrp", target="a bad film", special_tokens=True)
     np.testing.assert_allclose(expl.values[0], alone, atol=tol)
     np.testing.assert_allclose(values, log_probs(model, spec, ids)[0], atol=log_probs(model, spec, ids)[1])
+    # left out by default: the source's special tokens and an encoder-decoder's start token
+    kept = ap.explain(model, tok, TEXT, method="cplrp", target="a bad film")
+    assert kept.values[0].shape == (4 + len(ids) - 1, len(ids))  # 4 prompt words, the given tokens but the last
     with pytest.raises(InputError, match="not both"):
         resolve(model, tok, TEXT, target="a bad film", max_new_tokens=2)
 
