@@ -256,6 +256,10 @@ def test_a_generation_that_stops_early_explains_what_it_generated_and_says_so():
     assert info["generated_ids"] == greedy[:2] and info["stopped_early"] is True
     assert "after 2 of the 4 tokens" in info["stopped_reason"]
     assert expl.values[0].shape[1] == 2 and expl.method == "cplrp"
+    # a contrast continuation asked for the 4 tokens: its first 2 are compared with the 2 generated
+    against = ap.explain(model, tok, TEXT, method="cplrp", max_new_tokens=4, contrast="a bad film and")
+    c = tok("a bad film and", add_special_tokens=False)["input_ids"]
+    assert against.generation[0]["contrast_ids"] == c[:2] and against.generation[0]["stopped_early"] is True
     full = ap.explain(gpt2_lm()[0], tok, TEXT, method="cplrp", max_new_tokens=4)
     assert full.generation[0]["stopped_early"] is False
 
