@@ -428,7 +428,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "scale", "faithful", "zoo", "cli", "report")
+BENCHMARKS = (
+    "planted", "align", "capture", "memory", "cost", "scale", "faithful", "generation_cost", "zoo", "cli", "report"
+)  # fmt: skip
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -55,6 +55,10 @@ def test_translation(tmp_path: Path) -> None:
     assert summary["kinds"] == ["encoder", "decoder", "cross"]
     assert summary["explained_tokens"]
     assert "aer_per_layer" in summary
+    assert summary["method"] == "cplrp_mask"  # the most faithful method that supports the model: the default
+    # the reference's first adjective ('big' -> 'short') against another adjective's translation
+    assert summary["contrast"]["explained"] == "'short' rather than 'new'"
+    assert len(summary["contrast"]["top_words"]) == 3
 
 
 def test_summarization(tmp_path: Path) -> None:
@@ -64,6 +68,9 @@ def test_summarization(tmp_path: Path) -> None:
     assert 2 <= n <= 4
     assert len(summary["top_source_tokens_per_generated_token"]) == n
     assert summary["explanation_values_shape"][1] == len(summary["explanation_output_names"])
+    assert summary["method"] == "cplrp_mask"  # the default: the most faithful method that supports the model
+    pairs = list(summary["top_words_per_contrast"])
+    assert len(pairs) == n and all(" rather than the" in p for p in pairs)
 
 
 @pytest.mark.parametrize("name", ["sentiment", "question_answering", "translation", "summarization"])

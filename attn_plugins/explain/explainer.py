@@ -21,6 +21,7 @@ from ..methods import get_method
 from ..methods.base import Method
 from ..record import AttentionRecord
 from .defaults import Choice, choose, default_rows
+from .generation import is_chat
 from .targets import (
     Target,
     describe_example,
@@ -31,12 +32,36 @@ from .targets import (
     unwrap,
 )
 
+GENERATING = {"generation", "seq2seq"}
+# What the explanation's ``generation`` entry keeps of a target's meta.
+GENERATION_KEYS = (
+    "generated_tokens",
+    "generated_ids",
+    "contrast_tokens",
+    "contrast_ids",
+    "explained",
+    "forced",
+    "requested_tokens",
+    "stopped_early",
+    "stopped_reason",
+    "prompt_length",
+    "source_length",
+    "chat_template_tokens",
+)
+
+
+def generation_info(spec: Target) -> dict[str, Any]:
+    """What one generation target explained (tokens, contrast, early stop), for the explanation and the report."""
+    return {k: spec.meta[k] for k in GENERATION_KEYS if k in spec.meta}
+
 
 def as_batch(texts: Any) -> list[Any]:
-    """One example (a string or a QA pair) becomes a batch of one."""
+    """One example (a string, a QA pair, or chat messages) becomes a batch of one."""
     if isinstance(texts, str) or (
         isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
     ):
+        return [texts]
+    if is_chat(texts):
         return [texts]
     out = list(texts)
     if not out:
@@ -92,7 +117,18 @@ class AttentionExplainer:
     base encoder without a head and without ``reference`` explains its own embedding: the cosine
     similarity of the embedding with tokens masked to the text's unmasked embedding), without ``max_new_tokens`` a language
     model explains its next token (an encoder-decoder its first generated token), with it each of that many
-    generated tokens, ``position`` overrides the query row of single-output tasks (e.g.
+    generated tokens. Generated tokens (``max_new_tokens``, or a given continuation ``target="..."``,
+    forced decoding) are explained by their log-probabilities over the prompt (source) and the tokens
+    generated before each (an encoder-decoder's decoder inputs follow its source tokens; a relevance method
+    reads them from its own backward, an attention method from the decoder's self attention), one column
+    per generated token; a relevance method explains every step from one forward. ``contrast_token`` (one
+    token) or ``contrast`` (a continuation compared token by token) explain log p(token) − log p(contrast)
+    instead (methods that read attention only are refused: they do not depend on the explained output). A
+    prompt given as chat messages is rendered with the tokenizer's chat template, its template tokens
+    marked special. The explanation's ``generation`` lists, per example, the generated and contrast
+    tokens and whether the generation stopped before ``max_new_tokens`` (at its end-of-sequence token).
+    With ``cplrp_mask`` an encoder-decoder's decoder tokens get their relevance at the midpoint forward
+    (the mask baseline replaces source tokens only). ``position`` overrides the query row of single-output tasks (e.g.
     ``"mean"`` for a classifier, or row weights). ``special_tokens=True`` keeps [CLS], [SEP], ... in the
     explanation. A text longer than the model accepts (or ``max_length``) is an InputError naming it,
     unless ``truncation=True``: then its longest prefix that fits is explained and the record's
@@ -116,10 +152,12 @@ class AttentionExplainer:
         method: str | Method | None = None,
         *,
         task: str | None = None,
-        target: int | None = None,
+        target: int | str | None = None,
         token: int | None = None,
         reference: str | None = None,
         max_new_tokens: int | None = None,
+        contrast: str | None = None,
+        contrast_token: Any = None,
         position: Any = None,
         special_tokens: bool = False,
         truncation: bool = False,
@@ -130,7 +168,11 @@ class AttentionExplainer:
         self.model, self.tokenizer, self.pooling = unwrap(model, tokenizer, text=_reads_text(model))
         self.choice: Choice | None = None
         if method is None:
-            kind = target_kind(self.model, task, reference, max_new_tokens)
+            # A given continuation or a contrast continuation explains generated tokens, as max_new_tokens does.
+            wants = (
+                max_new_tokens if max_new_tokens is not None else (1 if isinstance(target, str) or contrast else None)
+            )
+            kind = target_kind(self.model, task, reference, wants)
             self.choice = choose(self.model, self.tokenizer, kind)
             method = self.choice.method
         self.method = get_method(method)
@@ -140,6 +182,8 @@ class AttentionExplainer:
         self.token = token
         self.reference = reference
         self.max_new_tokens = max_new_tokens
+        self.contrast = contrast
+        self.contrast_token = contrast_token
         self.position = position
         self.special_tokens = bool(special_tokens)
         self.truncation = bool(truncation)
@@ -148,6 +192,14 @@ class AttentionExplainer:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
         self.method_options = method_options
+        if (contrast is not None or contrast_token is not None) and not self.per_output():
+            # An attention-only method does not depend on the explained output: with a contrast it would
+            # show the same scores as without, as if they explained the difference.
+            raise InputError(
+                f"method {self.method_name!r} reads attention only, which does not depend on the explained "
+                "output: a contrast would change nothing; use a relevance or gradient method (e.g. 'cplrp', "
+                "'grad_attention') or the default (method=None)"
+            )
         self._targets_cache: dict[Any, Any] = {}  # e.g. the reference embedding, computed once per explainer
         self.forward_passes = 0  # model forwards spent on captures (for cost reports)
 
@@ -168,6 +220,8 @@ class AttentionExplainer:
             truncation=self.truncation,
             max_length=self.max_length,
             name=name,
+            contrast=self.contrast,
+            contrast_token=self.contrast_token,
         )
         if self.position is not None:
             if spec.output_names is not None:
@@ -244,7 +298,15 @@ class AttentionExplainer:
         """Method scores [keys] (one output) or [keys, outputs] and the (last) record they came from."""
         positions = self.positions(spec)
         columns = []
-        if self.per_output():
+        method = self._method()
+        if self.per_output() and getattr(method, "captures_many", False) and len(spec.gradient_targets) > 1:
+            # One forward for every explained output (each generated token), one backward each.
+            source = {"inputs": spec.inputs} if spec.inputs is not None else {"text": spec.text}
+            records = method.capture(self.model, self.tokenizer, **source, gradient_targets=list(spec.gradient_targets))
+            self.forward_passes += int(records[0].meta.get("forward_passes", method.forward_passes))
+            for position, record in zip(positions, records):
+                columns.append(self._row(_with_meta(record, spec), position, spec))
+        elif self.per_output():
             for position, grad_target in zip(positions, spec.gradient_targets):
                 record = self._capture(spec, grad_target)
                 columns.append(self._row(record, position, spec))
@@ -260,20 +322,49 @@ class AttentionExplainer:
 
     def _row(self, record: AttentionRecord, position: Any, spec: Target) -> np.ndarray:
         out = np.asarray(self.method(record, position=position, kind=spec.kind, **self.method_options))
+        if spec.task == "seq2seq":
+            return np.concatenate([out[spec.keys], self._decoder_rows(record, [position], spec)[0]])
         return out[spec.keys]
 
     def _rows(self, record: AttentionRecord, spec: Target, positions: list[Any]) -> list[np.ndarray]:
         if all(isinstance(p, (int, np.integer)) for p in positions) and len(positions) > 1:
             # One call for all rows: flow solves max-flow problems per row asked for, not for all.
             out = np.asarray(self.method(record, position=list(positions), kind=spec.kind, **self.method_options))
+            if spec.task == "seq2seq":
+                decoder = self._decoder_rows(record, positions, spec)
+                return [np.concatenate([row[spec.keys], d]) for row, d in zip(out, decoder)]
             return [row[spec.keys] for row in out]
         return [self._row(record, p, spec) for p in positions]
 
+    def _decoder_rows(self, record: AttentionRecord, positions: list[Any], spec: Target) -> list[np.ndarray]:
+        """Scores of an encoder-decoder's decoder inputs (the earlier generated tokens) for each decoder row.
+
+        A relevance method reads them from its own backward (``decoder_scores``); an attention method reads
+        the same row of the decoder's self attention; a method with neither is refused by name.
+        """
+        own = getattr(self.method, "decoder_scores", None)
+        if callable(own):
+            found = own(record)
+            if found is None:
+                raise InputError(f"method {self.method_name!r} gave no relevance of the decoder's tokens")
+            return [np.asarray(found, dtype=np.float64)] * len(positions)
+        kinds = tuple(getattr(self.method, "kinds", ("decoder",)))
+        if "decoder" not in kinds or "decoder" not in record.attentions:
+            raise InputError(
+                f"method {self.method_name!r} cannot score the earlier generated tokens of an encoder-decoder "
+                "(it reads no decoder self attention and has no decoder relevance)"
+            )
+        out = np.asarray(self.method(record, position=list(positions), kind="decoder", **self.method_options))
+        return list(out.reshape(len(positions), -1))
+
     def kept(self, spec: Target, record: AttentionRecord) -> np.ndarray:
-        """Which explained key tokens the explanation shows: all but the special tokens unless they are asked for."""
+        """Which explained key tokens the explanation shows: all but the special tokens unless they are asked for
+        (a chat prompt's template tokens are marked special too)."""
         tokens = record.tokens[spec.keys]
         special = record.special_tokens_mask
-        if spec.special is not None and len(spec.special) == len(record.tokens):
+        if spec.task in ("generation", "seq2seq") and spec.special is not None:
+            tokens, special = spec.special, spec.special  # prompt (source) and earlier generated tokens
+        elif spec.special is not None and len(spec.special) == len(record.tokens):
             special = spec.special  # a target without text names its own ([CLS] of a ViT)
         if self.special_tokens or special is None:
             return np.ones(len(tokens), dtype=bool)
@@ -284,6 +375,15 @@ class AttentionExplainer:
     def data(self, spec: Target, record: AttentionRecord) -> np.ndarray:
         """Token strings as shap's Text masker cuts them (with trailing spaces), else the record's tokens."""
         n = len(record.tokens[spec.keys])
+        if spec.task in ("generation", "seq2seq") and spec.feature_names is not None:
+            names = np.array(spec.feature_names, dtype=object)
+            prompt = int(spec.meta.get("prompt_length", spec.meta.get("source_length", 0)))
+            if not spec.meta.get("chat_template_tokens") and getattr(self.tokenizer, "is_fast", False):
+                # The prompt's tokens as shap's Text masker cuts its text (with trailing spaces).
+                segments, _ = shap.maskers.Text(self.tokenizer).token_segments(spec.text)
+                if len(segments) == prompt:
+                    names[:prompt] = segments
+            return names
         if spec.feature_names is not None and len(spec.feature_names) == len(record.tokens):
             return np.array(spec.feature_names, dtype=object)[spec.keys]
         if spec.text is not None and getattr(self.tokenizer, "is_fast", False):
@@ -320,7 +420,7 @@ class AttentionExplainer:
         if all(n is None for n in names):
             # One output: name it when every text explains the same one (shap's plots take a string here).
             output_names = labels[0] if len(set(labels)) == 1 and labels[0] is not None else None
-        elif tasks & {"generation", "seq2seq"}:
+        elif tasks & GENERATING:
             # shap's text-to-text form: each example names its own generated tokens; a 2-D array when they
             # have equal counts, because shap slices output names along the (then regular) output axis.
             output_names = np.stack(names) if len({len(n) for n in names}) == 1 else names
@@ -338,6 +438,8 @@ class AttentionExplainer:
         explanation.method = self.method_name
         explanation.method_choice = self.choice.to_dict() if self.choice is not None else None
         explanation.method_note = self.choice.note() if self.choice is not None else None
+        # Per example, what a generation explained: its tokens, the contrast, whether it stopped early.
+        explanation.generation = [generation_info(s) for s in specs] if tasks & GENERATING else None
         return explanation
 
     def __repr__(self) -> str:

@@ -66,9 +66,12 @@ def report(
     *,
     model_name: str | None = None,
     task: str | None = None,
-    target: int | None = None,
+    target: int | str | None = None,
     reference: str | None = None,
     truncation: bool = False,
+    max_new_tokens: int | None = None,
+    contrast: str | None = None,
+    contrast_token: Any = None,
     shap_evals: int = REPORT_SHAP_EVALS,
     faithful_reference: str = "auto",
     exact_max: int = EXACT_MAX,
@@ -86,6 +89,12 @@ def report(
     model (else a text too long is an InputError naming it). ``views`` adds registered views (e.g. a
     plugin's) in sandboxed frames, as :func:`attn_plugins.views.report` does. The page's ``records`` are
     the captured records. ``attn-plugins explain`` writes this page.
+
+    A language model's generated tokens (``max_new_tokens``, a given continuation ``target="..."``) are
+    shown with each method's scores averaged over the steps; ``contrast_token`` / ``contrast`` explain
+    "this token rather than that" and the page names both tokens of every step (no Shapley reference is
+    computed for a contrast or a generation, and methods that read attention only are left out of the
+    default list, since they do not depend on the explained output).
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
@@ -95,9 +104,15 @@ def report(
     extra_views(views)  # unknown view names fail before any model work
     # Without a method the probe picks the most faithful one that supports the model (explain.defaults): the
     # page recommends it, says why each more faithful method was refused, and shows it among the methods.
-    probe = AttentionExplainer(model, tokenizer, task=task, target=target, reference=reference, truncation=truncation)
+    generation = {"max_new_tokens": max_new_tokens, "contrast": contrast, "contrast_token": contrast_token}
+    generation = {k: v for k, v in generation.items() if v is not None}
+    probe = AttentionExplainer(
+        model, tokenizer, task=task, target=target, reference=reference, truncation=truncation, **generation
+    )
     choice = probe.choice
     methods = list(methods) if methods is not None else list(DEFAULT_METHODS)
+    if contrasted(generation) and methods == list(DEFAULT_METHODS):
+        methods = [m for m in methods if explains_output(model, tokenizer, m)]
     if choice is not None and choice.method not in methods:
         methods.append(choice.method)
     # Resolving checks every text's length first (naming the one too long) and, with truncation, gives the
@@ -105,14 +120,25 @@ def report(
     specs = [probe.resolve(t, describe_example(t, i + 1 if len(texts) > 1 else None)) for i, t in enumerate(texts)]
     records = []
     for spec, t in zip(specs, texts):
-        record = capture(model, tokenizer, spec.text if spec.text is not None else t, qk=True)
+        decoder = (spec.inputs or {}).get("decoder_input_ids")
+        if spec.task in ("generation", "seq2seq") or decoder is not None:
+            # The prompt (source) and the earlier generated tokens (an encoder-decoder's decoder inputs).
+            record = capture(model, tokenizer, inputs=spec.inputs, qk=True)
+            if decoder is not None and record.target_tokens is None:  # name the decoder's tokens
+                ids = [int(i) for i in decoder[0]]
+                record.target_tokens = [tokenizer.decode([i]) for i in ids]
+                record.target_special_tokens_mask = [i in set(tokenizer.all_special_ids) for i in ids]
+        else:
+            record = capture(model, tokenizer, spec.text if spec.text is not None else t, qk=True)
         record.meta.update({k: v for k, v in spec.meta.items() if k in ("truncated", "original_tokens")})
         records.append(record)
     # Similarity has no logits for the report to describe: state the explained value itself.
-    outputs = [f"{s.label}: {float(s.fn([s.text])[0]):.3f}" if s.task == "similarity" else None for s in specs]
-    use_shap = shap_evals > 0 and all(s.fn is not None for s in specs)
+    outputs = [
+        f"{s.label}: {float(s.fn([s.text])[0]):.3f}" if s.task == "similarity" else explained_summary(s) for s in specs
+    ]
+    use_shap = shap_evals > 0 and all(s.fn is not None for s in specs) and not contrasted(generation)
     notes: list[str | None] = [None] * len(texts)
-    common = {"task": task, "target": target, "reference": reference, "truncation": truncation}
+    common = {"task": task, "target": target, "reference": reference, "truncation": truncation, **generation}
     if use_shap:
         rows, notes = _scores_with_shap(
             model, tokenizer, texts, methods, shap_evals, faithful_reference, exact_max, **common
@@ -120,6 +146,9 @@ def report(
     else:
         rows = _scores(model, tokenizer, texts, methods, **common)
     for name, per_text in rows.items():
+        # An encoder-decoder's record holds its source tokens: the decoder's (earlier generated) are cut off.
+        rows[name] = [v[: len(r.tokens)] if s.task == "seq2seq" else v for v, r, s in zip(per_text, records, specs)]
+        per_text = rows[name]
         for record, values in zip(records, per_text):
             if len(values) != len(record.tokens):
                 raise InputError(f"{name} gave {len(values)} scores for {len(record.tokens)} tokens")
@@ -153,6 +182,39 @@ def report(
             attention_note=note,
         )
     return page
+
+
+def contrasted(options: dict[str, Any]) -> bool:
+    """Whether the report explains a contrast ("this token rather than that")."""
+    return options.get("contrast") is not None or options.get("contrast_token") is not None
+
+
+def explains_output(model: Any, tokenizer: Any, method: str) -> bool:
+    """Whether ``method`` depends on the explained output (gradients or relevance), so a contrast changes it."""
+    from ..methods import get_method
+
+    m = get_method(method)
+    return "gradients" in tuple(getattr(m, "requires", ())) or bool(getattr(m, "explains_target", False))
+
+
+def explained_summary(spec: Any) -> str | None:
+    """What a language model's target explains, naming both tokens of a contrast at every step (None: the
+    record's own logits describe it)."""
+    meta = spec.meta
+    if spec.task == "next_token" and "contrast_tokens" in meta:
+        return f"explained: {spec.label} ({meta['token']!r} rather than {meta['contrast_tokens'][0]!r})"
+    if spec.task not in ("generation", "seq2seq"):
+        return None
+    tokens = meta["generated_tokens"]
+    shown = "generated" if not meta.get("forced") else "given continuation"
+    text = f"{shown}: {' '.join(tokens)!r}; explained: {meta['explained']}"
+    if "contrast_tokens" in meta:
+        pairs = ", ".join(f"{a!r} rather than {b!r}" for a, b in zip(tokens, meta["contrast_tokens"]))
+        text += f" ({pairs})"
+    text += "; scores are the mean over the explained tokens"
+    if meta.get("stopped_early"):
+        text += f". {meta['stopped_reason'][0].upper()}{meta['stopped_reason'][1:]}"
+    return text
 
 
 def recommendation(choice: Any) -> str | None:

@@ -25,6 +25,7 @@ import torch
 
 from ..capture import model_max_length
 from ..errors import InputError, UnsupportedModelError
+from .generation import Prompt, chat_prompt, contrast_ids, contrast_token_id, is_chat, target_ids, text_prompt
 
 TASKS = (
     "classification",
@@ -72,8 +73,9 @@ class Target:
     fn: ModelFn | None = None  # masked texts -> [N] or [N, outputs]; None when shap cannot mask this task
     label: str | None = None  # a human name for a single output (the class label)
     meta: dict[str, Any] = field(default_factory=dict)
-    # Names of the explained features and which are special, for targets without text (patches, frames);
-    # None: the record's tokens and special-tokens mask.
+    # Names of the explained features and which are special, for targets without text (patches, frames)
+    # and generations (prompt or source, then the earlier generated tokens; a chat template's tokens are
+    # special); None: the record's tokens and special-tokens mask.
     feature_names: list[str] | None = None
     special: list[bool] | None = None
     # The weight of each query row in the explained output (a mean-pooled target reads every row): a
@@ -171,7 +173,9 @@ def _encode(tokenizer: Any, texts: Sequence[str], model: Any, right: bool = Fals
 
 def describe_example(example: Any, index: int | None = None) -> str:
     """How an error names an example: ``text 2 ("the movie was…")``, or ``the text`` for a single one."""
-    shown = " / ".join(example) if isinstance(example, (tuple, list)) else str(example)
+    if is_chat(example):  # chat messages: their contents
+        example = [str(m.get("content", "")) for m in example]
+    shown = " / ".join(map(str, example)) if isinstance(example, (tuple, list)) else str(example)
     shown = shown if len(shown) <= 40 else shown[:39] + "…"
     return f"text {index} ({shown!r})" if index is not None else f"the text ({shown!r})"
 
@@ -258,7 +262,7 @@ def resolve(
     tokenizer: Any,
     example: Any,
     task: str | None = None,
-    target: int | None = None,
+    target: int | str | None = None,
     token: int | None = None,
     reference: str | None = None,
     max_new_tokens: int | None = None,
@@ -268,8 +272,10 @@ def resolve(
     truncation: bool = False,
     max_length: int | None = None,
     name: str | None = None,
+    contrast: str | None = None,
+    contrast_token: Any = None,
 ) -> Target:
-    """The :class:`Target` of one example (a text, or a (question, context) pair for QA).
+    """The :class:`Target` of one example (a text, a (question, context) pair for QA, or chat messages).
 
     ``cache`` (a dict kept by the caller across examples) holds the reference embedding of a
     similarity target, so a batch or corpus embeds its reference sentence once, not once per text.
@@ -277,35 +283,75 @@ def resolve(
     ``truncation`` is set (the target's ``meta['truncated']`` says so), else it is an InputError naming
     the example as ``name`` (default: ``the text``). Without ``task``, a language model explains its next
     token, or ``max_new_tokens`` generated tokens when given (``generation`` and ``seq2seq`` given as the
-    task generate :data:`GENERATED_TOKENS` unless told).
+    task generate :data:`GENERATED_TOKENS` unless told), or each token of a given continuation
+    (``target="..."``, forced decoding), or as many generated tokens as a ``contrast`` continuation has.
+    ``contrast_token`` / ``contrast`` explain log p(token) − log p(contrast token) at each step. A language
+    model's prompt may be chat messages (``[{"role": "user", "content": "..."}]``), rendered with the
+    tokenizer's chat template; the template's own tokens are marked special (:func:`.generation.chat_prompt`).
     """
     main = getattr(model, "main_input_name", "input_ids")
     if main not in ("input_ids", None):
         raise InputError(
             f"{type(model).__name__} reads {main}, not text: pass inputs={{{main!r}: tensor}} instead of a text"
         )
-    task = task or detect_task(model, reference, max_new_tokens)
+    forced = isinstance(target, str)
+    # A given continuation or a contrast continuation asks for generated tokens, as max_new_tokens does.
+    wants = max_new_tokens if max_new_tokens is not None else (1 if forced or contrast is not None else None)
+    task = task or detect_task(model, reference, wants)
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
-    if max_new_tokens is None:
-        max_new_tokens = GENERATED_TOKENS
+    generating = task in ("generation", "seq2seq")
+    if (forced or contrast is not None) and not generating:
+        what = "a target continuation (target='...')" if forced else "contrast="
+        raise InputError(f"{what} explains generated tokens; task {task!r} generates none")
+    if contrast_token is not None and task not in ("next_token", "generation", "seq2seq"):
+        raise InputError(f"contrast_token= compares a language model's tokens; task {task!r} has none")
+    if forced and max_new_tokens is not None:
+        raise InputError("pass max_new_tokens (generate) or target='...' (a given continuation), not both")
+    if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
+        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     fit = {"truncation": truncation, "max_length": max_length, "name": name or describe_example(example)}
     if task == "question_answering":
         return _qa(model, tokenizer, example, **fit)
-    text = _text(example)
-    text, original = fit_text(model, tokenizer, text, **fit, reserve=max_new_tokens if task == "generation" else 0)
-    if task == "classification":
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    if is_chat(example):
+        if task not in ("next_token", "generation", "seq2seq"):
+            raise InputError(f"chat messages are a language model's prompt; task {task!r} explains texts")
+        prompt = chat_prompt(tokenizer, example)
+        limit = max_length if max_length is not None else model_max_length(model, tokenizer)
+        if limit is not None and len(prompt.ids) + (0 if seq2seq else max_new_tokens or 1) > limit:
+            raise InputError(f"the chat prompt has {len(prompt.ids)} tokens, too many for the model's {limit}")
+        original = None
+    else:
+        text = _text(example)
+        n_out = 0
+        if task == "generation":
+            n_out = len(target_ids(tokenizer, target, False)) if forced else max_new_tokens or GENERATED_TOKENS
+        text, original = fit_text(model, tokenizer, text, **fit, reserve=n_out)
+        prompt = None
+    if generating or (prompt is not None and task == "next_token"):
+        given = target_ids(tokenizer, target, seq2seq) if forced else None
+        if contrast is not None and not forced and max_new_tokens is None:
+            max_new_tokens = len(target_ids(tokenizer, contrast, seq2seq, "contrast"))
+        spec = _continuation(
+            model,
+            tokenizer,
+            prompt if prompt is not None else text_prompt(tokenizer, text),
+            task="next_token" if task == "next_token" else ("seq2seq" if seq2seq else "generation"),
+            max_new_tokens=1 if task == "next_token" else (max_new_tokens or GENERATED_TOKENS),
+            given=given,
+            contrast=contrast,
+            contrast_token=contrast_token,
+            token_id=target if task == "next_token" else None,
+        )
+    elif task == "classification":
         spec = _classification(model, tokenizer, text, target)
     elif task == "token_classification":
         spec = _token_classification(model, tokenizer, text, target, token)
     elif task == "similarity":
         spec = _similarity(model, tokenizer, text, reference, pooling, cache, truncation, max_length)
-    elif task == "next_token":
-        spec = _next_token(model, tokenizer, text, target)
-    elif task == "generation":
-        spec = _generation(model, tokenizer, text, max_new_tokens)
     else:
-        spec = _seq2seq(model, tokenizer, text, max_new_tokens)
+        spec = _next_token(model, tokenizer, text, target, contrast_token)
     if original is not None:
         spec.meta.update(truncated=True, original_tokens=original)
     return spec
@@ -522,60 +568,121 @@ def _generate(model: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int, 
         return model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)[0].cpu()
 
 
-def _token_names(tokenizer: Any, ids: torch.Tensor) -> list[str]:
+def _token_names(tokenizer: Any, ids: Any) -> list[str]:
     return [tokenizer.decode([int(i)]) for i in ids]
 
 
-def _generation(model: Any, tokenizer: Any, text: str, max_new_tokens: int) -> Target:
-    enc = tokenizer(text, return_tensors="pt")
-    prompt = enc["input_ids"].shape[1]
-    full = _generate(
-        model, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, max_new_tokens, tokenizer
-    )
-    new = full[prompt:]
-    if new.numel() == 0:
-        raise InputError("the model generated no tokens to explain")
-    # Row p predicts token p + 1: the rows of the last prompt token and of each generated token but the last.
-    rows = list(range(prompt - 1, prompt - 1 + new.numel()))
+def _continuation(
+    model: Any,
+    tokenizer: Any,
+    prompt: Prompt,
+    *,
+    task: str,
+    max_new_tokens: int,
+    given: list[int] | None = None,
+    contrast: str | None = None,
+    contrast_token: Any = None,
+    token_id: int | None = None,
+) -> Target:
+    """Each token of a continuation, explained by its log-probability (minus the contrast token's).
 
-    def grad_target(row: int, tid: int) -> Callable[[Any], torch.Tensor]:
-        return lambda out: out.logits[0, row, tid]
-
-    return Target(
-        task="generation",
-        kind="self",
+    The continuation is generated greedily (``max_new_tokens``; a generation that ends at EOS sooner
+    explains what it generated and says so in ``meta``) or given (``given``: forced decoding). One
+    teacher-forced forward over prompt and continuation reads every step: for a causal LM the rows of
+    the last prompt token and of each generated token but the last; for an encoder-decoder the decoder
+    rows from its start token on. The explained keys are the prompt (source) and the earlier generated
+    tokens (an encoder-decoder's decoder inputs follow its source tokens). ``task="next_token"`` is the
+    one-step form (a chat prompt's next token): one output, ``token_id`` or the most probable.
+    """
+    seq2seq = task == "seq2seq" or bool(getattr(model.config, "is_encoder_decoder", False))
+    device = _device(model)
+    ids = prompt.ids[None].to(device)
+    source = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    start = decoder_start(model) if seq2seq else None
+    stopped = False
+    if given is not None:
+        new = torch.tensor(given, dtype=torch.long)
+    elif task == "next_token":
+        head = {**source, "decoder_input_ids": torch.tensor([[start]], device=device)} if seq2seq else source
+        logits = _forward(model, head).logits[0, -1]
+        tid = int(logits.argmax()) if token_id is None else _check_class(token_id, logits.shape[-1])
+        new = torch.tensor([tid])
+    else:
+        out = _generate(model, source, max_new_tokens, tokenizer)
+        new = out[1:] if seq2seq else out[ids.shape[1] :]
+        if new.numel() == 0:
+            raise InputError("the model generated no tokens to explain")
+        # generate() stops at the end-of-sequence token: fewer tokens than asked for.
+        stopped = new.numel() < max_new_tokens
+    n = int(new.numel())
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    requested = len(given) if given is not None else max_new_tokens
+    versus = contrast_ids(tokenizer, requested, seq2seq, vocab, contrast=contrast, contrast_token=contrast_token)
+    if versus is not None:
+        versus = versus[:n]  # a generation that stopped early: the contrast's first n tokens align with it
+    p = int(prompt.ids.numel())
+    if seq2seq:
+        decoder = torch.cat([torch.tensor([start]), new[:-1]])
+        inputs = {"input_ids": prompt.ids[None], "attention_mask": torch.ones(1, p, dtype=torch.long)}
+        inputs["decoder_input_ids"] = decoder[None]
+        rows = list(range(n))  # decoder row t predicts token t + 1
+        keys = slice(None)
+        special = list(prompt.special) + [True] + [False] * (n - 1)  # the decoder's start token is special
+        names = _token_names(tokenizer, prompt.ids) + _token_names(tokenizer, decoder)
+    else:
+        # The last token is read by no explained row: the forward stops before it.
+        full = torch.cat([prompt.ids, new[:-1]])
+        inputs = {"input_ids": full[None], "attention_mask": torch.ones(1, full.numel(), dtype=torch.long)}
+        rows = list(range(p - 1, p - 1 + n))  # row p predicts token p + 1
+        keys = slice(None)
+        special = list(prompt.special) + [False] * (n - 1)
+        names = _token_names(tokenizer, full)
+    c = versus if versus is not None else [None] * n
+    targets = [TokenLogProb(r, int(t), contrast=ci) for r, t, ci in zip(rows, new, c)]
+    shown = _token_names(tokenizer, new)
+    against = _token_names(tokenizer, versus) if versus is not None else None
+    meta: dict[str, Any] = {
+        "generated_ids": new.tolist(),
+        "generated_tokens": shown,
+        "prompt_length": p,
+        "explained": "log-probability of each generated token",
+        "forced": given is not None,
+        "requested_tokens": requested,
+        "stopped_early": stopped,
+    }
+    if stopped:
+        meta["stopped_reason"] = (
+            f"the generation ended at the end-of-sequence token after {n} of the {requested} tokens asked for; "
+            f"the explanation covers the {n} generated"
+        )
+    if versus is not None:
+        meta.update(contrast_ids=list(versus), contrast_tokens=against)
+        meta["explained"] = "log p(token) − log p(contrast token) at each generated token"
+    if prompt.chat:
+        meta["chat_template_tokens"] = int(sum(prompt.special))
+    if seq2seq:
+        meta["source_length"] = p
+        del meta["prompt_length"]
+    output_names = shown if against is None else [f"{a} (vs {b})" for a, b in zip(shown, against)]
+    spec = Target(
+        task=task,
+        kind="cross" if seq2seq else "self",
         positions=rows,
-        gradient_targets=[grad_target(r, int(t)) for r, t in zip(rows, new)],
-        output_names=_token_names(tokenizer, new),
-        inputs={"input_ids": full[None], "attention_mask": torch.ones(1, full.numel(), dtype=torch.long)},
-        keys=slice(0, prompt),
-        meta={"prompt_length": prompt, "generated_ids": new.tolist()},
-        text=text,
+        gradient_targets=targets,
+        output_names=output_names,
+        inputs=inputs,
+        keys=keys,
+        meta=meta,
+        text=prompt.text,
+        feature_names=names,
+        special=special,
     )
-
-
-def _seq2seq(model: Any, tokenizer: Any, text: str, max_new_tokens: int) -> Target:
-    enc = tokenizer(text, return_tensors="pt")
-    inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-    gen = _generate(model, inputs, max_new_tokens, tokenizer)
-    if gen.numel() < 2:
-        raise InputError("the model generated no tokens to explain")
-    new = gen[1:]  # the first decoder token is the start token
-    rows = list(range(new.numel()))  # decoder row t predicts token t + 1
-
-    def grad_target(row: int, tid: int) -> Callable[[Any], torch.Tensor]:
-        return lambda out: out.logits[0, row, tid]
-
-    return Target(
-        task="seq2seq",
-        kind="cross",
-        positions=rows,
-        gradient_targets=[grad_target(r, int(t)) for r, t in zip(rows, new)],
-        output_names=_token_names(tokenizer, new),
-        inputs={**inputs, "decoder_input_ids": gen[None, :-1]},
-        meta={"generated_ids": new.tolist()},
-        text=text,
-    )
+    if task == "next_token":
+        what = "first generated token" if seq2seq else "next token"
+        spec.output_names = None
+        spec.label = f"log p({what} {shown[0]!r})" + (f" − log p({against[0]!r})" if against else "")
+        spec.meta.update(token_id=int(new[0]), token=shown[0])
+    return spec
 
 
 # ---------------------------------------------------------------------------- the next token
@@ -593,25 +700,30 @@ def decoder_start(model: Any) -> int:
 
 
 class TokenLogProb(GradientTarget):
-    """log p(token) at one row of a language model's logits, with its form linear in the logits.
+    """log p(token) at one row of a language model's logits (minus log p(contrast) when given), with its
+    form linear in the logits.
 
     log p_t = z_t − Σ_k p_k z_k − H(p) for every z (the log-partition is Σ_k p_k z_k + H(p)); with p and H
     held constant the right side is linear in the logits (so in the last hidden states of a linear head),
     has the same value and the same gradient e_t − p: relevance methods and gradients explain one value,
-    the entropy term a constant no token gets.
+    the entropy term a constant no token gets. A contrast needs no such step: log p_t − log p_c = z_t − z_c
+    exactly (the log-partition cancels), linear in the logits as it is.
     """
 
-    def __init__(self, row: int, token: int):
-        self.row, self.token = row, token
+    def __init__(self, row: int, token: int, contrast: int | None = None):
+        self.row, self.token, self.contrast = row, token, contrast
         super().__init__(self.log_prob, relevance=self.linear)
 
     def log_prob(self, output: Any) -> torch.Tensor:
-        """log p(token) at the row: the explained value, for gradients and shap."""
-        return torch.log_softmax(output.logits[0, self.row], dim=-1)[self.token]
+        """log p(token) (− log p(contrast)) at the row: the explained value, for gradients and shap."""
+        logp = torch.log_softmax(output.logits[0, self.row], dim=-1)
+        return logp[self.token] if self.contrast is None else logp[self.token] - logp[self.contrast]
 
     def linear(self, output: Any) -> torch.Tensor:
         """The same value, linear in the logits (p and H held constant): relevance methods start here."""
         z = output.logits[0, self.row]
+        if self.contrast is not None:
+            return z[self.token] - z[self.contrast]
         logp = torch.log_softmax(z.detach(), dim=-1)
         p = logp.exp()
         entropy = -(p * logp).sum()
@@ -624,9 +736,10 @@ def _last_rows(mask: torch.Tensor) -> torch.Tensor:
     return (positions * mask.long()).argmax(1)
 
 
-def _next_token(model: Any, tokenizer: Any, text: str, target: int | None) -> Target:
+def _next_token(model: Any, tokenizer: Any, text: str, target: int | None, contrast_token: Any = None) -> Target:
     """The log-probability of the most probable next token (or token id ``target``): after the text for a
-    causal LM, the first generated token for an encoder-decoder (read through cross attention)."""
+    causal LM, the first generated token for an encoder-decoder (read through cross attention); with
+    ``contrast_token``, minus that token's log-probability."""
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     enc = _encode(tokenizer, [text], model)
     if seq2seq:
@@ -638,6 +751,7 @@ def _next_token(model: Any, tokenizer: Any, text: str, target: int | None) -> Ta
     logits = _forward(model, enc).logits[0, row]
     tid = int(logits.argmax()) if target is None else _check_class(target, logits.shape[-1])
     shown = tokenizer.decode([tid])
+    cid = None if contrast_token is None else contrast_token_id(tokenizer, contrast_token, int(logits.shape[-1]))
 
     def fn(texts: Sequence[str]) -> np.ndarray:
         batch = _encode(tokenizer, texts, model)
@@ -649,20 +763,27 @@ def _next_token(model: Any, tokenizer: Any, text: str, target: int | None) -> Ta
             # Masked variants keep the token count, but a batch may be padded on either side.
             out = _forward(model, batch).logits
             out = out[torch.arange(out.shape[0], device=out.device), _last_rows(batch["attention_mask"])]
-        return torch.log_softmax(out.float(), dim=-1)[:, tid].cpu().numpy()
+        logp = torch.log_softmax(out.float(), dim=-1)
+        return (logp[:, tid] - (logp[:, cid] if cid is not None else 0.0)).cpu().numpy()
 
     what = "first generated token" if seq2seq else "next token"
+    meta = {"token_id": tid, "token": shown, "explained": f"log-probability of the {what}"}
+    label = f"log p({what} {shown!r})"
+    if cid is not None:
+        against = tokenizer.decode([cid])
+        meta.update(contrast_ids=[cid], contrast_tokens=[against], explained=f"{meta['explained']} − the contrast's")
+        label += f" − log p({against!r})"
     return Target(
         task="next_token",
         kind="cross" if seq2seq else "self",
         positions=[row],
-        gradient_targets=[TokenLogProb(row, tid)],
+        gradient_targets=[TokenLogProb(row, tid, contrast=cid)],
         output_names=None,
         text=text,
         inputs={k: v.cpu() for k, v in enc.items()} if seq2seq else None,
         fn=fn,
-        label=f"log p({what} {shown!r})",
-        meta={"token_id": tid, "token": shown, "explained": f"log-probability of the {what}"},
+        label=label,
+        meta=meta,
     )
 
 

@@ -198,8 +198,11 @@ def lrp(
     baseline_ids: torch.Tensor | None = None,
     alpha: float = 0.5,
     budget: bool = False,
-) -> Relevance:
+) -> Relevance | list[Relevance]:
     """One forward and one modified backward of ``model`` on ``inputs`` (one example), explaining ``target``.
+
+    ``target`` given as a list (e.g. one per generated token) explains each from the one forward: one
+    modified backward per target over the same graph, one :class:`Relevance` each, in order.
 
     ``rule`` is an attention rule (``"uniform"``: AttnLRP, ``"detached"``: CP-LRP). Relevance is read at the
     input embeddings: every embedding table's output (word, position, token type), ViT's patches, class token
@@ -226,7 +229,10 @@ def lrp(
         start = model.config.decoder_start_token_id
         inputs["decoder_input_ids"] = torch.tensor([[start]], device=inputs[main].device)
     layers = first_layers(model)
-    explained = relevance_target(target)
+    many = isinstance(target, (list, tuple))
+    explained = [relevance_target(t) for t in (target if many else [target])]
+    if not explained:
+        raise InputError("no target to explain")
     owner = threading.get_ident()
     word = model.get_input_embeddings() if main == "input_ids" or "decoder_input_ids" in inputs else None
     encoder = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else None
@@ -325,15 +331,32 @@ def lrp(
         stack.enter_context(module_rules(model, rule, sinks))
         stack.enter_context(adapter.listen(model, options, calls.append))
         output = model(**inputs)
-        value = explained(output)
-        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        values = [fn(output) for fn in explained]
+        if any(not isinstance(v, torch.Tensor) or v.numel() != 1 for v in values):
             raise InputError("the explained target must give one scalar")
-        value = value.reshape(())
-    if not value.requires_grad:
+        values = [v.reshape(()) for v in values]
+    if not all(v.requires_grad for v in values):
         raise InputError("the explained target does not depend on the inputs (no gradient reaches it)")
-    return _backward(
-        model, value, rule, leaves, streams, vision_params, calls, sinks, budget, baseline_ids, inputs, main
-    )
+    # Every target but the last keeps the graph for the next one's backward (the rules live in the graph).
+    out = [
+        _backward(
+            model,
+            v,
+            rule,
+            leaves,
+            streams,
+            vision_params,
+            calls,
+            sinks,
+            budget,
+            baseline_ids,
+            inputs,
+            main,
+            retain=i < len(values) - 1,
+        )
+        for i, v in enumerate(values)
+    ]
+    return out if many else out[0]
 
 
 def _backward(
@@ -349,6 +372,7 @@ def _backward(
     baseline_ids: torch.Tensor | None,
     inputs: dict[str, torch.Tensor],
     main: str,
+    retain: bool = False,
 ) -> Relevance:
     """The modified backward from ``value``: relevance of every leaf, stream and (with ``budget``) sink."""
     stream_items = [(k, v) for k, v in streams.items() if k in _SIDES and v.requires_grad]
@@ -362,7 +386,7 @@ def _backward(
         wanted += [p for _, p in params] + [node for _, _, node in sinks.constants]
         wanted += [t for _, w, h in sinks.routers for t in (w, h)]
         wanted += [c.probs for _, c in probs] + sinks.probs + [o for _, o in sinks.outputs]
-    grads = list(torch.autograd.grad(value, wanted, allow_unused=True))
+    grads = list(torch.autograd.grad(value, wanted, allow_unused=True, retain_graph=retain))
 
     def take(n: int) -> list[torch.Tensor | None]:
         out = grads[:n]
@@ -496,6 +520,8 @@ class LRP(TargetMethod):
     """
 
     forward_passes = 1  # plus one backward pass: 3 forward-equivalents
+    # capture(gradient_targets=[...]) explains many targets (generated tokens) from one forward.
+    captures_many = True
 
     def __init__(self, name: str, rule: str = "attnlrp", baseline: str | None = None, description: str = ""):
         if rule not in RULES:
@@ -512,14 +538,24 @@ class LRP(TargetMethod):
 
     def capture(
         self, model: Any, tokenizer: Any = None, text: Any = None, *, inputs: Any = None, **options: Any
-    ) -> AttentionRecord:
-        """A record of the forward the relevance came from, with the relevance in ``record.extras``."""
+    ) -> AttentionRecord | list[AttentionRecord]:
+        """A record of the forward the relevance came from, with the relevance in ``record.extras``.
+
+        ``gradient_targets=[...]`` (instead of ``gradient_target``) explains each target from one forward
+        (one modified backward each, :func:`lrp`) and returns one record per target.
+        """
         gradient_target = options.pop("gradient_target", None)
+        many = options.pop("gradient_targets", None)
         one = encode_one(self.name, model, tokenizer, text, inputs, options)
         baseline_ids = None
         if self.baseline == "mask":
             baseline_ids = masked_input(one)
-        r = lrp(model, one.inputs, gradient_target, RULES[self.rule], adapter=one.adapter, baseline_ids=baseline_ids)
+        explained = list(many) if many is not None else gradient_target
+        found = lrp(model, one.inputs, explained, RULES[self.rule], adapter=one.adapter, baseline_ids=baseline_ids)
+        records = [self._record(model, one, r, baseline_ids) for r in (found if many is not None else [found])]
+        return records if many is not None else records[0]
+
+    def _record(self, model: Any, one: OneExample, r: Relevance, baseline_ids: Any) -> AttentionRecord:
         info: dict[str, Any] = {"rule": self.rule, "baseline": self.baseline, "explained_value": r.value}
         if baseline_ids is not None:
             masked = "the masked text" if "input_ids" in one.inputs else "zero pixels or frames"
@@ -528,6 +564,11 @@ class LRP(TargetMethod):
         for part, values in r.parts.items():
             record.extras[f"{self.name}.{part}"] = values.to(torch.float64)
         return record
+
+    def decoder_scores(self, record: AttentionRecord) -> np.ndarray | None:
+        """Relevance of an encoder-decoder's decoder input tokens (the earlier generated ones), or None."""
+        found = record.extras.get(f"{self.name}.decoder.embedding")
+        return None if found is None else found.detach().to(torch.float64).numpy()
 
     def check_support(self, model: Any, tokenizer: Any = None) -> None:
         """The rules cover every module and the adapter applies the attention rule; a mask baseline has its token."""

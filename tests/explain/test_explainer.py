@@ -193,21 +193,21 @@ def test_causal_generation_in_shaps_text_to_text_form():
     expl = ap.explain(model, tok, ["the movie was good", "a bad film"], method="rollout", max_new_tokens=3)
     spec = resolve(model, tok, "the movie was good", max_new_tokens=3)
     prompt = spec.meta["prompt_length"]
-    n_new = len(spec.meta["generated_ids"])
-    assert expl.values[0].shape == (prompt, n_new)  # input tokens × output tokens
-    assert list(expl[0].output_names) == spec.output_names
-    assert list(expl[0].data) == ["the ", "movie ", "was ", "good"]
+    new = spec.meta["generated_tokens"]
+    # input tokens: the prompt and the generated tokens but the last (read by no explained row) × output tokens
+    assert expl.values[0].shape == (prompt + len(new) - 1, len(new))
+    assert list(expl[0].output_names) == spec.output_names == new
+    assert list(expl[0].data) == ["the ", "movie ", "was ", "good", *new[:-1]]
     rec = ap.capture(model, tok, inputs=spec.inputs)
-    rec.meta["prompt_length"] = prompt
     tol = explain_tolerance(model, tok, ["the movie was good", "a bad film"], method="rollout", max_new_tokens=3)
-    np.testing.assert_allclose(
-        expl.values[0], ap.attribute(rec, "rollout", position="generated")[:, :prompt].T, atol=tol
-    )
+    # column t: rollout's row of the token that predicts generated token t (the last prompt token for t = 0)
+    rows = ap.attribute(rec, "rollout", position=list(range(prompt - 1, prompt - 1 + len(new))))
+    np.testing.assert_allclose(expl.values[0], rows.T, atol=tol)
     html = shap.plots.text(expl[0], display=False)
     assert "outputs" in html  # shap's interactive input/output view
     # gradient methods: one capture per generated token, each with its own target
     g = ap.explain(model, tok, ["the movie was good"], method="grad_attention", max_new_tokens=2)
-    assert g.values[0].shape == (prompt, 2)
+    assert g.values[0].shape == (prompt + 1, 2)
     assert not np.allclose(g.values[0][:, 0], g.values[0][:, 1])
 
 
@@ -219,18 +219,23 @@ def test_seq2seq_generation_explains_source_tokens_by_cross_attention():
     spec = resolve(model, tok, "a bad film", max_new_tokens=3)
     assert spec.kind == "cross"
     n_src = spec.inputs["input_ids"].shape[1]
-    assert expl.values[1].shape == (n_src, len(spec.output_names))
-    assert list(expl[1].data) == ["a ", "bad ", "film", ""]
-    # each column is GAE's encoder-decoder relevance row for the decoder step that produced the token
+    n_dec = spec.inputs["decoder_input_ids"].shape[1]  # the start token and the generated tokens but the last
+    assert n_dec == len(spec.output_names)
+    assert expl.values[1].shape == (n_src + n_dec, len(spec.output_names))
+    assert list(expl[1].data)[:n_src] == ["a ", "bad ", "film", ""]
+    # each column: GAE's encoder-decoder relevance row for the decoder step that produced the token, then its
+    # decoder self-attention row over the start token and the earlier generated tokens
     col = spec.positions[-1]
     rec = ap.capture(model, tok, inputs=spec.inputs, gradients=True, gradient_target=spec.gradient_targets[-1])
     tol = explain_tolerance(
         model, tok, ["the movie was good", "a bad film"], method="gae", max_new_tokens=3, special_tokens=True
     )
-    np.testing.assert_allclose(expl.values[1][:, -1], ap.attribute(rec, "gae", position=col), atol=tol)
+    np.testing.assert_allclose(expl.values[1][:n_src, -1], ap.attribute(rec, "gae", position=col), atol=tol)
+    decoder = ap.attribute(rec, "gae", position=col, kind="decoder")
+    np.testing.assert_allclose(expl.values[1][n_src:, -1], decoder, atol=tol)
     assert "outputs" in shap.plots.text(expl[1], display=False)
     raw = ap.explain(model, tok, ["a bad film"], method="raw", max_new_tokens=3, special_tokens=True)
-    np.testing.assert_allclose(raw.values[0].sum(0), 1.0, atol=1e-5)  # cross-attention rows sum to 1
+    np.testing.assert_allclose(raw.values[0][:n_src].sum(0), 1.0, atol=1e-5)  # cross-attention rows sum to 1
 
 
 def test_the_explainer_captures_what_a_method_declares_it_reads():

@@ -111,7 +111,8 @@ def test_generation_leaves_room_for_the_generated_tokens():
     spec = resolve(model, tok, LONG, max_new_tokens=4, truncation=True)
     assert spec.meta["prompt_length"] == LIMIT - 4 and spec.meta["truncated"] is True
     expl = ap.explain(model, tok, LONG, method="raw", max_new_tokens=4, truncation=True)
-    assert np.asarray(expl.values[0]).shape == (LIMIT - 4, len(expl.output_names[0]))
+    n = len(expl.output_names[0])
+    assert np.asarray(expl.values[0]).shape == (LIMIT - 4 + n - 1, n)  # the prompt and the generated tokens
     with pytest.raises(ap.InputError, match="leaving 4 for generated tokens"):
         resolve(model, tok, LONG, max_new_tokens=4)
 
