@@ -428,7 +428,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("planted", "align", "capture", "memory", "cost", "scale", "faithful", "zoo", "cli", "report")
+BENCHMARKS = (
+    "planted",
+    "align",
+    "capture",
+    "memory",
+    "cost",
+    "scale",
+    "faithful",
+    "sampling",
+    "zoo",
+    "cli",
+    "report",
+)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
