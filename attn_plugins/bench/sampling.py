@@ -13,7 +13,8 @@ of model evaluations, averaged over seeds per text, then over texts (bootstrap 9
 * ``coalition (no control variate)``: the same sampling with ``c = 0``;
 * ``permutation (antithetic)``: :func:`~attn_plugins.explain.estimators.permutation_estimate`;
 * ``shap Permutation``: shap's Permutation explainer at the same ``max_evals`` (it refuses budgets below
-  2p + 1: those texts are left out of its row, and ``texts`` says how many it explained);
+  2p + 1: those texts are left out of its row, and ``texts`` says how many it explained); ``shap Partition``
+  (the report's reference for texts too long for exact values) at the same budgets, once per text;
 * ``cplrp_mask`` alone, for the floor the control variate starts from.
 
 A ranking that is constant (an estimator with too small a budget to sample anything) scores Spearman 0.
@@ -36,7 +37,7 @@ from .command import bench_parser
 from .stats import mean_ci
 from .threads import torch_threads
 
-BUDGETS = (10, 20, 50, 100)
+BUDGETS = (10, 20, 50, 100, 500)
 SEEDS = 5
 ESTIMATORS = (
     "regression (cplrp_mask prior)",
@@ -45,6 +46,7 @@ ESTIMATORS = (
     "coalition (no control variate)",
     "permutation (antithetic)",
     "shap Permutation",
+    "shap Partition",
 )
 CHEAP = "cplrp_mask"
 # "dev": the texts the prior's weight was chosen on (24 of them, one pairing); "test": never looked at.
@@ -59,13 +61,13 @@ def spearman_vs_exact(scores: np.ndarray, case: Any) -> float:
     return 0.0 if not np.isfinite(rho) else float(rho)
 
 
-def _shap_permutation(case: Any, masker: Any, budget: int, seed: int) -> tuple[np.ndarray, int] | None:
-    """shap's Permutation explainer at ``budget`` with model values looked up, seeded as the faithful benchmark does."""
+def _shap(case: Any, masker: Any, algorithm: str, budget: int, seed: int) -> tuple[np.ndarray, int] | None:
+    """shap's explainer at ``budget`` with model values looked up, seeded as the faithful benchmark does."""
     import shap
 
     from .faithful import seed_numba
 
-    if budget < 2 * len(case.players) + 1:
+    if algorithm == "permutation" and budget < 2 * len(case.players) + 1:
         return None
     lookup = dict(zip(case.strings, case.values))
     rows = [0]
@@ -76,7 +78,8 @@ def _shap_permutation(case: Any, masker: Any, budget: int, seed: int) -> tuple[n
 
     np.random.seed(seed)
     seed_numba(seed)
-    e = shap.Explainer(fn, masker, algorithm="permutation", seed=seed)([case.text], max_evals=budget, silent=True)
+    seeded = {"seed": seed} if algorithm == "permutation" else {}
+    e = shap.Explainer(fn, masker, algorithm=algorithm, **seeded)([case.text], max_evals=budget, silent=True)
     return np.asarray(e.values[0], dtype=np.float64), rows[0]
 
 
@@ -114,9 +117,12 @@ def score_case(case: Any, cheap: np.ndarray, cheap_fe: float, masker: Any, budge
             runs["coalition (no control variate)"].append((spearman_vs_exact(full(est.values), case), est.evaluations))
             est = permutation_estimate(game, p, budget, seed)
             runs["permutation (antithetic)"].append((spearman_vs_exact(full(est.values), case), est.evaluations))
-            shapped = _shap_permutation(case, masker, budget, seed)
+            shapped = _shap(case, masker, "permutation", budget, seed)
             if shapped is not None:
                 runs["shap Permutation"].append((spearman_vs_exact(shapped[0], case), shapped[1]))
+            if k == 0:  # Partition draws nothing at random: one run per budget
+                shapped = _shap(case, masker, "partition", budget, seed)
+                runs["shap Partition"].append((spearman_vs_exact(shapped[0], case), shapped[1]))
         for name, r in runs.items():
             if r:
                 out[name][budget] = (float(np.mean([x[0] for x in r])), float(np.mean([x[1] for x in r])))
@@ -140,6 +146,21 @@ def _summary(per_text: dict, split: str, seed: int, n_resamples: int) -> dict[st
     return block
 
 
+def _versus_shap(per_text: dict, seed: int, n_resamples: int) -> dict[str, Any]:
+    """Per estimator and budget: its Spearman minus shap Permutation's, text by text, on the texts both explained."""
+    shap_rows = per_text.get("shap Permutation", {})
+    out: dict[str, Any] = {}
+    for name in ESTIMATORS[:-2]:
+        entry = {}
+        for budget, rows in shap_rows.items():
+            theirs = {r[3]: r[0] for r in rows}
+            diffs = [r[0] - theirs[r[3]] for r in per_text[name].get(budget, []) if r[3] in theirs]
+            if diffs:
+                entry[str(budget)] = {**mean_ci(diffs, seed, n_resamples), "wins": int(np.sum(np.array(diffs) > 0))}
+        out[name] = entry
+    return out
+
+
 def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
     """The whole comparison; returns the JSON-ready result."""
     from ..methods import get_method
@@ -161,19 +182,20 @@ def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
         method = get_method(CHEAP)
         out: dict[str, Any] = {}
         for pairing in PAIRINGS:
-            per_text: dict[str, dict[int, list[tuple[float, float, str]]]] = {}
+            per_text: dict[str, dict[int, list[tuple[float, float, str, str]]]] = {}
             for item in items:
                 case = _similarity_case(model, tok, item, reference_of(data, item, pairing), pairing, cache, ctx)
                 record = method.capture(model, tok, case.text, gradient_target=case.gradient_target)
                 cheap = np.asarray(method(record), dtype=np.float64)
                 cheap_fe = float(record_cost(method, record))
                 per_text.setdefault(CHEAP, {}).setdefault(0, []).append(
-                    (spearman_vs_exact(cheap, case), cheap_fe, case.split)
+                    (spearman_vs_exact(cheap, case), cheap_fe, case.split, case.key)
                 )
                 for name, by_budget in score_case(case, cheap, cheap_fe, ctx["masker"], budgets, seeds).items():
                     for budget, value in by_budget.items():
-                        per_text.setdefault(name, {}).setdefault(budget, []).append((*value, case.split))
+                        per_text.setdefault(name, {}).setdefault(budget, []).append((*value, case.split, case.key))
             out[pairing] = {split: _summary(per_text, split, seed, n_resamples) for split in SPLITS}
+            out[pairing]["versus_shap"] = _versus_shap(per_text, seed, n_resamples)
     return {
         "benchmark": "sampling",
         "quick": quick,
