@@ -84,3 +84,5 @@ def test_docs_table_is_generated_from_the_json() -> None:
         text = path.read_text(encoding="utf-8")
         block = text.split(f"<!-- {name} -->\n", 1)[1].split(f"<!-- /{name} -->", 1)[0]
         assert block == body + "\n", f"{path.name} {name} is not what sampling_table.py writes"
+    accuracy = json.loads((ROOT / "attn_plugins" / "explain" / "sampled_accuracy.json").read_text())
+    assert accuracy == json.loads(json.dumps(sampling_table.accuracy(result)))
