@@ -429,7 +429,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 BENCHMARKS = (
-    "planted", "align", "capture", "memory", "cost", "scale", "faithful", "generation_cost", "zoo", "cli", "report"
+    "planted", "align", "capture", "memory", "cost", "scale", "faithful", "generation_cost", "sampling", "zoo",
+    "cli", "report",
 )  # fmt: skip
 
 
@@ -489,10 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     def faithful_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
         p.add_argument(
             "--faithful-reference",
-            choices=("auto", "exact", "shap"),
+            choices=("auto", "exact", "shap", "sampled"),
             default=default,
             help="what methods are checked against: exact Shapley values when the text is short enough (auto, "
-            "the default), always exact, or shap's Partition estimate",
+            "the default), always exact, or shap's Partition estimate; sampled: exact when short enough, else "
+            "sampled Shapley values (KernelSHAP regression pulled toward cplrp_mask)",
         )
 
     p = sub.add_parser("plugins", help="list registered adapters, methods, views and metrics")

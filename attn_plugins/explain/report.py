@@ -37,19 +37,25 @@ SHAP_ROW = "Shapley values (reference)"
 VIEW_MAX_WEIGHTS = 1 << 22
 # Written by benchmarks/faithful_table.py from benchmarks/results/faithful.json (a test keeps them equal).
 REFERENCE_ACCURACY = "reference_accuracy.json"
+# Written by benchmarks/sampling_table.py from benchmarks/results/sampling.json (the "sampled" reference).
+SAMPLED_ACCURACY = "sampled_accuracy.json"
 
 
-def reference_error(max_evals: int) -> str | None:
-    """shap Partition's measured agreement with exact Shapley values at ``max_evals`` evaluations, as a sentence."""
+def reference_error(max_evals: int, kind: str = "partition") -> str | None:
+    """A reference's measured agreement with exact Shapley values at ``max_evals`` evaluations, as a sentence.
+
+    ``kind``: ``"partition"`` (shap's Partition explainer) or ``"sampled"`` (the sampled reference).
+    """
     from importlib import resources
 
+    name = SAMPLED_ACCURACY if kind == "sampled" else REFERENCE_ACCURACY
     try:
-        data = json.loads(resources.files("attn_plugins.explain").joinpath(REFERENCE_ACCURACY).read_text("utf-8"))
+        data = json.loads(resources.files("attn_plugins.explain").joinpath(name).read_text("utf-8"))
     except FileNotFoundError:
         return None
-    entry = data["partition"].get(str(max_evals))
+    entry = data[kind].get(str(max_evals))
     if entry is None:
-        measured = ", ".join(data["partition"])
+        measured = ", ".join(data[kind])
         return f"its error at {max_evals} evaluations was not measured (the benchmark measured {measured})"
     rho = entry["spearman"]
     return (
@@ -84,7 +90,9 @@ def report(
     the report's "can this view be trusted?" section ranks every method against: ``faithful_reference``
     ``"auto"`` (exact Shapley values when the text has at most ``exact_max`` maskable tokens, else shap's
     Partition explainer at ``shap_evals`` evaluations, by default :data:`~attn_plugins.explain.defaults.REPORT_SHAP_EVALS`,
-    as accurate as 500 on the faithfulness benchmark), ``"exact"`` or ``"shap"`` (see :func:`~attn_plugins.explain.compare`);
+    as accurate as 500 on the faithfulness benchmark), ``"exact"``, ``"shap"`` or ``"sampled"`` (exact when short
+    enough, else sampled Shapley values pulled toward ``cplrp_mask``, each with its measured error; see
+    :func:`~attn_plugins.explain.compare`);
     ``shap_evals=0`` skips it. ``truncation=True`` explains the longest prefix of a text that fits the
     model (else a text too long is an InputError naming it). ``views`` adds registered views (e.g. a
     plugin's) in sandboxed frames, as :func:`attn_plugins.views.report` does. The page's ``records`` are
@@ -302,6 +310,13 @@ def reference_sentence(detail: dict[str, Any], max_evals: int) -> str:
             f"evaluated ({n} masked inputs, shap's Text masker)."
         )
     why = f" {detail['reference_note']}." if detail.get("reference_note") else ""
+    if detail["reference"] == "sampled":
+        error = reference_error(max_evals, "sampled")
+        return (
+            f"Reference: sampled Shapley values at {max_evals} evaluations ({n} masked inputs and one forward and "
+            f"backward for the prior), an estimate.{why}"
+            + (f" Its own error: {error}, on texts short enough for exact values." if error else "")
+        )
     error = reference_error(max_evals)
     values = np.asarray(detail["shap"], float)
     # Partition splits the text into a hierarchy of groups and gives a group's tokens one value until its budget

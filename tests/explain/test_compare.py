@@ -131,3 +131,32 @@ def test_exact_reference_is_shaps_own_exact_explainer_and_long_texts_fall_back()
     assert "note: 'the movie was good and the music was fun'... has 19 maskable tokens" in str(auto)
     with pytest.raises(InputError, match="exact_max must be an integer from 1 to 14"):
         ap.compare(model, tok, [short], methods=["raw"], reference="auto", exact_max=20)
+
+
+def test_sampled_reference_for_texts_too_long_for_exact_values():
+    from attn_plugins.explain.estimators import estimate_shapley
+
+    model, tok = tiny_bert(num_labels=3, seed=3), tiny_tokenizer("bert")
+    short, long = "the movie was good", "the movie was good and the music was fun but the plot was sad and slow"
+    result = ap.compare(model, tok, [short, long], methods=["raw"], reference="sampled", max_evals=40, exact_max=8)
+    assert [d["reference"] for d in result.details] == ["exact", "sampled"]
+    detail = result.details[1]
+    assert (
+        "sampled Shapley values (KernelSHAP regression at 40 evaluations, pulled toward cplrp_mask"
+        in (detail["reference_note"])
+    )
+    assert detail["evaluations"] <= 40
+    assert "sampled Shapley values (40 evaluations, cplrp_mask prior)" in result.reference_used
+    # the values are the estimator's with cplrp_mask's scores as the prior, not without one
+    spec = resolve(model, tok, long)
+    masker = shap.maskers.Text(tok)
+    from attn_plugins.explain.explainer import AttentionExplainer
+
+    prior = np.asarray(AttentionExplainer(model, tok, method="cplrp_mask").scores(spec)[0], float)
+    with_prior, _ = estimate_shapley(spec.fn, masker, long, prior, 40, seed=0)
+    np.testing.assert_allclose(detail["shap"], with_prior, atol=1e-6)
+    without, _ = estimate_shapley(spec.fn, masker, long, None, 40, seed=0)
+    assert np.abs(np.asarray(detail["shap"]) - without).max() > 1e-4
+    # efficiency: the values add up to f(text) - f(every maskable token masked)
+    ends = spec.fn([long, masker(np.array([True] + [False] * (len(with_prior) - 2) + [True]), long)[0][0]])
+    assert sum(detail["shap"]) == pytest.approx(float(ends[0] - ends[1]), abs=1e-5)

@@ -142,3 +142,14 @@ def test_a_long_texts_views_draw_the_last_layers_that_fit_and_say_so(monkeypatch
     monkeypatch.setattr(report_module, "VIEW_MAX_WEIGHTS", 10)  # not even one: still the last layer
     page = ap.report(model, tok, text, methods=["raw"], shap_evals=0)
     assert '"shape":[1,4,11,11]' in page.html and "The views draw the last layer (layer 2 of 3)" in page.html
+
+
+def test_the_reference_sentence_states_the_sampled_references_measured_error():
+    from attn_plugins.explain.report import reference_error, reference_sentence
+
+    detail = {"evaluations": 96, "reference": "sampled", "shap": [0.0, 0.5, 0.2, 0.0], "reference_note": "why"}
+    sentence = reference_sentence(detail, 100)
+    assert sentence.startswith("Reference: sampled Shapley values at 100 evaluations (96 masked inputs")
+    error = reference_error(100, "sampled")
+    assert error and "sampling benchmark" in error and "at 100 evaluations" in error and error in sentence
+    assert "was not measured" in reference_error(30, "sampled")
