@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..adapters import ATTENTION_RULES, CaptureOptions, split_batch, target_scalar
+from ..adapters import ATTENTION_RULES, BatchTarget, CaptureOptions, split_batch, target_scalar
 from ..errors import InputError, MissingCaptureError, UnsupportedModelError
 from ..record import AttentionRecord
 from .base import TargetMethod
@@ -97,12 +97,15 @@ def relevance_target(gradient_target: Any) -> Callable[[Any], torch.Tensor]:
 class Relevance:
     """The relevances of one forward and modified backward, per token (batch of one)."""
 
-    value: float  # the explained output at the point the backward started from
-    parts: dict[str, torch.Tensor]  # part name -> [T] (source side); "decoder.<part>" for a decoder's inputs
-    attentions: dict[str, torch.Tensor]  # kind -> [L, H, Q, K] of that forward (at the midpoint with a baseline)
+    value: float  # the explained output at the point the backward started from (a batch: the sum)
+    # part name -> [T] (source side; a batch: [B, T] with padding); "decoder.<part>" for a decoder's inputs
+    parts: dict[str, torch.Tensor]
+    # kind -> [L, H, Q, K] of that forward (at the midpoint with a baseline); a batch: [B, L, H, Q, K]
+    attentions: dict[str, torch.Tensor]
     biases: dict[str, float] = field(default_factory=dict)  # parameter (or constant) name -> b · g(b)
     softmax_leak: list[float] = field(default_factory=list)  # per attention call: Σ R(A) − Σ R(s)
     router_leak: dict[str, float] = field(default_factory=dict)  # router -> Σ R(weights) − R(its input, bias)
+    values: list[float] = field(default_factory=list)  # each example's explained output (a batch target's rows)
 
 
 def softmax_leak(probs: torch.Tensor, grad: torch.Tensor, sink: torch.Tensor | None = None) -> float:
@@ -199,7 +202,11 @@ def lrp(
     alpha: float = 0.5,
     budget: bool = False,
 ) -> Relevance:
-    """One forward and one modified backward of ``model`` on ``inputs`` (one example), explaining ``target``.
+    """One forward and one modified backward of ``model`` on ``inputs``, explaining ``target``.
+
+    ``inputs`` hold one example, or a right-padded batch of texts explained by one backward of a
+    :class:`~attn_plugins.adapters.BatchTarget` (the sum of each text's target: texts in a batch do not
+    interact, so each gets the relevance it gets alone); the parts are then ``[B, T]``, padding included.
 
     ``rule`` is an attention rule (``"uniform"``: AttnLRP, ``"detached"``: CP-LRP). Relevance is read at the
     input embeddings: every embedding table's output (word, position, token type), ViT's patches, class token
@@ -218,12 +225,15 @@ def lrp(
     main = next((k for k in ("input_ids", "pixel_values", "input_features") if k in inputs), None)
     if main is None:
         raise InputError("LRP needs input_ids, pixel_values or input_features")
-    if inputs[main].shape[0] != 1:
-        raise InputError("LRP explains one example at a time")
+    size = int(inputs[main].shape[0])
+    if size != 1 and main != "input_ids":
+        raise InputError("LRP explains a batch of texts (token ids); pixels and audio one example at a time")
+    if size != 1 and budget:
+        raise InputError("the relevance budget is computed for one example at a time")
     inputs = dict(inputs)
     if getattr(model.config, "is_encoder_decoder", False) and "decoder_input_ids" not in inputs:
         start = model.config.decoder_start_token_id
-        inputs["decoder_input_ids"] = torch.tensor([[start]], device=inputs[main].device)
+        inputs["decoder_input_ids"] = torch.full((size, 1), int(start), device=inputs[main].device)
     layers = first_layers(model)
     explained = relevance_target(target)
     owner = threading.get_ident()
@@ -264,7 +274,12 @@ def lrp(
             part = "word"
         else:
             part = "token_type" if "token_type" in name else "position"
-        leaf = output.detach().requires_grad_()
+        leaf = output.detach()
+        if size > 1 and (leaf.dim() == 2 or leaf.shape[0] == 1):
+            # A table read once for the whole batch (positions [1, T, D]) is added to every row: a leaf of
+            # its own per row, so each text's relevance comes from its own gradient, not from the batch's sum.
+            leaf = leaf.expand(size, *leaf.shape[-2:]).clone()
+        leaf.requires_grad_()
         leaves.append((side, part, leaf))
         return leaf
 
@@ -330,9 +345,12 @@ def lrp(
         value = value.reshape(())
     if not value.requires_grad:
         raise InputError("the explained target does not depend on the inputs (no gradient reaches it)")
-    return _backward(
+    result = _backward(
         model, value, rule, leaves, streams, vision_params, calls, sinks, budget, baseline_ids, inputs, main
     )
+    found = getattr(target, "values", None)
+    result.values = list(found) if isinstance(found, list) and len(found) == size else [result.value]
+    return result
 
 
 def _backward(
@@ -368,12 +386,18 @@ def _backward(
         del grads[:n]
         return out
 
+    size = int(inputs[main].shape[0])
+
     def rel(t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-        """Per position: Σ over the hidden dimension of t ⊙ g, as [T] (batch of one)."""
+        """Per position: Σ over the hidden dimension of t ⊙ g, as [T] (batch of one) or [B, T]."""
         if g is None:
-            return torch.zeros(t.shape[-2] if t.dim() > 1 else 1, dtype=torch.float64)
+            n = t.shape[-2] if t.dim() > 1 else 1
+            return torch.zeros(n, dtype=torch.float64) if size == 1 else torch.zeros(size, n, dtype=torch.float64)
         r = (t.detach() * g).sum(-1).double()
-        return r.reshape(-1, r.shape[-1])[0] if r.dim() > 1 else r
+        if r.dim() <= 1:
+            return r
+        r = r.reshape(-1, r.shape[-1])
+        return r[0] if size == 1 else r
 
     parts: dict[str, torch.Tensor] = {}
     biases: dict[str, float] = {}
@@ -389,7 +413,8 @@ def _backward(
     if baseline_ids is not None:
         # R_i = Σ_d (x − m)_i,d ⊙ g(z)_i,d, z the midpoint; tokens the baseline keeps did not change.
         delta = rel(streams["x"] - streams["m"], stream_grads["source"])
-        same = baseline_ids[0].to(delta.device) == inputs[main][0].to(delta.device)
+        same = baseline_ids.to(delta.device) == inputs[main].to(delta.device)
+        same = same[0] if size == 1 else same
         parts["delta"] = torch.where(same, torch.zeros_like(delta), delta)
     vis = {n: gp for (n, _), gp in zip(vision_params, take(len(vision_params)))}
     if main == "pixel_values":
@@ -413,7 +438,7 @@ def _backward(
     result = Relevance(
         value=float(value.detach()),
         parts={k: v.detach().cpu() for k, v in parts.items()},
-        attentions=_by_kind(calls),
+        attentions=_by_kind(calls, batch=size > 1),
         biases=biases,
     )
     if budget:
@@ -439,12 +464,13 @@ def _backward(
     return result
 
 
-def _by_kind(calls: list[Any]) -> dict[str, torch.Tensor]:
-    """The attention calls' probabilities (batch of one) stacked per kind: {kind: [L, H, Q, K]}."""
+def _by_kind(calls: list[Any], batch: bool = False) -> dict[str, torch.Tensor]:
+    """The attention calls' probabilities stacked per kind: {kind: [L, H, Q, K]} (batch of one), or
+    {kind: [B, L, H, Q, K]} with ``batch``."""
     out: dict[str, list[torch.Tensor]] = {}
     for c in sorted(calls, key=lambda c: c.layer):
-        out.setdefault(c.kind, []).append(c.probs[0].detach())
-    return {k: torch.stack(v).cpu() for k, v in out.items()}
+        out.setdefault(c.kind, []).append(c.probs.detach() if batch else c.probs[0].detach())
+    return {k: torch.stack(v, dim=1 if batch else 0).cpu() for k, v in out.items()}
 
 
 def budget(
@@ -492,6 +518,7 @@ class LRP(TargetMethod):
     """
 
     forward_passes = 1  # plus one backward pass: 3 forward-equivalents
+    batch_targets = True  # a list of texts with a BatchTarget: one forward and one backward for the list
 
     def __init__(self, name: str, rule: str = "attnlrp", baseline: str | None = None, description: str = ""):
         if rule not in RULES:
@@ -511,21 +538,50 @@ class LRP(TargetMethod):
     ) -> AttentionRecord:
         """A record of the forward the relevance came from, with the relevance in ``record.extras``."""
         gradient_target = options.pop("gradient_target", None)
-        one = encode_one(self.name, model, tokenizer, text, inputs, options)
+        many = text is not None and not isinstance(text, str)
+        if many:
+            # A batch of texts: one padded forward and one backward of gradient_target, a BatchTarget
+            # (the sum of each text's own target), gives each text the relevance it gets alone.
+            if not isinstance(gradient_target, BatchTarget) or len(gradient_target.targets) != len(text):
+                raise InputError(
+                    f"method {self.name!r} explains a list of texts with one gradient target per text: "
+                    "gradient_target=BatchTarget(targets, lengths)"
+                )
+            one = encode_one(self.name, model, tokenizer, list(text), None, options, many=True)
+            lengths = [len(info.tokens) for info in one.batch.source]
+            if lengths != gradient_target.lengths:
+                raise InputError(f"the batch target's lengths {gradient_target.lengths} are not the texts' {lengths}")
+        else:
+            one = encode_one(self.name, model, tokenizer, text, inputs, options)
         baseline_ids = None
         if self.baseline == "mask":
             if "input_ids" not in one.inputs:
                 raise InputError(f"method {self.name!r} masks text tokens; this input has none: use 'cplrp'")
-            special = one.batch.source[0].special_tokens_mask
+            special = [info.special_tokens_mask for info in one.batch.source]
             baseline_ids = masked_baseline(one.inputs["input_ids"], special, one.tokenizer)
         r = lrp(model, one.inputs, gradient_target, RULES[self.rule], adapter=one.adapter, baseline_ids=baseline_ids)
-        info: dict[str, Any] = {"rule": self.rule, "baseline": self.baseline, "explained_value": r.value}
-        if baseline_ids is not None:
-            info["attention_at"] = "the midpoint between the masked text and the text"
-        record = one.record(model, r.attentions, {"forward_passes": 1, "backward_passes": 1, self.name: info})
-        for part, values in r.parts.items():
-            record.extras[f"{self.name}.{part}"] = values.to(torch.float64)
-        return record
+        metas: list[dict[str, Any]] = []
+        n = one.batch.size
+        for value in r.values if n > 1 else [r.value]:
+            info: dict[str, Any] = {"rule": self.rule, "baseline": self.baseline, "explained_value": value}
+            if baseline_ids is not None:
+                info["attention_at"] = "the midpoint between the masked text and the text"
+            meta = {"forward_passes": 1, "backward_passes": 1, self.name: info}
+            if n > 1:
+                meta["batch_size"] = n  # one forward and one backward for the whole batch
+            metas.append(meta)
+        if n == 1:
+            record = one.record(model, r.attentions, metas[0])
+            for part, values in r.parts.items():
+                record.extras[f"{self.name}.{part}"] = values.to(torch.float64)
+            return record
+        out = one.records(model, r.attentions, metas)
+        mask = one.batch.source_mask.bool()
+        for b, record in enumerate(out):
+            for part, values in r.parts.items():
+                # Right padding: the text's tokens first; pad positions carry no relevance of this text.
+                record.extras[f"{self.name}.{part}"] = values[b][mask[b].to(values.device)].to(torch.float64)
+        return out
 
     def check_support(self, model: Any, tokenizer: Any = None) -> None:
         """The rules cover every module and the adapter applies the attention rule; a mask baseline has its token."""
@@ -588,16 +644,32 @@ def mask_token_id(tokenizer: Any) -> int:
     return int(found)
 
 
-def masked_baseline(ids: torch.Tensor, special: list[bool] | None, tokenizer: Any) -> torch.Tensor:
-    """``ids`` with every non-special token replaced by the token shap's ``Text`` masker uses (:func:`mask_token_id`)."""
+def masked_baseline(ids: torch.Tensor, special: Any, tokenizer: Any) -> torch.Tensor:
+    """``ids`` with every non-special token replaced by the token shap's ``Text`` masker uses (:func:`mask_token_id`).
+
+    ``special``: the text's special-tokens mask ([T] for ``ids`` [1, T]), or one mask per row of a
+    right-padded batch (each as long as its text; the padding after it is kept as it is).
+    """
     if tokenizer is None:
         raise InputError("baseline='mask' needs the tokenizer (its mask token, or shap's '...')")
     mask_id = mask_token_id(tokenizer)
-    if special is None or len(special) != ids.shape[1]:
+    rows = [special] if ids.shape[0] == 1 and special is not None and not _nested(special) else special
+    if rows is None or len(rows) != ids.shape[0] or any(r is None or len(r) > ids.shape[1] for r in rows):
         raise InputError("baseline='mask' needs the special-tokens mask of the text")
+    if ids.shape[0] == 1 and len(rows[0]) != ids.shape[1]:
+        raise InputError("baseline='mask' needs the special-tokens mask of the text")
+    keep = torch.ones(ids.shape, dtype=torch.bool)
+    for b, r in enumerate(rows):  # one row per text (not per token): the masks have the texts' lengths
+        keep[b, : len(r)] = torch.as_tensor(list(r), dtype=torch.bool)
     out = ids.clone()
-    out[0, ~torch.as_tensor(special, dtype=torch.bool)] = int(mask_id)
+    out[~keep.to(ids.device)] = int(mask_id)
     return out
+
+
+def _nested(special: Any) -> bool:
+    """Whether ``special`` holds one mask per row rather than one mask."""
+    first = next(iter(special), None)
+    return first is not None and not isinstance(first, (bool, int, np.bool_, np.integer))
 
 
 @dataclass
@@ -618,9 +690,21 @@ class OneExample:
         (record,) = split_batch(self.batch, {k: v[None] for k, v in kinds.items()}, options=CaptureOptions(), meta=full)
         return record
 
+    def records(
+        self, model: Any, attentions: dict[str, torch.Tensor], metas: list[dict[str, Any]]
+    ) -> list[AttentionRecord]:
+        """One record per example of a batch: ``attentions`` {kind: [B, L, H, Q, K]} cut to each text's tokens."""
+        out = split_batch(self.batch, attentions, options=CaptureOptions(), meta=self.adapter.describe(model))
+        for record, meta in zip(out, metas):
+            record.meta.update(meta)
+        return out
 
-def encode_one(name: str, model: Any, tokenizer: Any, text: Any, inputs: Any, options: dict[str, Any]) -> OneExample:
-    """Encode one text (or take tokenized ``inputs``) as ``ap.capture`` does, and pick the adapter."""
+
+def encode_one(
+    name: str, model: Any, tokenizer: Any, text: Any, inputs: Any, options: dict[str, Any], many: bool = False
+) -> OneExample:
+    """Encode one text (or take tokenized ``inputs``) as ``ap.capture`` does, and pick the adapter; ``many``:
+    a list of texts, right-padded into one batch."""
     from ..capture.encoding import encode, encode_inputs
     from ..capture.forward import check_model_device, select_adapter
 
@@ -633,8 +717,8 @@ def encode_one(name: str, model: Any, tokenizer: Any, text: Any, inputs: Any, op
     if (text is None) == (inputs is None):
         raise InputError("pass either text (with a tokenizer) or inputs=, not both or neither")
     if text is not None:
-        if not isinstance(text, str):
-            raise InputError(f"method {name!r} explains one text at a time")
+        if many != (not isinstance(text, str)) or (many and not all(isinstance(t, str) for t in text)):
+            raise InputError(f"method {name!r} explains one text at a time, or a list of texts with a batch target")
         if tokenizer is None:
             raise InputError("capturing from text needs a tokenizer; or pass inputs= with token ids")
         batch = encode(
@@ -646,7 +730,7 @@ def encode_one(name: str, model: Any, tokenizer: Any, text: Any, inputs: Any, op
     size = batch.size or next(
         (int(batch.inputs[k].shape[0]) for k in ("pixel_values", "input_features") if k in batch.inputs), 0
     )
-    if size != 1:
+    if size != 1 and not many:
         raise InputError(f"method {name!r} explains one example at a time")
     keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "input_features", "decoder_input_ids")
     model_inputs = {k: v for k, v in batch.inputs.items() if k in keys + ("decoder_attention_mask",)}
