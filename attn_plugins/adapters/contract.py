@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UnsupportedModelError
+from ..errors import InputError, UnsupportedModelError
 from ..record import AttentionRecord
 
 
@@ -324,7 +324,7 @@ class BatchTarget:
 
     def __init__(self, targets: Sequence[Callable[[Any], torch.Tensor]], lengths: Sequence[int]):
         if len(targets) != len(lengths) or not targets:
-            raise ValueError("a batch target needs one target and one length per example")
+            raise InputError("a batch target needs one target and one length per example")
         self.targets, self.lengths = list(targets), [int(n) for n in lengths]
         self.values: list[float] = []
 
