@@ -96,9 +96,10 @@ class AttentionExplainer:
     ``"mean"`` for a classifier, or row weights). ``special_tokens=True`` keeps [CLS], [SEP], ... in the
     explanation. A text longer than the model accepts (or ``max_length``) is an InputError naming it,
     unless ``truncation=True``: then its longest prefix that fits is explained and the record's
-    ``meta['truncated']`` is True. Texts a method reads without gradients are captured ``batch_size`` at
-    a time, in one padded forward each (records cut to each text's tokens, so the scores are those of
-    one text alone). Other keyword options go to the method. Models that read no text (ViT's
+    ``meta['truncated']`` is True. Texts are captured ``batch_size`` at a time, in one padded forward each
+    (records cut to each text's tokens, so the scores are those of one text alone); a method that explains
+    a gradient target (relevance, gradients) does so for texts with one explained output each, with one
+    backward of the sum of their targets (:class:`~attn_plugins.adapters.BatchTarget`). Other keyword options go to the method. Models that read no text (ViT's
     ``pixel_values``, Whisper's ``input_features``) are explained from ``explainer(inputs={...})``, one
     example at a time (:func:`~attn_plugins.explain.targets.resolve_inputs`): patches or encoder frames.
 

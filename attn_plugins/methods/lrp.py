@@ -41,7 +41,11 @@ Two readouts of the input relevance:
   backward give R_i = Σ_d (E(x) − E(m))_i,d ⊙ g(z)_i,d, a one-point path integral of the relevance of
   the change m → x. Shapley values with a mask-token masker distribute f(x) − f(m), the same change.
 
-Both cost one forward and one backward pass (3 forward-equivalents). The rules are implemented for the
+Both cost one forward and one backward pass (3 forward-equivalents). A list of texts is explained in one
+right-padded forward and one backward of the sum of the texts' targets (``BatchTarget``, each text's
+target read on its own row): texts in a batch do not interact, so each gets the relevance it gets alone
+(tests/explain/test_batched_relevance.py); a table read once for the batch (BERT's positions) gets a leaf
+per row, so its gradient is not summed over the texts. The rules are implemented for the
 BERT family (BERT, RoBERTa, XLM-RoBERTa, ELECTRA encoders and their sequence/token classification
 heads); any other module is refused by name (:func:`check_model`).
 """
