@@ -99,7 +99,8 @@ class AttentionExplainer:
     ``meta['truncated']`` is True. Texts are captured ``batch_size`` at a time, in one padded forward each
     (records cut to each text's tokens, so the scores are those of one text alone); a method that explains
     a gradient target (relevance, gradients) does so for texts with one explained output each, with one
-    backward of the sum of their targets (:class:`~attn_plugins.adapters.BatchTarget`). Other keyword options go to the method. Models that read no text (ViT's
+    backward of the sum of their targets (:class:`~attn_plugins.adapters.BatchTarget`). Other keyword
+    options go to the method. Models that read no text (ViT's
     ``pixel_values``, Whisper's ``input_features``) are explained from ``explainer(inputs={...})``, one
     example at a time (:func:`~attn_plugins.explain.targets.resolve_inputs`): patches or encoder frames.
 
