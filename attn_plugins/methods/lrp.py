@@ -548,7 +548,8 @@ class LRP(TargetMethod):
             # (the sum of each text's own target), gives each text the relevance it gets alone.
             if not isinstance(gradient_target, BatchTarget) or len(gradient_target.targets) != len(text):
                 raise InputError(
-                    f"method {self.name!r} explains a list of texts with one gradient target per text: "
+                    f"method {self.name!r} explains one text at a time, or a list of texts with one gradient "
+                    "target per text: "
                     "gradient_target=BatchTarget(targets, lengths)"
                 )
             one = encode_one(self.name, model, tokenizer, list(text), None, options, many=True)
@@ -565,7 +566,7 @@ class LRP(TargetMethod):
             baseline_ids = masked_baseline(one.inputs["input_ids"], special, one.tokenizer)
         r = lrp(model, one.inputs, gradient_target, RULES[self.rule], adapter=one.adapter, baseline_ids=baseline_ids)
         metas: list[dict[str, Any]] = []
-        n = one.batch.size
+        n = one.batch.size if many else 1  # images and audio name no tokens: their batch.size is 0
         for value in r.values if n > 1 else [r.value]:
             info: dict[str, Any] = {"rule": self.rule, "baseline": self.baseline, "explained_value": value}
             if baseline_ids is not None:
