@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..errors import UnsupportedModelError
+from ..errors import InputError, UnsupportedModelError
 from ..record import AttentionRecord
 
 
@@ -287,3 +287,60 @@ def target_scalar(model_output: Any, target: int | Callable[[Any], torch.Tensor]
             raise ValueError(f"class index {target} out of range for {logits.shape[-1]} outputs")
         index = torch.full((logits.shape[0], 1), int(target), dtype=torch.long)
     return logits.gather(-1, index).sum()
+
+
+class RowOutput:
+    """One example's view of a batched model output: every tensor cut to row ``b`` (a batch of one), and the
+    sequence axis of ``[batch, tokens, ...]`` tensors cut to the example's ``length`` (right padding)."""
+
+    def __init__(self, output: Any, b: int, length: int, width: int):
+        self._output, self._b, self._length, self._width = output, b, length, width
+
+    def _cut(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.dim() >= 1:
+            value = value[self._b : self._b + 1]
+            # Hidden states and per-token logits [1, T, ...]: a target pooling every row sees the text's rows only.
+            return value[:, : self._length] if value.dim() >= 3 and value.shape[1] == self._width else value
+        if isinstance(value, tuple):
+            return tuple(self._cut(v) for v in value)
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        return self._cut(getattr(self._output, name))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._cut(self._output[key])
+
+
+class BatchTarget:
+    """The gradient target of a padded batch: Σ_b target_b(row b of the output).
+
+    Examples in a batch do not interact, so the gradient of the sum gives each example the gradient of its
+    own target. ``targets`` are one-example callables (they read row 0 of the output); ``lengths`` are the
+    examples' token counts (right padding), so a target that pools every row reads its text's rows only.
+    ``relevance`` sums the targets' conservative forms (``target.relevance``, where they have one).
+    ``values`` holds each example's value after a call.
+    """
+
+    def __init__(self, targets: Sequence[Callable[[Any], torch.Tensor]], lengths: Sequence[int]):
+        if len(targets) != len(lengths) or not targets:
+            raise InputError("a batch target needs one target and one length per example")
+        self.targets, self.lengths = list(targets), [int(n) for n in lengths]
+        self.values: list[float] = []
+
+    def _sum(self, output: Any, linear: bool) -> torch.Tensor:
+        width = max(self.lengths)
+        values = []
+        for b, (target, n) in enumerate(zip(self.targets, self.lengths)):
+            fn = getattr(target, "relevance", None) if linear else None
+            view = RowOutput(output, b, n, width)
+            values.append(fn(view).reshape(()) if callable(fn) else target_scalar(view, target))
+        self.values = [float(v.detach()) for v in values]
+        return torch.stack(values).sum()
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        return self._sum(output, linear=False)
+
+    def relevance(self, output: Any) -> torch.Tensor:
+        """The sum of the targets' forms linear in the last hidden states (LRP starts its backward there)."""
+        return self._sum(output, linear=True)

@@ -17,7 +17,7 @@ from typing import Any
 from .command import bench_parser
 from .threads import torch_threads
 
-METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti")
+METHODS = ("raw", "rollout", "flow", "grad_attention", "gae", "norm", "alti", "attnlrp", "cplrp", "cplrp_mask")
 REFERENCE = "A film about a family that moves to a new city."
 
 _SUBJECTS = ["the movie", "this book", "the new phone", "our trip", "the concert", "his speech", "the restaurant"]

@@ -105,8 +105,9 @@ def _row(example: Example, spec: Any, values: np.ndarray, record: AttentionRecor
 def explain_batch(explainer: Any, examples: Sequence[Example]) -> list[tuple[dict[str, Any], AttentionRecord]]:
     """Explain a batch with an :class:`~attn_plugins.explain.AttentionExplainer`: (results row, record) per example.
 
-    The explainer captures texts its method reads without gradients together (one padded forward per
-    ``batch_size``), and each other example alone (gradients are specific to one output).
+    The explainer captures the texts together (one padded forward per ``batch_size``; a relevance or
+    gradient method: one forward and one backward of the sum of the texts' targets), and alone only the
+    examples with several explained outputs (generated tokens, QA start and end).
     """
     specs = [explainer.resolve(e.text) for e in examples]
     return [

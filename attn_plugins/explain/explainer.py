@@ -132,9 +132,11 @@ class AttentionExplainer:
     ``"mean"`` for a classifier, or row weights). ``special_tokens=True`` keeps [CLS], [SEP], ... in the
     explanation. A text longer than the model accepts (or ``max_length``) is an InputError naming it,
     unless ``truncation=True``: then its longest prefix that fits is explained and the record's
-    ``meta['truncated']`` is True. Texts a method reads without gradients are captured ``batch_size`` at
-    a time, in one padded forward each (records cut to each text's tokens, so the scores are those of
-    one text alone). Other keyword options go to the method. Models that read no text (ViT's
+    ``meta['truncated']`` is True. Texts are captured ``batch_size`` at a time, in one padded forward each
+    (records cut to each text's tokens, so the scores are those of one text alone); a method that explains
+    a gradient target (relevance, gradients) does so for texts with one explained output each, with one
+    backward of the sum of their targets (:class:`~attn_plugins.adapters.BatchTarget`). Other keyword
+    options go to the method. Models that read no text (ViT's
     ``pixel_values``, Whisper's ``input_features``) are explained from ``explainer(inputs={...})``, one
     example at a time (:func:`~attn_plugins.explain.targets.resolve_inputs`): patches or encoder frames.
 
@@ -257,9 +259,54 @@ class AttentionExplainer:
             and isinstance(spec.text, str)
         )
 
+    def target_batchable(self, spec: Target) -> bool:
+        """Whether ``spec`` can share one padded forward and one backward with others: a plain text with one
+        explained output, a method whose capture takes a list with a batch target (the sum of the texts'
+        targets), a model that reads text alone (no decoder inputs) and a tokenizer that can pad."""
+        method = self._method()
+        return (
+            self.per_output()
+            and bool(getattr(method, "batch_targets", False))
+            and (method.explains_target or method.batch_capture)
+            and spec.inputs is None
+            and isinstance(spec.text, str)
+            and len(spec.gradient_targets) == 1
+            and not getattr(getattr(self.model, "config", None), "is_encoder_decoder", False)
+            and getattr(self.tokenizer, "pad_token", None) is not None
+        )
+
+    def _capture_targets(self, specs: Sequence[Target]) -> list[AttentionRecord]:
+        """One capture of many texts explaining each its own target: the gradient of the sum of the targets."""
+        from ..adapters import BatchTarget
+        from ..capture.encoding import encode
+
+        texts = [spec.text for spec in specs]
+        # The texts' token counts as the capture will pad them: a target pooling rows reads its text's only.
+        lengths = [len(info.tokens) for info in encode(self.model, self.tokenizer, texts).source]
+        target = BatchTarget([spec.gradient_targets[0] for spec in specs], lengths)
+        method = self._method()
+        records = method.capture(self.model, self.tokenizer, texts, gradient_target=target)
+        for record, spec in zip(records, specs):
+            self.forward_passes += int(record.meta.get("forward_passes", method.forward_passes))
+            _with_meta(record, spec)
+        return records
+
     def scores_batch(self, specs: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
-        """:meth:`scores` of many examples; those :meth:`batchable` share one padded capture per ``batch_size`` texts."""
+        """:meth:`scores` of many examples; those :meth:`batchable` share one padded capture per ``batch_size``
+        texts, and those :meth:`target_batchable` one padded forward and one backward per ``batch_size`` texts."""
         out: list[tuple[np.ndarray, AttentionRecord] | None] = [None] * len(specs)
+        explained = [i for i, spec in enumerate(specs) if self.target_batchable(spec)]
+        explained.sort(key=lambda i: len(specs[i].text))  # similar lengths share a batch: less padding
+        for start in range(0, len(explained) if len(explained) > 1 else 0, self.batch_size):
+            chunk = explained[start : start + self.batch_size]
+            if len(chunk) < 2:
+                continue  # a text alone is explained by scores()
+            fill_row_weights(
+                self.model, self.tokenizer, [specs[i] for i in chunk if self.pooled_rows(specs[i]) == "weighted"]
+            )
+            for i, record in zip(chunk, self._capture_targets([specs[i] for i in chunk])):
+                (position,) = self.positions(specs[i])
+                out[i] = (self._values([self._row(record, position, specs[i])], specs[i]), record)
         together = [i for i, spec in enumerate(specs) if self.batchable(spec)]
         if len(together) > 1:
             # Texts of similar length share a batch: less padding computed and thrown away.

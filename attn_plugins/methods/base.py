@@ -74,6 +74,10 @@ class Method:
     # True when the scores explain the gradient target given to capture() (one capture per explained
     # output) rather than query rows of the attention.
     explains_target: bool = False
+    # Whether :meth:`capture` explains a list of texts with one gradient target, the sum of each text's own
+    # (:class:`~attn_plugins.adapters.BatchTarget`): one padded forward and one backward for the list, each
+    # record holding what its text gets alone. The base capture does (gradients of a batch are per text).
+    batch_targets: bool = True
     # How an explainer reads the query rows for a target that pools every row (a mean-pooled sentence
     # embedding): "weighted" (each row by its share of the output, explain.targets.row_weights), "mean"
     # or "first". The defaults come from the faithfulness benchmark (docs/faithfulness.md).
@@ -241,6 +245,7 @@ class TargetMethod(Method):
 
     explains_target = True
     batch_capture = False  # one capture per explained output
+    batch_targets = False  # unless the method's capture takes a list with a BatchTarget (LRP does)
 
     def __call__(
         self,

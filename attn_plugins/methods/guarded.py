@@ -32,6 +32,8 @@ class GuardedMethod(Method):
         self.batch_capture = bool(getattr(component, "batch_capture", True)) if isinstance(component, Method) else True
         # How explainers read the plugin's scores (its declarations, else the contract's defaults).
         self.explains_target = bool(getattr(component, "explains_target", False))
+        # A plugin's own capture explains a list with a batch target only when it says so.
+        self.batch_targets = bool(getattr(component, "batch_targets", False)) if isinstance(component, Method) else True
         self.pooled_rows = getattr(component, "pooled_rows", Method.pooled_rows)
         self.description = str(getattr(component, "description", "") or "")
 

@@ -41,7 +41,11 @@ Two readouts of the input relevance:
   backward give R_i = Σ_d (E(x) − E(m))_i,d ⊙ g(z)_i,d, a one-point path integral of the relevance of
   the change m → x. Shapley values with a mask-token masker distribute f(x) − f(m), the same change.
 
-Both cost one forward and one backward pass (3 forward-equivalents). The rules are implemented for the
+Both cost one forward and one backward pass (3 forward-equivalents). A list of texts is explained in one
+right-padded forward and one backward of the sum of the texts' targets (``BatchTarget``, each text's
+target read on its own row): texts in a batch do not interact, so each gets the relevance it gets alone
+(tests/explain/test_batched_relevance.py); a table read once for the batch (BERT's positions) gets a leaf
+per row, so its gradient is not summed over the texts. The rules are implemented for the
 BERT family (BERT, RoBERTa, XLM-RoBERTa, ELECTRA encoders and their sequence/token classification
 heads); any other module is refused by name (:func:`check_model`).
 """
@@ -57,7 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..adapters import ATTENTION_RULES, CaptureOptions, split_batch, target_scalar
+from ..adapters import ATTENTION_RULES, BatchTarget, CaptureOptions, split_batch, target_scalar
 from ..errors import InputError, MissingCaptureError, UnsupportedModelError
 from ..record import AttentionRecord
 from .base import TargetMethod
@@ -97,12 +101,15 @@ def relevance_target(gradient_target: Any) -> Callable[[Any], torch.Tensor]:
 class Relevance:
     """The relevances of one forward and modified backward, per token (batch of one)."""
 
-    value: float  # the explained output at the point the backward started from
-    parts: dict[str, torch.Tensor]  # part name -> [T] (source side); "decoder.<part>" for a decoder's inputs
-    attentions: dict[str, torch.Tensor]  # kind -> [L, H, Q, K] of that forward (at the midpoint with a baseline)
+    value: float  # the explained output at the point the backward started from (a batch: the sum)
+    # part name -> [T] (source side; a batch: [B, T] with padding); "decoder.<part>" for a decoder's inputs
+    parts: dict[str, torch.Tensor]
+    # kind -> [L, H, Q, K] of that forward (at the midpoint with a baseline); a batch: [B, L, H, Q, K]
+    attentions: dict[str, torch.Tensor]
     biases: dict[str, float] = field(default_factory=dict)  # parameter (or constant) name -> b · g(b)
     softmax_leak: list[float] = field(default_factory=list)  # per attention call: Σ R(A) − Σ R(s)
     router_leak: dict[str, float] = field(default_factory=dict)  # router -> Σ R(weights) − R(its input, bias)
+    values: list[float] = field(default_factory=list)  # each example's explained output (a batch target's rows)
 
 
 def softmax_leak(probs: torch.Tensor, grad: torch.Tensor, sink: torch.Tensor | None = None) -> float:
@@ -199,7 +206,11 @@ def lrp(
     alpha: float = 0.5,
     budget: bool = False,
 ) -> Relevance | list[Relevance]:
-    """One forward and one modified backward of ``model`` on ``inputs`` (one example), explaining ``target``.
+    """One forward and one modified backward of ``model`` on ``inputs``, explaining ``target``.
+
+    ``inputs`` hold one example, or a right-padded batch of texts explained by one backward of a
+    :class:`~attn_plugins.adapters.BatchTarget` (the sum of each text's target: texts in a batch do not
+    interact, so each gets the relevance it gets alone); the parts are then ``[B, T]``, padding included.
 
     ``target`` given as a list (e.g. one per generated token) explains each from the one forward: one
     modified backward per target over the same graph, one :class:`Relevance` each, in order.
@@ -222,12 +233,15 @@ def lrp(
     main = next((k for k in ("input_ids", "pixel_values", "input_features") if k in inputs), None)
     if main is None:
         raise InputError("LRP needs input_ids, pixel_values or input_features")
-    if inputs[main].shape[0] != 1:
-        raise InputError("LRP explains one example at a time")
+    size = int(inputs[main].shape[0])
+    if size != 1 and main != "input_ids":
+        raise InputError("LRP explains a batch of texts (token ids); pixels and audio one example at a time")
+    if size != 1 and budget:
+        raise InputError("the relevance budget is computed for one example at a time")
     inputs = dict(inputs)
     if getattr(model.config, "is_encoder_decoder", False) and "decoder_input_ids" not in inputs:
         start = model.config.decoder_start_token_id
-        inputs["decoder_input_ids"] = torch.tensor([[start]], device=inputs[main].device)
+        inputs["decoder_input_ids"] = torch.full((size, 1), int(start), device=inputs[main].device)
     layers = first_layers(model)
     many = isinstance(target, (list, tuple))
     explained = [relevance_target(t) for t in (target if many else [target])]
@@ -271,7 +285,12 @@ def lrp(
             part = "word"
         else:
             part = "token_type" if "token_type" in name else "position"
-        leaf = output.detach().requires_grad_()
+        leaf = output.detach()
+        if size > 1 and (leaf.dim() == 2 or leaf.shape[0] == 1):
+            # A table read once for the whole batch (positions [1, T, D]) is added to every row: a leaf of
+            # its own per row, so each text's relevance comes from its own gradient, not from the batch's sum.
+            leaf = leaf.expand(size, *leaf.shape[-2:]).clone()
+        leaf.requires_grad_()
         leaves.append((side, part, leaf))
         return leaf
 
@@ -356,6 +375,9 @@ def lrp(
         )
         for i, v in enumerate(values)
     ]
+    found = None if many else getattr(target, "values", None)  # a BatchTarget's per-text values
+    for result in out:
+        result.values = list(found) if isinstance(found, list) and len(found) == size else [result.value]
     return out if many else out[0]
 
 
@@ -393,12 +415,18 @@ def _backward(
         del grads[:n]
         return out
 
+    size = int(inputs[main].shape[0])
+
     def rel(t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-        """Per position: Σ over the hidden dimension of t ⊙ g, as [T] (batch of one)."""
+        """Per position: Σ over the hidden dimension of t ⊙ g, as [T] (batch of one) or [B, T]."""
         if g is None:
-            return torch.zeros(t.shape[-2] if t.dim() > 1 else 1, dtype=torch.float64)
+            n = t.shape[-2] if t.dim() > 1 else 1
+            return torch.zeros(n, dtype=torch.float64) if size == 1 else torch.zeros(size, n, dtype=torch.float64)
         r = (t.detach() * g).sum(-1).double()
-        return r.reshape(-1, r.shape[-1])[0] if r.dim() > 1 else r
+        if r.dim() <= 1:
+            return r
+        r = r.reshape(-1, r.shape[-1])
+        return r[0] if size == 1 else r
 
     parts: dict[str, torch.Tensor] = {}
     biases: dict[str, float] = {}
@@ -415,7 +443,8 @@ def _backward(
         # R_i = Σ_d (x − m)_i,d ⊙ g(z)_i,d, z the midpoint; tokens the baseline keeps did not change.
         delta = rel(streams["x"] - streams["m"], stream_grads["source"])
         if main == "input_ids":
-            same = baseline_ids[0].to(delta.device) == inputs[main][0].to(delta.device)
+            same = baseline_ids.to(delta.device) == inputs[main].to(delta.device)
+            same = same[0] if size == 1 else same
         else:  # pixels and frames: a position is unchanged when its first residual stream is (ViT's class token)
             same = (streams["x"] - streams["m"])[0].abs().amax(-1) == 0
         parts["delta"] = torch.where(same, torch.zeros_like(delta), delta)
@@ -441,7 +470,7 @@ def _backward(
     result = Relevance(
         value=float(value.detach()),
         parts={k: v.detach().cpu() for k, v in parts.items()},
-        attentions=_by_kind(calls),
+        attentions=_by_kind(calls, batch=size > 1),
         biases=biases,
     )
     if budget:
@@ -467,12 +496,13 @@ def _backward(
     return result
 
 
-def _by_kind(calls: list[Any]) -> dict[str, torch.Tensor]:
-    """The attention calls' probabilities (batch of one) stacked per kind: {kind: [L, H, Q, K]}."""
+def _by_kind(calls: list[Any], batch: bool = False) -> dict[str, torch.Tensor]:
+    """The attention calls' probabilities stacked per kind: {kind: [L, H, Q, K]} (batch of one), or
+    {kind: [B, L, H, Q, K]} with ``batch``."""
     out: dict[str, list[torch.Tensor]] = {}
     for c in sorted(calls, key=lambda c: c.layer):
-        out.setdefault(c.kind, []).append(c.probs[0].detach())
-    return {k: torch.stack(v).cpu() for k, v in out.items()}
+        out.setdefault(c.kind, []).append(c.probs.detach() if batch else c.probs[0].detach())
+    return {k: torch.stack(v, dim=1 if batch else 0).cpu() for k, v in out.items()}
 
 
 def budget(
@@ -522,6 +552,7 @@ class LRP(TargetMethod):
     forward_passes = 1  # plus one backward pass: 3 forward-equivalents
     # capture(gradient_targets=[...]) explains many targets (generated tokens) from one forward.
     captures_many = True
+    batch_targets = True  # a list of texts with a BatchTarget: one forward and one backward for the list
 
     def __init__(self, name: str, rule: str = "attnlrp", baseline: str | None = None, description: str = ""):
         if rule not in RULES:
@@ -545,22 +576,53 @@ class LRP(TargetMethod):
         (one modified backward each, :func:`lrp`) and returns one record per target.
         """
         gradient_target = options.pop("gradient_target", None)
-        many = options.pop("gradient_targets", None)
-        one = encode_one(self.name, model, tokenizer, text, inputs, options)
-        baseline_ids = None
-        if self.baseline == "mask":
-            baseline_ids = masked_input(one)
-        explained = list(many) if many is not None else gradient_target
+        per_target = options.pop("gradient_targets", None)
+        batched = text is not None and not isinstance(text, str)
+        if batched:
+            # A batch of texts: one padded forward and one backward of gradient_target, a BatchTarget
+            # (the sum of each text's own target), gives each text the relevance it gets alone.
+            if per_target is not None or not isinstance(gradient_target, BatchTarget):
+                raise InputError(
+                    f"method {self.name!r} explains one text at a time, or a list of texts with one gradient "
+                    "target per text: gradient_target=BatchTarget(targets, lengths)"
+                )
+            if len(gradient_target.targets) != len(text):
+                raise InputError(f"{len(gradient_target.targets)} batch targets for {len(text)} texts")
+            one = encode_one(self.name, model, tokenizer, list(text), None, options, many=True)
+            lengths = [len(info.tokens) for info in one.batch.source]
+            if lengths != gradient_target.lengths:
+                raise InputError(f"the batch target's lengths {gradient_target.lengths} are not the texts' {lengths}")
+        else:
+            one = encode_one(self.name, model, tokenizer, text, inputs, options)
+        baseline_ids = masked_input(one) if self.baseline == "mask" else None
+        explained = list(per_target) if per_target is not None else gradient_target
         found = lrp(model, one.inputs, explained, RULES[self.rule], adapter=one.adapter, baseline_ids=baseline_ids)
-        records = [self._record(model, one, r, baseline_ids) for r in (found if many is not None else [found])]
-        return records if many is not None else records[0]
+        if per_target is not None:
+            return [self._record(model, one, r, baseline_ids) for r in found]
+        n = one.batch.size if batched else 1  # images and audio name no tokens: their batch.size is 0
+        if n == 1:
+            return self._record(model, one, found, baseline_ids)
+        metas = [
+            {**self._meta(value, one, baseline_ids), "batch_size": n}  # one forward and one backward for the batch
+            for value in found.values
+        ]
+        out = one.records(model, found.attentions, metas)
+        mask = one.batch.source_mask.bool()
+        for b, record in enumerate(out):
+            for part, values in found.parts.items():
+                # Right padding: the text's tokens first; pad positions carry no relevance of this text.
+                record.extras[f"{self.name}.{part}"] = values[b][mask[b].to(values.device)].to(torch.float64)
+        return out
 
-    def _record(self, model: Any, one: OneExample, r: Relevance, baseline_ids: Any) -> AttentionRecord:
-        info: dict[str, Any] = {"rule": self.rule, "baseline": self.baseline, "explained_value": r.value}
+    def _meta(self, value: float, one: OneExample, baseline_ids: Any) -> dict[str, Any]:
+        info: dict[str, Any] = {"rule": self.rule, "baseline": self.baseline, "explained_value": value}
         if baseline_ids is not None:
             masked = "the masked text" if "input_ids" in one.inputs else "zero pixels or frames"
             info["attention_at"] = f"the midpoint between {masked} and the input"
-        record = one.record(model, r.attentions, {"forward_passes": 1, "backward_passes": 1, self.name: info})
+        return {"forward_passes": 1, "backward_passes": 1, self.name: info}
+
+    def _record(self, model: Any, one: OneExample, r: Relevance, baseline_ids: Any) -> AttentionRecord:
+        record = one.record(model, r.attentions, self._meta(r.value, one, baseline_ids))
         for part, values in r.parts.items():
             record.extras[f"{self.name}.{part}"] = values.to(torch.float64)
         return record
@@ -626,25 +688,42 @@ def mask_token_id(tokenizer: Any) -> int:
 
 def masked_input(one: OneExample) -> torch.Tensor:
     """The baseline ``cplrp_mask`` explains the change from: every non-special token masked (the token shap's
-    ``Text`` masker uses), or, for images and audio, every pixel or frame zeroed (what masking a patch or a
-    frame means in shap's image and audio maskers' simplest form, and in ``bench zoo``'s Shapley values)."""
+    ``Text`` masker uses; each text of a batch), or, for images and audio, every pixel or frame zeroed (what
+    masking a patch or a frame means in shap's image and audio maskers' simplest form, and in ``bench zoo``'s
+    Shapley values)."""
     if "input_ids" in one.inputs:
-        special = one.batch.source[0].special_tokens_mask
+        special = [info.special_tokens_mask for info in one.batch.source]
         return masked_baseline(one.inputs["input_ids"], special, one.tokenizer)
     main = next(k for k in ("pixel_values", "input_features") if k in one.inputs)
     return torch.zeros_like(one.inputs[main])
 
 
-def masked_baseline(ids: torch.Tensor, special: list[bool] | None, tokenizer: Any) -> torch.Tensor:
-    """``ids`` with every non-special token replaced by the token shap's ``Text`` masker uses (:func:`mask_token_id`)."""
+def masked_baseline(ids: torch.Tensor, special: Any, tokenizer: Any) -> torch.Tensor:
+    """``ids`` with every non-special token replaced by the token shap's ``Text`` masker uses (:func:`mask_token_id`).
+
+    ``special``: the text's special-tokens mask ([T] for ``ids`` [1, T]), or one mask per row of a
+    right-padded batch (each as long as its text; the padding after it is kept as it is).
+    """
     if tokenizer is None:
         raise InputError("baseline='mask' needs the tokenizer (its mask token, or shap's '...')")
     mask_id = mask_token_id(tokenizer)
-    if special is None or len(special) != ids.shape[1]:
+    rows = [special] if ids.shape[0] == 1 and special is not None and not _nested(special) else special
+    if rows is None or len(rows) != ids.shape[0] or any(r is None or len(r) > ids.shape[1] for r in rows):
         raise InputError("baseline='mask' needs the special-tokens mask of the text")
+    if ids.shape[0] == 1 and len(rows[0]) != ids.shape[1]:
+        raise InputError("baseline='mask' needs the special-tokens mask of the text")
+    keep = torch.ones(ids.shape, dtype=torch.bool)
+    for b, r in enumerate(rows):  # one row per text (not per token): the masks have the texts' lengths
+        keep[b, : len(r)] = torch.as_tensor(list(r), dtype=torch.bool)
     out = ids.clone()
-    out[0, ~torch.as_tensor(special, dtype=torch.bool)] = int(mask_id)
+    out[~keep.to(ids.device)] = int(mask_id)
     return out
+
+
+def _nested(special: Any) -> bool:
+    """Whether ``special`` holds one mask per row rather than one mask."""
+    first = next(iter(special), None)
+    return first is not None and not isinstance(first, (bool, int, np.bool_, np.integer))
 
 
 @dataclass
@@ -665,9 +744,21 @@ class OneExample:
         (record,) = split_batch(self.batch, {k: v[None] for k, v in kinds.items()}, options=CaptureOptions(), meta=full)
         return record
 
+    def records(
+        self, model: Any, attentions: dict[str, torch.Tensor], metas: list[dict[str, Any]]
+    ) -> list[AttentionRecord]:
+        """One record per example of a batch: ``attentions`` {kind: [B, L, H, Q, K]} cut to each text's tokens."""
+        out = split_batch(self.batch, attentions, options=CaptureOptions(), meta=self.adapter.describe(model))
+        for record, meta in zip(out, metas):
+            record.meta.update(meta)
+        return out
 
-def encode_one(name: str, model: Any, tokenizer: Any, text: Any, inputs: Any, options: dict[str, Any]) -> OneExample:
-    """Encode one text (or take tokenized ``inputs``) as ``ap.capture`` does, and pick the adapter."""
+
+def encode_one(
+    name: str, model: Any, tokenizer: Any, text: Any, inputs: Any, options: dict[str, Any], many: bool = False
+) -> OneExample:
+    """Encode one text (or take tokenized ``inputs``) as ``ap.capture`` does, and pick the adapter; ``many``:
+    a list of texts, right-padded into one batch."""
     from ..capture.encoding import encode, encode_inputs
     from ..capture.forward import check_model_device, select_adapter
 
@@ -680,8 +771,8 @@ def encode_one(name: str, model: Any, tokenizer: Any, text: Any, inputs: Any, op
     if (text is None) == (inputs is None):
         raise InputError("pass either text (with a tokenizer) or inputs=, not both or neither")
     if text is not None:
-        if not isinstance(text, str):
-            raise InputError(f"method {name!r} explains one text at a time")
+        if many != (not isinstance(text, str)) or (many and not all(isinstance(t, str) for t in text)):
+            raise InputError(f"method {name!r} explains one text at a time, or a list of texts with a batch target")
         if tokenizer is None:
             raise InputError("capturing from text needs a tokenizer; or pass inputs= with token ids")
         batch = encode(
@@ -693,7 +784,7 @@ def encode_one(name: str, model: Any, tokenizer: Any, text: Any, inputs: Any, op
     size = batch.size or next(
         (int(batch.inputs[k].shape[0]) for k in ("pixel_values", "input_features") if k in batch.inputs), 0
     )
-    if size != 1:
+    if size != 1 and not many:
         raise InputError(f"method {name!r} explains one example at a time")
     keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "input_features", "decoder_input_ids")
     model_inputs = {k: v for k, v in batch.inputs.items() if k in keys + ("decoder_attention_mask",)}
