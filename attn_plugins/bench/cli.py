@@ -11,7 +11,6 @@ within 1 s. ``heavy_modules`` lists what building the parser imported of torch, 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .command import bench_parser
+from .command import bench_parser, user_env
 
 HEAVY = ("torch", "transformers", "shap", "scipy", "sklearn", "pandas", "bertviz")
 GOALS_S = {"help": 0.5, "version": 0.5, "explain_help": 0.5, "missing_model": 1.0, "unwritable_output": 1.0}
@@ -74,7 +73,7 @@ def run(quick: bool = False, seed: int = 0, repeats: int = 7) -> dict[str, Any]:
     """Median wall seconds of each case over ``repeats`` fresh processes, the goals, and the parser's heavy imports."""
     del seed  # nothing random here; accepted like every benchmark's
     n = 2 if quick else repeats
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = user_env()
     base = command()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
