@@ -214,6 +214,9 @@ class EagerAdapter(Adapter):
         causal = "self" in attentions and looks_causal(attentions["self"])
         outs, seq = kept_outputs(output, "target" if "decoder" in attentions else "source")
         meta = {**self.describe(model), "causal": causal}
+        # A float16/bfloat16 model's eager weights are rounded to its dtype before the record's float32 copy:
+        # their rows sum to 1 only to that dtype's precision, which validation allows for.
+        meta["weights_dtype"] = str(next(iter(raw.values()))[0].dtype).removeprefix("torch.")
         records = split_batch(
             batch,
             attentions,

@@ -385,6 +385,8 @@ def _reference_attentions(
     """Eager ``output_attentions=True`` of a fresh eager copy of ``model``: {kind: [B, L, H, Q, K]}."""
     family = ZOO[model.config.model_type][0]
     reference = tiny_model(model.config.model_type, attn_implementation="eager", peaked=None, **config_overrides)
+    param = next(model.parameters())
+    reference = reference.to(device=param.device, dtype=param.dtype)  # the same device and dtype as the model
     reference.load_state_dict(model.state_dict())
     with torch.no_grad():
         out = reference(**inputs, output_attentions=True, return_dict=True)
@@ -405,20 +407,28 @@ def deep_overrides(model_type: str, layers: int) -> dict[str, int]:
     return {"num_hidden_layers": layers}
 
 
-def verify_capture(model_type: str, adapter: str = "huggingface", **config_overrides: Any) -> dict[str, Any]:
+def verify_capture(
+    model_type: str,
+    adapter: str = "huggingface",
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    **config_overrides: Any,
+) -> dict[str, Any]:
     """Capture a tiny ``model_type`` model and compare it with eager attention and an uncaptured forward.
 
     Returns the figures of ``docs/architectures.md``: adapter and backend used, kinds, the largest
     absolute difference of the captured weights from eager ``output_attentions=True`` (over real tokens
     of a padded batch), and of the model output from a forward without capture. ``config_overrides``
-    change the model (e.g. :func:`deep_overrides` for more layers than module names sort correctly).
+    change the model (e.g. :func:`deep_overrides` for more layers than module names sort correctly);
+    ``device`` and ``dtype`` place the model and the eager reference (differences are read in float32).
     """
     from attn_plugins.adapters import CaptureOptions
     from attn_plugins.capture import encode_inputs, select_adapter
     from attn_plugins.errors import AttnPluginsError
 
-    model = tiny_model(model_type, **config_overrides)
-    inputs = tiny_inputs(model)
+    model = tiny_model(model_type, **config_overrides).to(device=device, dtype=dtype)
+    inputs = _placed(tiny_inputs(model), device, dtype)
     with torch.no_grad():
         plain = model(**inputs, return_dict=True)
     chosen = select_adapter(model, adapter)
@@ -437,7 +447,7 @@ def verify_capture(model_type: str, adapter: str = "huggingface", **config_overr
             if keep_src is not None and kind == "cross":
                 r = r[:, :, :, keep_src]
             captured = record.attentions[kind]  # with learned sinks: the exact rows, which sum to less than 1
-            att_diff = max(att_diff, (captured - r).abs().max().item())
+            att_diff = max(att_diff, (captured.float().cpu() - r.float().cpu()).abs().max().item())
     key = "logits" if getattr(plain, "logits", None) is not None else "last_hidden_state"
     a, b_ = getattr(plain, key), getattr(output, key)
     if src_mask is not None and a.dim() == 3 and a.shape[1] == src_mask.shape[1]:
@@ -446,7 +456,8 @@ def verify_capture(model_type: str, adapter: str = "huggingface", **config_overr
     # Whether the per-head value norms (Kobayashi et al. 2020) can be captured: needs the output projection.
     try:
         with torch.no_grad():
-            chosen.capture(model, encode_inputs(model, tiny_inputs(model, batch=1)), CaptureOptions(value_norms=True))
+            one = _placed(tiny_inputs(model, batch=1), device, dtype)
+            chosen.capture(model, encode_inputs(model, one), CaptureOptions(value_norms=True))
         value_norms = True
     except AttnPluginsError:
         value_norms = False
@@ -463,5 +474,12 @@ def verify_capture(model_type: str, adapter: str = "huggingface", **config_overr
         # How far from uniform the tested attention is (mean of row maxima): near-uniform rows hide bugs.
         "mean_row_max": float(records[0].attentions[records[0].default_kind].max(-1).values.mean()),
         "max_attention_diff": att_diff,
-        "max_output_diff": (a - b_).abs().max().item(),
+        "max_output_diff": (a.float().cpu() - b_.float().cpu()).abs().max().item(),
+        "device": str(torch.device(device)),
+        "dtype": str(dtype).removeprefix("torch."),
     }
+
+
+def _placed(inputs: dict[str, torch.Tensor], device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Inputs on ``device``; floating ones (pixels, audio features) in ``dtype``, ids kept as they are."""
+    return {k: v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}

@@ -109,23 +109,42 @@ def variants(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[st
     return {"plain": plain, "capture": captured, "capture_last": last_layer, "eager": eager}
 
 
-def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
-    """Time the three variants for every model, length and batch size; medians and ratios as a dict."""
+def synchronized(fns: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, Callable[[], Any]]:
+    """The functions, each waiting for the device's queued kernels (CUDA runs asynchronously: else only launches count)."""
+    if device.type != "cuda":
+        return fns
+
+    def wait(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def call() -> Any:
+            out = fn()
+            torch.cuda.synchronize(device)
+            return out
+
+        return call
+
+    return {name: wait(fn) for name, fn in fns.items()}
+
+
+def run(quick: bool = False, seed: int = 0, threads: int = 1, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Time the three variants for every model, length and batch size on ``device``; medians and ratios as a dict."""
+    device = torch.device(device)
     lengths: Sequence[int] = (32,) if quick else LENGTHS
     batches: Sequence[int] = (1,) if quick else BATCHES
     repeats = 2 if quick else 9
     rows = []
     with torch_threads(threads):
-        models = {"all-MiniLM-L6-v2": minilm()[0], "tiny-llama": tiny_decoder(seed)}
+        models = {"all-MiniLM-L6-v2": minilm()[0].to(device), "tiny-llama": tiny_decoder(seed).to(device)}
         for name, model in models.items():
             backend = model.config._attn_implementation
             for length in lengths:
                 for batch in batches:
-                    inputs = random_inputs(model.config.vocab_size, batch, length, seed)
+                    inputs = {
+                        k: v.to(device) for k, v in random_inputs(model.config.vocab_size, batch, length, seed).items()
+                    }
                     # Long inputs in large batches take seconds per call; fewer repeats keep the run short.
                     n = max(3, repeats // 2) if length * batch >= 4096 else repeats
                     cpu: dict[str, list[float]] = {}
-                    times = time_side_by_side(variants(model, inputs), n, cpu)
+                    times = time_side_by_side(synchronized(variants(model, inputs), device), n, cpu)
                     med = {k: statistics.median(v) for k, v in times.items()}
                     cmed = {k: statistics.median(v) for k, v in cpu.items()}
                     rows.append(
@@ -154,6 +173,7 @@ def run(quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
         "quick": quick,
         "seed": seed,
         "threads": threads,
+        "device": str(device),
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "rows": rows,

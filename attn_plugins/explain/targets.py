@@ -614,6 +614,7 @@ def _continuation(
             raise InputError("the model generated no tokens to explain")
         # generate() stops at the end-of-sequence token: fewer tokens than asked for.
         stopped = new.numel() < max_new_tokens
+    new = new.cpu()  # generate() returns the model's device; the explained inputs are built on the CPU
     n = int(new.numel())
     vocab = int(model.get_output_embeddings().weight.shape[0])
     requested = len(given) if given is not None else max_new_tokens

@@ -200,7 +200,7 @@ def decompose(
         explained_value = float(value.detach())
         head_bias = explained_value - float((h_last * g).sum())  # what the head's own biases keep
         return {
-            "scores": c[:t].numpy(),
+            "scores": c[:t].cpu().numpy(),
             "bias": float(c[t]) + head_bias,
             "value": explained_value,
             "reconstruction_error": float((x.sum(1) - h_last).abs().max()),
@@ -334,7 +334,7 @@ def decompose_decoder(model: Any, inputs: dict[str, torch.Tensor], target: Any, 
         explained_value = float(value.detach())
         head_bias = explained_value - float((saved[(last, "final")][0].detach().double() * g).sum())
         return {
-            "scores": c[:t].numpy(),
+            "scores": c[:t].cpu().numpy(),
             "bias": float(c[t]) + head_bias,
             "value": explained_value,
             "reconstruction_error": worst,
@@ -399,7 +399,7 @@ class DecompX(TargetMethod):
                 f"method {self.name!r} needs record.extras[{self.name!r}]; capture with "
                 f"get_method({self.name!r}).capture(model, tokenizer, text, gradient_target=...)"
             )
-        out = values.detach().to(torch.float64).numpy()
+        out = values.detach().to(torch.float64).cpu().numpy()
         if out.shape != (len(record.tokens),):
             raise InputError(f"record.extras[{self.name!r}] has shape {out.shape}, not ({len(record.tokens)},)")
         return out

@@ -421,7 +421,8 @@ def _backward(
         """Per position: Σ over the hidden dimension of t ⊙ g, as [T] (batch of one) or [B, T]."""
         if g is None:
             n = t.shape[-2] if t.dim() > 1 else 1
-            return torch.zeros(n, dtype=torch.float64) if size == 1 else torch.zeros(size, n, dtype=torch.float64)
+            shape = (n,) if size == 1 else (size, n)
+            return torch.zeros(shape, dtype=torch.float64, device=t.device)
         r = (t.detach() * g).sum(-1).double()
         if r.dim() <= 1:
             return r
@@ -451,12 +452,14 @@ def _backward(
     vis = {n: gp for (n, _), gp in zip(vision_params, take(len(vision_params)))}
     if main == "pixel_values" and "patches" in parts:  # with a baseline, relevance is read on the stream
         patches = parts.pop("patches")
-        parts["patches"] = torch.cat([torch.zeros(1, dtype=torch.float64), patches])
+        parts["patches"] = torch.cat([torch.zeros(1, dtype=torch.float64, device=patches.device), patches])
         t = patches.shape[0] + 1
         for n, p in vision_params:
-            r = (p.detach() * vis[n]).sum(-1).double().reshape(-1) if vis[n] is not None else torch.zeros(1)
+            zero = torch.zeros(1, dtype=torch.float64, device=p.device)
+            r = (p.detach() * vis[n]).sum(-1).double().reshape(-1) if vis[n] is not None else zero
             part = "cls" if "cls" in n else ("position" if "position" in n else n)
-            parts[part] = torch.cat([r, torch.zeros(t - r.shape[0], dtype=torch.float64)]) if r.shape[0] < t else r
+            pad = torch.zeros(t - r.shape[0], dtype=torch.float64, device=r.device)
+            parts[part] = torch.cat([r, pad]) if r.shape[0] < t else r
     if "source" in stream_rel:
         parts["emb_out"] = stream_rel["source"]
     if "decoder" in stream_rel:
@@ -630,7 +633,7 @@ class LRP(TargetMethod):
     def decoder_scores(self, record: AttentionRecord) -> np.ndarray | None:
         """Relevance of an encoder-decoder's decoder input tokens (the earlier generated ones), or None."""
         found = record.extras.get(f"{self.name}.decoder.embedding")
-        return None if found is None else found.detach().to(torch.float64).numpy()
+        return None if found is None else found.detach().to(torch.float64).cpu().numpy()
 
     def check_support(self, model: Any, tokenizer: Any = None) -> None:
         """The rules cover every module and the adapter applies the attention rule; a mask baseline has its token."""
@@ -658,7 +661,7 @@ class LRP(TargetMethod):
                 f"method {self.name!r} needs record.extras[{key!r}]; capture with "
                 f"get_method({self.name!r}).capture(model, tokenizer, text, gradient_target=...)"
             )
-        values = record.extras[key].detach().to(torch.float64).numpy()
+        values = record.extras[key].detach().to(torch.float64).cpu().numpy()
         if values.shape != (len(record.tokens),):
             raise InputError(f"record.extras[{key!r}] has shape {values.shape}, not ({len(record.tokens)},)")
         return values
