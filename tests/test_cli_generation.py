@@ -145,3 +145,19 @@ def test_a_contrast_or_continuation_on_a_model_that_does_not_generate(
 )
 def test_options_that_contradict_each_other(llama_dir, tmp_path, capsys, options, needles):
     usage_error(capsys, ["explain", TEXT, "--model", llama_dir, *options, "-o", tmp_path / "r.html"], *needles)
+
+
+def test_the_readme_command_lines_run(llama_dir, tmp_path, capsys, monkeypatch):
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    lines = [line for b in blocks for line in b.splitlines() if "--model path/to/lm" in line]
+    assert len(lines) == 2, lines
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        argv = shlex.split(line.replace("path/to/lm", str(llama_dir)))
+        assert argv[0] == "attn-plugins" and main(argv[1:]) == 0, capsys.readouterr().err
+        out = tmp_path / argv[argv.index("-o") + 1]
+        assert "rather than" in html.unescape(out.read_text(encoding="utf-8"))
