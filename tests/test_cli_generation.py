@@ -161,3 +161,17 @@ def test_the_readme_command_lines_run(llama_dir, tmp_path, capsys, monkeypatch):
         assert argv[0] == "attn-plugins" and main(argv[1:]) == 0, capsys.readouterr().err
         out = tmp_path / argv[argv.index("-o") + 1]
         assert "rather than" in html.unescape(out.read_text(encoding="utf-8"))
+
+
+def test_a_corpus_run_explains_token_0_when_asked(llama_dir, tmp_path, capsys):
+    """``--target 0`` reaches the explainer (a truthiness filter once dropped it for the predicted token)."""
+    model, tok, _ = load_pretrained(str(llama_dir))
+    asked, predicted = resolve(model, tok, TEXT, target=0).label, resolve(model, tok, TEXT).label
+    assert asked != predicted
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": TEXT}) + "\n")
+    argv = ["explain", "--input", src, "--out", tmp_path / "run", "--model", llama_dir, "--target", "0"]
+    assert main([str(a) for a in argv]) == 0, capsys.readouterr().err
+    (shard,) = (tmp_path / "run" / "shards").glob("*.jsonl")
+    (row,) = [json.loads(line) for line in shard.read_text().splitlines()]
+    assert row["task"] == "next_token" and row["label"] == str(asked)
