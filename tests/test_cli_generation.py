@@ -175,3 +175,15 @@ def test_a_corpus_run_explains_token_0_when_asked(llama_dir, tmp_path, capsys):
     (shard,) = (tmp_path / "run" / "shards").glob("*.jsonl")
     (row,) = [json.loads(line) for line in shard.read_text().splitlines()]
     assert row["task"] == "next_token" and row["label"] == str(asked)
+
+
+def test_an_encoder_decoder_explains_a_given_continuation_rather_than_a_token(tmp_path, capsys):
+    path = tmp_path / "tiny-bart"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_model("bart", vocab_size=len(tiny_vocab("seq2seq"))).save_pretrained(path)
+        tiny_tokenizer("seq2seq").save_pretrained(path)
+    text = page(capsys, tmp_path, TEXT, "--model", str(path), "--target", "a bad film", "--contrast-token", "good")
+    # an encoder-decoder's labels end with its own </s>: explained too
+    pairs = ", ".join(f"{t!r} rather than 'good'" for t in ["a", "bad", "film", "</s>"])
+    assert "given continuation: 'a bad film </s>'" in text and f"({pairs})" in text
