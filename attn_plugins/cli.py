@@ -582,8 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--target",
+        metavar="CLASS|TEXT",
         help="class index to explain (default: the predicted class; a language model's next token: its id); for a "
-        "language model, a text is a given continuation whose tokens are explained one by one (forced decoding)",
+        "language model, a text is a given continuation whose tokens are explained one by one (forced decoding; "
+        "a continuation of digits alone: start it with a space)",
     )
     p.add_argument(
         "--max-new-tokens",

@@ -187,3 +187,9 @@ def test_an_encoder_decoder_explains_a_given_continuation_rather_than_a_token(tm
     # an encoder-decoder's labels end with its own </s>: explained too
     pairs = ", ".join(f"{t!r} rather than 'good'" for t in ["a", "bad", "film", "</s>"])
     assert "given continuation: 'a bad film </s>'" in text and f"({pairs})" in text
+
+
+def test_a_continuation_of_digits_starts_with_a_space(llama_dir, tmp_path, capsys):
+    # "4" alone is token id 4 (the next token's); " 4" is the continuation "4", explained by forced decoding
+    text = page(capsys, tmp_path, TEXT, "--model", str(llama_dir), "--target", " 4", "--methods", "cplrp")
+    assert "given continuation: '4'" in text
