@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -213,6 +214,39 @@ def _mode_options(args: argparse.Namespace, own: dict[str, tuple[str, Any]], oth
             setattr(args, name, default)
 
 
+def _target(value: str | None) -> int | str | None:
+    """``--target``: an integer is a class index (a language model's token id), any other text a continuation."""
+    if value is None:
+        return None
+    # Strictly digits: " 42" (a continuation that starts with a space) stays text, unlike int(" 42").
+    return int(value) if re.fullmatch(r"-?[0-9]+", value) else value
+
+
+def _generation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The generation options of ``explain`` (each generated token, a contrast), checked before the model loads."""
+    target = _target(args.target)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise CliError(f"--max-new-tokens must be a positive number of tokens to generate, got {args.max_new_tokens}")
+    if args.contrast is not None and args.contrast_token is not None:
+        raise CliError("give --contrast (a continuation) or --contrast-token (one token), not both")
+    if args.contrast is not None and not args.contrast.strip():
+        raise CliError("--contrast is empty: give the alternative continuation, compared token by token")
+    if args.contrast_token is not None and not args.contrast_token.strip():
+        raise CliError("--contrast-token is empty: give the one token the explained tokens are compared with")
+    if isinstance(target, str) and args.max_new_tokens is not None:
+        raise CliError(
+            f"--target {target!r} is a given continuation (its tokens are explained): it cannot be combined with "
+            "--max-new-tokens, which generates"
+        )
+    given = {
+        "target": target,
+        "max_new_tokens": args.max_new_tokens,
+        "contrast": args.contrast,
+        "contrast_token": args.contrast_token,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain texts with attention methods: one standalone HTML report, or a corpus run with --input."""
     if args.input is not None:
@@ -226,6 +260,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return _explain_corpus(args)
     _mode_options(args, REPORT_OPTIONS, CORPUS_OPTIONS)
     _check_shap_evals(args.shap_evals)
+    generation = _generation_options(args)
     texts = _texts(args)
     check_output(args.output)
     check_model(args.model)  # a mistyped path fails here, before torch loads
@@ -241,12 +276,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         methods,
         model_name=display_name(name),
         task=args.task,
-        target=args.target,
         reference=args.reference,
         truncation=args.truncate,
         shap_evals=args.shap_evals,
         faithful_reference=args.faithful_reference,
         views=views,
+        **generation,
     )
     page.save(args.output)
     print(f"wrote {args.output}: {len(page.records)} text(s), methods {', '.join(methods)}")
@@ -268,6 +303,7 @@ def _explain_corpus(args: argparse.Namespace) -> int:
         raise CliError(f"--num-gpus-per-worker must be a finite number >= 0, got {args.num_gpus_per_worker:g}")
     if args.engine != "ray" and (args.ray_address or args.num_gpus_per_worker):
         raise CliError("--ray-address and --num-gpus-per-worker need --engine ray")
+    generation = _generation_options(args)  # before torch loads
     check_output(args.out, directory=True)
     check_model(args.model)
     # No --methods: the most faithful method that supports the model (each row names the method used).
@@ -276,7 +312,9 @@ def _explain_corpus(args: argparse.Namespace) -> int:
         raise CliError("a corpus run takes one method")
     from .corpus.run import run_corpus
 
-    options = {k: v for k, v in (("task", args.task), ("target", args.target), ("reference", args.reference)) if v}
+    # The explainer's options (the generation ones too: each row holds a column per explained token).
+    options = {k: v for k, v in (("task", args.task), ("reference", args.reference)) if v}
+    options.update(generation)
     # The model goes by name: the local engine loads it here, each Ray worker loads it itself.
     try:
         summary = run_corpus(
@@ -542,7 +580,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task-model", choices=sorted(TASK_CLASSES), help="which model class to load (default: from its config)"
     )
-    p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
+    p.add_argument(
+        "--target",
+        metavar="CLASS|TEXT",
+        help="class index to explain (default: the predicted class; a language model's next token: its id); for a "
+        "language model, a text is a given continuation whose tokens are explained one by one (forced decoding; "
+        "a continuation of digits alone: start it with a space)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        metavar="N",
+        help="language models: generate N tokens (greedy) and explain each (default: the next token alone)",
+    )
+    p.add_argument(
+        "--contrast",
+        metavar="TEXT",
+        help="language models: explain each token rather than this alternative continuation's token at the same "
+        "step (as many tokens as the explained continuation)",
+    )
+    p.add_argument(
+        "--contrast-token",
+        metavar="TOKEN",
+        help="language models: explain each token rather than this one token, at every step",
+    )
     p.add_argument("--reference", help="reference text: explain the similarity of sentence embeddings to it")
     p.add_argument("--truncate", action="store_true", help="cut text longer than the model's limit")
     p.add_argument(

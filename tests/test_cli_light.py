@@ -76,3 +76,16 @@ def test_an_unwritable_output_is_one_line_before_torch(tmp_path):
 def test_the_corpus_options_are_checked_before_torch(tmp_path):
     code, heavy, err = run_fresh("explain", "a text", "--input", str(tmp_path / "in.jsonl"))
     assert code == 2 and heavy == [] and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["explain", "a text", "--max-new-tokens", "0"], "positive"),
+        (["explain", "a text", "--contrast", "a", "--contrast-token", "b"], "not both"),
+        (["explain", "--input", "in.jsonl", "--out", "run", "--max-new-tokens", "-1"], "positive"),
+    ],
+)
+def test_the_generation_options_are_checked_before_torch(argv, needle):
+    code, heavy, err = run_fresh(*argv)
+    assert code == 2 and heavy == [] and len(err.strip().splitlines()) == 1 and needle in err, err
