@@ -86,7 +86,29 @@ def test_scores_are_relevance_plus_the_heads_correction(model, tok, fitted):
     )
     keep = ~np.asarray(record.special_tokens_mask)
     assert spearmanr(untrained(record)[keep], ref[keep]).statistic == pytest.approx(1.0)
-    assert np.all(untrained(record)[~keep] == 0)
+    assert np.all(fitted(record)[~keep] == 0) and np.all(fitted(record)[keep] != 0)  # shap never masks specials
+
+
+def test_features_are_attention_from_the_explained_rows_relevance_and_products(model, tok, fitted):
+    text = _texts(1, seed=7)[0]
+    record = fitted.capture(model, tok, text, gradient_target=resolve(model, tok, text, target=1).gradient_targets[0])
+    att = record.attentions["self"].double()  # [L, H, Q, K]
+    n = att.shape[-1]
+    lh = att.shape[0] * att.shape[1]
+    w = np.linspace(1.0, 2.0, n)
+    for position, rows in [
+        ("first", att[:, :, 0]),
+        ("mean", att.mean(2)),
+        (w, torch.einsum("lhqk,q->lhk", att, torch.as_tensor(w))),
+    ]:
+        x = fitted.features(record, position)
+        assert x.shape == (n, 2 * lh + 2)
+        torch.testing.assert_close(x[:, :lh], rows.reshape(lh, n).T)
+        r = x[:, lh]
+        torch.testing.assert_close(x[:, lh + 1 : 2 * lh + 1], x[:, :lh] * r[:, None])
+    keep = ~torch.as_tensor(record.special_tokens_mask)
+    assert x[keep, lh].pow(2).mean().item() == pytest.approx(1.0)  # relevance on the targets' scale
+    assert x[:, -1].tolist() == [float(s) for s in record.special_tokens_mask]
 
 
 def test_refused_on_another_model(fitted, tok):
