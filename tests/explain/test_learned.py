@@ -131,6 +131,14 @@ def test_damaged_file(fitted, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="damaged"):
         ap.LearnedAttributor.load(cut)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    missing = tmp_path / "missing_tensor.safetensors"
+    save_file({k: v for k, v in tensors.items() if k != "net.0.bias"}, str(missing), metadata=header)
+    with pytest.raises(InputError, match="damaged or another format"):
+        ap.LearnedAttributor.load(missing)
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, str(plain))
     with pytest.raises(InputError, match="not a learned attributor file"):
