@@ -95,6 +95,14 @@ def fit_attributor(
         raise InputError("fit_attributor trains on plain texts (a list of strings)")
     if not 0 < validation < 1:
         raise InputError(f"validation must be a share between 0 and 1, got {validation!r}")
+    for name, value, least in (
+        ("hidden", hidden, 0),
+        ("max_exact", max_exact, 1),
+        ("epochs", epochs, 1),
+        ("patience", patience, 1),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise InputError(f"{name} must be an integer of at least {least}, got {value!r}")
     n_val = max(MIN_VALIDATION, round(validation * len(texts)))
     if len(texts) - n_val < MIN_VALIDATION:
         need = next(

@@ -2,7 +2,7 @@
 
 Per explained text, one ``cplrp_mask`` capture (one forward and one backward) gives every feature: the
 attention of each layer and head from the explained rows to each token, the token's relevance (scaled to
-max |r| = 1 per text), their products, and whether the token is special. A head (linear, or one hidden
+root mean square 1 over the text's maskable tokens), their products, and whether the token is special. A head (linear, or one hidden
 layer) maps each token's features to a score on the scale of per-text-normalized Shapley values
 (φ / rms φ over the text's maskable tokens). It is fitted by :func:`attn_plugins.explain.learned.fit_attributor`
 and stored as one safetensors file, its description (what it was trained on, how well it validated, the

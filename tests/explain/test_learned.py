@@ -180,3 +180,23 @@ def test_beats_raw_attention_on_held_out_texts():
 
     learned, raw = held_out(fitted), held_out("raw")
     assert learned > raw + 0.3, (learned, raw)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"validation": 1.5}, "validation must be a share"),
+        ({"hidden": -1}, "hidden must be an integer of at least 0"),
+        ({"max_exact": 0}, "max_exact must be an integer of at least 1"),
+        ({"shapley": [np.zeros(3)]}, "1 Shapley arrays for 8 texts"),
+        ({"shapley": [np.zeros(2)] * 8}, "text 1: 2 Shapley values for its"),
+    ],
+)
+def test_bad_options_are_named(model, tok, options, message):
+    with pytest.raises(InputError, match=message):
+        ap.fit_attributor(model, tok, _texts(8), target=1, **options)
+
+
+def test_texts_must_be_strings(model, tok):
+    with pytest.raises(InputError, match="plain texts"):
+        ap.fit_attributor(model, tok, [("a", "b")] * 8, target=1)
