@@ -42,6 +42,8 @@ _LAZY = {
     "AttentionExplainer": (".explain.explainer", "AttentionExplainer"),
     "compare": (".explain.compare", "compare"),
     "report": (".explain.report", "report"),
+    "fit_attributor": (".explain.learned", "fit_attributor"),
+    "LearnedAttributor": (".methods.learned", "LearnedAttributor"),
     "plugins": (".plugins.manager", "plugins"),
     "register_plugin": (".plugins.manager", "register_plugin"),
     "reload_plugins": (".plugins.manager", "reload_plugins"),

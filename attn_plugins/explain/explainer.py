@@ -485,6 +485,8 @@ class AttentionExplainer:
         explanation.method = self.method_name
         explanation.method_choice = self.choice.to_dict() if self.choice is not None else None
         explanation.method_note = self.choice.note() if self.choice is not None else None
+        if explanation.method_note is None and callable(getattr(self.method, "method_note", None)):
+            explanation.method_note = self.method.method_note()  # a learned attributor: its training and validation
         # Per example, what a generation explained: its tokens, the contrast, whether it stopped early.
         explanation.generation = [generation_info(s) for s in specs] if tasks & GENERATING else None
         return explanation

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..record import AttentionRecord, Position, Selection
 from .base import Method
 from .guarded import GuardedMethod
+from .learned import LearnedAttributor, is_attributor_path
 
 
 def get_method(method: str | Method) -> Method:
@@ -24,6 +25,8 @@ def get_method(method: str | Method) -> Method:
     """
     if isinstance(method, Method):
         return method
+    if is_attributor_path(method):
+        return LearnedAttributor.load(method)  # a fitted attributor's file (ap.fit_attributor)
     if not isinstance(method, str):
         if callable(method):
             return method  # a third-party callable following the same call works too
@@ -55,4 +58,4 @@ def attribute(
     )
 
 
-__all__ = ["GuardedMethod", "Method", "attribute", "get_method"]
+__all__ = ["GuardedMethod", "LearnedAttributor", "Method", "attribute", "get_method"]
