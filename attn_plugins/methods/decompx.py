@@ -85,6 +85,14 @@ def blocks(model: Any) -> list[Block]:
         ) from None
 
 
+def _own_sources(x0: torch.Tensor) -> torch.Tensor:
+    """[T, T + 1, D]: each token's input as its own source (the last source, the biases, starts empty)."""
+    t, d = x0.shape
+    x = torch.zeros(t, t + 1, d, dtype=torch.float64)
+    x[torch.arange(t), torch.arange(t)] = x0
+    return x
+
+
 def _weight(module: torch.nn.Module) -> torch.Tensor:
     return module.weight.detach().double()
 
@@ -171,9 +179,7 @@ def decompose(
         x0 = saved[(0, "in")][0].double()
         t, d = x0.shape
         s = t + 1
-        ar = torch.arange(t)
-        x = torch.zeros(t, s, d, dtype=torch.float64)
-        x[ar, ar] = x0
+        x = _own_sources(x0)
         for i, blk in enumerate(layers):
             h, dh = blk.heads, d // blk.heads
             v = torch.einsum("jsd,ed->jse", x, _weight(blk.value))
@@ -181,7 +187,7 @@ def decompose(
             if i == 0 and bias == "absdot":
                 # DecompX's first layer (modeling_bert.py) uses the actual value vectors: token j's value bias
                 # belongs to token j and reaches token i through the attention weight α_ij, as W_O·b_V.
-                v[ar, ar] += _bias(blk.value, d)
+                v[torch.arange(t), torch.arange(t)] += _bias(blk.value, d)
             else:
                 attn_bias = _weight(blk.attn_out) @ _bias(blk.value, d) + attn_bias
             wo = _weight(blk.attn_out).view(d, h, dh)
@@ -302,9 +308,7 @@ def decompose_decoder(model: Any, inputs: dict[str, torch.Tensor], target: Any, 
         x0 = saved[(0, "in")][0].double()
         t, d = x0.shape
         s = t + 1
-        ar = torch.arange(t)
-        x = torch.zeros(t, s, d, dtype=torch.float64)
-        x[ar, ar] = x0
+        x = _own_sources(x0)
         worst = 0.0
         for i, lay in enumerate(layers):
             attn = lay.self_attn
