@@ -126,6 +126,9 @@ def encode(
             raise InputError(f"{len(texts)} texts but {len(targets)} targets")
         _check_texts(targets, "target")
         _add_decoder_side(model, tokenizer, batch, targets, truncation, limit)
+    elif getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        # No target: the decoder reads its start token alone (what it reads to generate the first token).
+        _add_decoder_side(model, tokenizer, batch, None, truncation, limit)
     return batch
 
 
@@ -141,12 +144,16 @@ def _decoder_start_id(model: Any, tokenizer: Any) -> int:
 
 
 def _add_decoder_side(
-    model: Any, tokenizer: Any, batch: EncodedBatch, targets: list[str], truncation: bool, limit: int | None
+    model: Any, tokenizer: Any, batch: EncodedBatch, targets: list[str] | None, truncation: bool, limit: int | None
 ) -> None:
-    """Decoder inputs are the start token followed by the target's tokens (teacher forcing)."""
+    """Decoder inputs are the start token followed by the target's tokens (teacher forcing); the start token
+    alone without ``targets``."""
     start = _decoder_start_id(model, tokenizer)
-    enc = tokenizer(text_target=targets, add_special_tokens=True)
-    rows = [[start, *ids] for ids in enc["input_ids"]]
+    if targets is None:
+        rows, targets = [[start] for _ in batch.source], [""] * len(batch.source)
+    else:
+        enc = tokenizer(text_target=targets, add_special_tokens=True)
+        rows = [[start, *ids] for ids in enc["input_ids"]]
     if limit is not None and max(map(len, rows)) > limit:
         if not truncation:
             raise InputError(f"the target has {max(map(len, rows))} tokens but the model accepts at most {limit}")

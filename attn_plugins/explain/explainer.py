@@ -79,6 +79,16 @@ def ragged(rows: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _first_token_inputs(spec: Target) -> bool:
+    """Whether ``spec``'s inputs are what encoding its text gives an encoder-decoder explained at its first
+    generated token (the text, and the decoder start token alone): a padded batch of texts encodes the same."""
+    inputs = spec.inputs
+    if spec.task != "next_token" or not isinstance(inputs, dict) or "decoder_input_ids" not in inputs:
+        return False
+    text_keys = {"input_ids", "attention_mask", "token_type_ids", "decoder_input_ids"}
+    return set(inputs) <= text_keys and tuple(inputs["decoder_input_ids"].shape) == (1, 1)
+
+
 def _with_meta(record: AttentionRecord, spec: Target) -> AttentionRecord:
     """``record`` with what the target knows of its text (prompt length, truncation) in its meta."""
     record.meta.update({k: v for k, v in spec.meta.items() if k in ("prompt_length", "truncated", "original_tokens")})
@@ -268,10 +278,9 @@ class AttentionExplainer:
             self.per_output()
             and bool(getattr(method, "batch_targets", False))
             and (method.explains_target or method.batch_capture)
-            and spec.inputs is None
+            and (spec.inputs is None or _first_token_inputs(spec))
             and isinstance(spec.text, str)
             and len(spec.gradient_targets) == 1
-            and not getattr(getattr(self.model, "config", None), "is_encoder_decoder", False)
             and getattr(self.tokenizer, "pad_token", None) is not None
         )
 

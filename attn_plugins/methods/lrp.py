@@ -610,11 +610,14 @@ class LRP(TargetMethod):
             for value in found.values
         ]
         out = one.records(model, found.attentions, metas)
-        mask = one.batch.source_mask.bool()
+        source, decoder = one.batch.source_mask.bool(), one.batch.target_mask
         for b, record in enumerate(out):
             for part, values in found.parts.items():
-                # Right padding: the text's tokens first; pad positions carry no relevance of this text.
-                record.extras[f"{self.name}.{part}"] = values[b][mask[b].to(values.device)].to(torch.float64)
+                # Right padding: the text's tokens first; pad positions carry no relevance of this text. An
+                # encoder-decoder's decoder parts are cut by the decoder's mask (all its rows when it has none).
+                mask = (decoder.bool() if decoder is not None else None) if part.startswith("decoder.") else source
+                row = values[b] if mask is None else values[b][mask[b].to(values.device)]
+                record.extras[f"{self.name}.{part}"] = row.to(torch.float64)
         return out
 
     def _meta(self, value: float, one: OneExample, baseline_ids: Any) -> dict[str, Any]:

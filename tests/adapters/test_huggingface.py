@@ -94,6 +94,25 @@ def test_encoder_decoder_kinds_from_inputs_and_target():
     rec.validate()
 
 
+def test_encoder_decoder_text_without_target_reads_the_start_token():
+    # What the decoder reads to generate its first token: the start token alone, as eager's forward with it.
+    tok = tiny_tokenizer("seq2seq")
+    model = tiny_model("bart", vocab_size=len(tiny_vocab("seq2seq")))
+    recs = ap.capture(model, tok, TEXTS)
+    start = model.config.decoder_start_token_id
+    for text, rec in zip(TEXTS, recs):
+        assert rec.target_tokens == [tok.convert_ids_to_tokens(start)]
+        enc = tok(text, return_tensors="pt")
+        ref = type(model)(model.config.__class__(**{**model.config.to_dict(), "attn_implementation": "eager"}))
+        ref.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            out = ref.eval()(**enc, decoder_input_ids=torch.tensor([[start]]), output_attentions=True)
+        torch.testing.assert_close(rec.attentions["cross"], torch.stack(out.cross_attentions, 1)[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            rec.attentions["encoder"], torch.stack(out.encoder_attentions, 1)[0], atol=1e-5, rtol=0
+        )
+
+
 def test_albert_layers_come_from_module_reuse():
     model = tiny_model("albert")
     rec = ap.capture(model, inputs=tiny_inputs(model, batch=1))

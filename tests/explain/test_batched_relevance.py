@@ -13,8 +13,10 @@ import torch
 
 import attn_plugins as ap
 from attn_plugins.adapters import BatchTarget
+from attn_plugins.capture.encoding import encode
 from attn_plugins.errors import InputError
 from attn_plugins.explain.explainer import AttentionExplainer
+from attn_plugins.explain.targets import TokenLogProb
 from attn_plugins.methods import get_method
 from attn_plugins.methods.lrp import lrp
 from attn_plugins.zoo import tiny_bert, tiny_model, tiny_tokenizer, tiny_vocab
@@ -38,7 +40,14 @@ def _llama():
     return tiny_model("llama", vocab_size=len(tiny_vocab("gpt"))).double(), tiny_tokenizer("gpt"), {}
 
 
-CASES = {"classifier": _classifier, "similarity": _similarity, "next_token": _llama}
+def _marian():
+    vocab = len(tiny_vocab("seq2seq"))
+    model = tiny_model("marian", vocab_size=vocab, decoder_vocab_size=vocab).double()
+    # The first generated token, read through cross attention: the decoder starts from its start token alone.
+    return model, tiny_tokenizer("seq2seq"), {"task": "next_token"}
+
+
+CASES = {"classifier": _classifier, "similarity": _similarity, "next_token": _llama, "seq2seq": _marian}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -82,8 +91,10 @@ def test_batched_scores_equal_one_text_alone(case, method):
 def test_the_texts_have_their_own_targets(case):
     # The batch explains different classes / next tokens per text: each row's target is its own.
     name, model, tok, options = case
-    if name == "similarity":
-        return  # one reference for every text: the target differs by its text only
+    if name in ("similarity", "seq2seq"):
+        # One reference for every text; a random encoder-decoder's first token is its decoder's bias, the
+        # same for every text (test_seq2seq_texts_keep_their_own_targets gives each text another token).
+        return
     explainer = AttentionExplainer(model, tok, method="cplrp", **options)
     assert len({explainer.resolve(t).label for t in TEXTS}) > 1
 
@@ -107,6 +118,19 @@ def test_one_forward_and_one_backward_per_batch(case, method, monkeypatch):
     assert backwards == 1
     for batch_size, batches in ((len(TEXTS), 1), (2, 2)):
         assert cost(TEXTS, batch_size) == (forwards * batches, batches)
+
+
+def test_seq2seq_texts_keep_their_own_targets():
+    model, tok, _ = _marian()
+    method = get_method("cplrp")
+    targets = [TokenLogProb(0, 5 + i) for i in range(len(TEXTS))]  # another first token per text
+    lengths = [len(info.tokens) for info in encode(model, tok, TEXTS).source]
+    batched = method.capture(model, tok, TEXTS, gradient_target=BatchTarget(targets, lengths))
+    for text, target, record in zip(TEXTS, targets, batched):
+        alone = method.capture(model, tok, text, gradient_target=target)
+        assert record.meta["cplrp"]["explained_value"] == pytest.approx(alone.meta["cplrp"]["explained_value"])
+        for key in ("cplrp.embedding", "cplrp.decoder.embedding"):
+            np.testing.assert_allclose(record.extras[key], alone.extras[key], rtol=0, atol=1e-6)
 
 
 def test_lrp_capture_of_a_list_needs_a_batch_target(case):
