@@ -487,6 +487,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if "only" not in inspect.signature(module.run).parameters:
             raise CliError(f"--only: the {args.name} benchmark has no parts to run alone")
         options["only"] = args.only
+    for name in ("model", "learned"):
+        if getattr(args, name) is not None:
+            if name not in inspect.signature(module.run).parameters:
+                raise CliError(f"--{name}: the {args.name} benchmark does not take it")
+            options[name] = getattr(args, name)
+    if options.get("learned") is not None and options.get("model", "minilm") != "minilm":
+        raise CliError("--learned is a MiniLM attributor: use it with --model minilm")
     result = module.run(**options)
     print(json.dumps(result, indent=None if args.json else 2, default=float))
     return 0
@@ -565,6 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("generation",),
         help="faithful: run one part alone (generation: the trained decoder and encoder-decoder models)",
     )
+    p.add_argument(
+        "--model",
+        choices=("minilm", "decoder", "seq2seq"),
+        help="cost: the packaged MiniLM (default), or the faithful-generation benchmark's trained decoder or "
+        "encoder-decoder",
+    )
+    p.add_argument("--learned", help="cost: a learned attributor file (for MiniLM) added to the methods")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("explain", help="explain texts with attention methods: a standalone HTML report")

@@ -3,10 +3,10 @@
 Run the three benchmarks, keep their JSON, then:
     python benchmarks/capture_overhead.py > capture.json
     python benchmarks/memory_long.py > memory.json
-    python benchmarks/attention_vs_shap.py > cost.json
+    python benchmarks/attention_vs_shap.py > cost.json   (also --model decoder / --model seq2seq, one file each)
     attn-plugins bench cli > benchmarks/results/cli.json
     attn-plugins bench report > benchmarks/results/report.json
-    python benchmarks/performance_table.py --capture capture.json --memory memory.json --cost cost.json \
+    python benchmarks/performance_table.py --capture capture.json --memory memory.json --cost cost.json [decoder.json seq2seq.json] \
         --cli benchmarks/results/cli.json --report benchmarks/results/report.json --notes benchmarks/performance_notes.md
 Nothing in the tables is typed by hand; the notes (analysis of the figures) are appended as written.
 """
@@ -64,6 +64,9 @@ def memory_table(data: dict[str, Any]) -> list[str]:
         )
     lines += ["", f"Model: {data['model']}. Measure: {data['measure']}."]
     return lines
+
+
+COST_MODELS = {"minilm": "MiniLM", "decoder": "The trained decoder", "seq2seq": "The trained encoder-decoder"}
 
 
 def cost_table(data: dict[str, Any]) -> list[str]:
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--capture", type=Path)
     parser.add_argument("--memory", type=Path)
-    parser.add_argument("--cost", type=Path)
+    parser.add_argument("--cost", type=Path, nargs="+", help="one attention_vs_shap JSON per model")
     parser.add_argument("--cli", type=Path)
     parser.add_argument("--report", type=Path)
     parser.add_argument(
@@ -171,11 +174,18 @@ def main(argv: list[str] | None = None) -> None:
         ("report", "The default report", "attn-plugins bench report", report_table),
     ]
     for key, title, command, table in sections:
-        path = getattr(args, key)
-        if path is None:
+        paths = getattr(args, key)
+        if paths is None:
             continue
-        data = json.loads(path.read_text("utf-8"))
-        lines += [f"## {title}", "", f"`{command}`", "", *table(data), ""]
+        lines += [f"## {title}", ""]
+        for path in paths if isinstance(paths, list) else [paths]:
+            data = json.loads(path.read_text("utf-8"))
+            if key == "cost":
+                # One benchmark, one table per model: the command that gives each.
+                choice = data.get("model_choice", "minilm")
+                lines += [f"### {COST_MODELS[choice]}", ""]
+                command = "attn-plugins bench cost" + ("" if choice == "minilm" else f" --model {choice}")
+            lines += [f"`{command}`", "", *table(data), ""]
     if args.notes is not None:
         lines += [args.notes.read_text("utf-8").strip(), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)

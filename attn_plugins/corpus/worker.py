@@ -109,7 +109,7 @@ def explain_batch(explainer: Any, examples: Sequence[Example]) -> list[tuple[dic
     gradient method: one forward and one backward of the sum of the texts' targets), and alone only the
     examples with several explained outputs (generated tokens, QA start and end).
     """
-    specs = [explainer.resolve(e.text) for e in examples]
+    specs = explainer.resolve_all([e.text for e in examples], names=[None] * len(examples))
     return [
         (_row(example, spec, np.asarray(values), record, explainer.method_name), record)
         for example, spec, (values, record) in zip(examples, specs, explainer.scores_batch(specs))

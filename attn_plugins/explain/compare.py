@@ -301,9 +301,7 @@ def compare(
     }
     probe = next(iter(explainers.values()))
     # Every text is resolved (and its length checked) before anything slow runs.
-    specs = [
-        probe.resolve(t, describe_example(t, i + 1 if len(examples) > 1 else None)) for i, t in enumerate(examples)
-    ]
+    specs = probe.resolve_all(examples)
 
     for i, (text, spec) in enumerate(zip(examples, specs)):
         _check_rankable(probe, spec, describe_example(text, i + 1 if len(examples) > 1 else None))

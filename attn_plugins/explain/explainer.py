@@ -25,7 +25,10 @@ from .generation import is_chat
 from .targets import (
     Target,
     describe_example,
+    detect_task,
     fill_row_weights,
+    fit_text,
+    predict_logits,
     resolve,
     resolve_inputs,
     target_kind,
@@ -216,6 +219,44 @@ class AttentionExplainer:
         self.forward_passes = 0  # model forwards spent on captures (for cost reports)
 
     # ------------------------------------------------------------------ per example
+    def resolve_all(self, examples: Sequence[Any], names: Sequence[str | None] | None = None) -> list[Target]:
+        """:meth:`resolve` of each example (errors name it ``names[i]``, by default ``text i``); the classes or
+        next tokens that plain texts explain are predicted in one padded forward per ``batch_size`` texts, not
+        one forward each."""
+        examples = list(examples)
+        if names is None:
+            names = [describe_example(e, i + 1 if len(examples) > 1 else None) for i, e in enumerate(examples)]
+        task = self.task or detect_task(self.model, self.reference, self.max_new_tokens)
+        predicted = (
+            len(examples) > 1
+            and task in ("classification", "next_token")
+            and self.max_new_tokens is None
+            and self.contrast is None
+            and not isinstance(self.target, str)
+            and getattr(self.model, "main_input_name", "input_ids") == "input_ids"
+            and getattr(self.tokenizer, "pad_token", None) is not None
+        )
+        if predicted:
+            texts = []
+            for e in examples:
+                if not isinstance(e, str) or not e.strip():
+                    continue  # pairs, chat messages and empty texts are resolved (or refused) one by one
+                try:
+                    texts.append(
+                        fit_text(self.model, self.tokenizer, e, truncation=self.truncation, max_length=self.max_length)[
+                            0
+                        ]
+                    )
+                except InputError:
+                    continue  # resolve() names the text in its error
+            predict_logits(self.model, self.tokenizer, texts, task, self._targets_cache, self.batch_size)
+        try:
+            return [self.resolve(e, name) for e, name in zip(examples, names)]
+        finally:
+            # Logits of texts an error left unresolved are not kept.
+            for key in [k for k in self._targets_cache if isinstance(k, tuple) and k[:1] == ("logits",)]:
+                self._targets_cache.pop(key, None)
+
     def resolve(self, example: Any, name: str | None = None) -> Target:
         """The explained outputs of one example; ``name`` is how errors call it (e.g. ``text 2``)."""
         spec = resolve(
@@ -265,7 +306,7 @@ class AttentionExplainer:
         return (
             self._method().batch_capture
             and not self.per_output()
-            and spec.inputs is None
+            and (spec.inputs is None or _first_token_inputs(spec))
             and isinstance(spec.text, str)
         )
 
@@ -459,10 +500,7 @@ class AttentionExplainer:
         else:
             examples = as_batch(texts)
             # Every example is resolved (and its length checked) before the first is explained.
-            specs = [
-                self.resolve(e, describe_example(e, i + 1 if len(examples) > 1 else None))
-                for i, e in enumerate(examples)
-            ]
+            specs = self.resolve_all(examples)
         values, data, bases, names, labels, tasks = [], [], [], [], [], set()
         for spec, (v, record) in zip(specs, self.scores_batch(specs)):
             keep = self.kept(spec, record)

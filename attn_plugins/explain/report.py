@@ -24,7 +24,6 @@ from ..views.report import report as report_view
 from .compare import EXACT_MAX, compare
 from .defaults import REPORT_METHODS, REPORT_SHAP_EVALS
 from .explainer import AttentionExplainer
-from .targets import describe_example
 
 # The methods a report shows when none are named (the faithful ones and two cheap baselines).
 DEFAULT_METHODS = REPORT_METHODS
@@ -125,7 +124,7 @@ def report(
         methods.append(choice.method)
     # Resolving checks every text's length first (naming the one too long) and, with truncation, gives the
     # prefix each method and shap explain; the page shows the same prefix.
-    specs = [probe.resolve(t, describe_example(t, i + 1 if len(texts) > 1 else None)) for i, t in enumerate(texts)]
+    specs = probe.resolve_all(texts)
     records = []
     for spec, t in zip(specs, texts):
         decoder = (spec.inputs or {}).get("decoder_input_ids")

@@ -345,13 +345,13 @@ def resolve(
             token_id=target if task == "next_token" else None,
         )
     elif task == "classification":
-        spec = _classification(model, tokenizer, text, target)
+        spec = _classification(model, tokenizer, text, target, cache)
     elif task == "token_classification":
         spec = _token_classification(model, tokenizer, text, target, token)
     elif task == "similarity":
         spec = _similarity(model, tokenizer, text, reference, pooling, cache, truncation, max_length)
     else:
-        spec = _next_token(model, tokenizer, text, target, contrast_token)
+        spec = _next_token(model, tokenizer, text, target, contrast_token, cache)
     if original is not None:
         spec.meta.update(truncated=True, original_tokens=original)
     return spec
@@ -370,8 +370,46 @@ def _forward(model: Any, inputs: dict[str, torch.Tensor]) -> Any:
         return model(**inputs)
 
 
-def _classification(model: Any, tokenizer: Any, text: str, target: int | None) -> Target:
-    logits = _forward(model, _encode(tokenizer, [text], model)).logits[0]
+def predict_logits(
+    model: Any, tokenizer: Any, texts: Sequence[str], task: str, cache: dict[Any, Any], batch_size: int = 32
+) -> None:
+    """Put in ``cache`` the logits each text's ``classification`` or ``next_token`` target picks its class or
+    token from, one right-padded forward per ``batch_size`` texts (resolving texts one by one runs one each);
+    :func:`resolve` takes (and drops) them from there."""
+    if task not in ("classification", "next_token"):
+        raise InputError(f"predict_logits reads classification and next_token outputs, not {task!r}")
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        batch = _encode(tokenizer, chunk, model, right=True)
+        if seq2seq:
+            n = batch["input_ids"].shape[0]
+            batch["decoder_input_ids"] = torch.full(
+                (n, 1), decoder_start(model), dtype=torch.long, device=_device(model)
+            )
+        out = _forward(model, batch).logits
+        if task == "classification":  # each example's output, as one forward of it alone gives
+            rows = out
+        elif seq2seq:  # the decoder's first row
+            rows = out[:, 0]
+        else:  # a causal LM's last real row (right padding: the text's own tokens come first)
+            rows = out[torch.arange(out.shape[0], device=out.device), _last_rows(batch["attention_mask"])]
+        for text, row in zip(chunk, rows):
+            cache[("logits", task, text)] = row
+
+
+def _logits(
+    model: Any, enc: dict[str, torch.Tensor], cache: dict[Any, Any] | None, task: str, text: str, row: Any
+) -> torch.Tensor:
+    """The logits of ``text``'s explained row: from :func:`predict_logits` when it put them in ``cache``, else one forward."""
+    found = cache.pop(("logits", task, text), None) if cache is not None else None
+    return found if found is not None else _forward(model, enc).logits[0, row]
+
+
+def _classification(
+    model: Any, tokenizer: Any, text: str, target: int | None, cache: dict[Any, Any] | None = None
+) -> Target:
+    logits = _logits(model, _encode(tokenizer, [text], model), cache, "classification", text, slice(None))
     cls = int(logits.argmax()) if target is None else _check_class(target, logits.shape[-1])
     causal = bool(getattr(model.config, "is_decoder", False)) or type(model).__name__.startswith(
         ("GPT", "Llama", "Mistral", "Qwen", "Gemma", "Phi", "OPT", "Bloom", "Falcon")
@@ -737,7 +775,14 @@ def _last_rows(mask: torch.Tensor) -> torch.Tensor:
     return (positions * mask.long()).argmax(1)
 
 
-def _next_token(model: Any, tokenizer: Any, text: str, target: int | None, contrast_token: Any = None) -> Target:
+def _next_token(
+    model: Any,
+    tokenizer: Any,
+    text: str,
+    target: int | None,
+    contrast_token: Any = None,
+    cache: dict[Any, Any] | None = None,
+) -> Target:
     """The log-probability of the most probable next token (or token id ``target``): after the text for a
     causal LM, the first generated token for an encoder-decoder (read through cross attention); with
     ``contrast_token``, minus that token's log-probability."""
@@ -749,7 +794,7 @@ def _next_token(model: Any, tokenizer: Any, text: str, target: int | None, contr
         row = 0
     else:
         row = int(enc["input_ids"].shape[1]) - 1
-    logits = _forward(model, enc).logits[0, row]
+    logits = _logits(model, enc, cache, "next_token", text, row)
     tid = int(logits.argmax()) if target is None else _check_class(target, logits.shape[-1])
     shown = tokenizer.decode([tid])
     cid = None if contrast_token is None else contrast_token_id(tokenizer, contrast_token, int(logits.shape[-1]))

@@ -64,6 +64,21 @@ def test_attention_vs_shap_quick(capsys: pytest.CaptureFixture) -> None:
         assert -1.0 <= m["spearman"] <= 1.0 and 0.0 <= m["top_3"] <= 1.0
 
 
+def test_attention_vs_shap_on_the_trained_decoder_quick(capsys: pytest.CaptureFixture) -> None:
+    bench_cost.main(["--quick", "--model", "decoder"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["model_choice"] == "decoder" and "Llama" in out["model"] and out["texts"] == 2
+    assert out["target"].startswith("next_token")
+    # A 2-layer decoder's capture reads one forward per text; rows of a causal LM need no pooling forward.
+    assert [m["forward_passes_per_text"] for m in out["methods"]] == [1.0, 1.0]
+
+
+def test_attention_vs_shap_refuses_a_learned_attributor_for_another_model(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        bench_cost.main(["--model", "decoder", "--learned", "x.safetensors"])
+    assert "--learned is a MiniLM attributor" in capsys.readouterr().err
+
+
 def test_cost_texts_are_distinct_and_seeded() -> None:
     a, b = bench_cost.texts(100, seed=0), bench_cost.texts(100, seed=0)
     assert a == b and len(set(a)) == 100
@@ -83,7 +98,16 @@ def _performance_table():
     return root, performance_table
 
 
-@pytest.mark.parametrize(("name", "table"), [("cli", "cli_table"), ("report", "report_table")])
+@pytest.mark.parametrize(
+    ("name", "table"),
+    [
+        ("cli", "cli_table"),
+        ("report", "report_table"),
+        ("attention_vs_shap", "cost_table"),
+        ("attention_vs_shap_decoder", "cost_table"),
+        ("attention_vs_shap_seq2seq", "cost_table"),
+    ],
+)
 def test_performance_doc_holds_the_tables_generated_from_the_json(name: str, table: str) -> None:
     root, performance_table = _performance_table()
     data = json.loads((root / "benchmarks" / "results" / f"{name}.json").read_text(encoding="utf-8"))

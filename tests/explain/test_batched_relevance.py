@@ -133,6 +133,22 @@ def test_seq2seq_texts_keep_their_own_targets():
             np.testing.assert_allclose(record.extras[key], alone.extras[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["raw", "rollout", "norm"])
+def test_seq2seq_attention_rows_share_one_padded_forward(method, monkeypatch):
+    # Methods that read attention rows (no gradient) batch an encoder-decoder's first token too.
+    model, tok, options = _marian()
+    batched = ap.explain(model, tok, TEXTS, method=method, batch_size=8, **options)
+    for i, text in enumerate(TEXTS):
+        alone = ap.explain(model, tok, text, method=method, **options)
+        np.testing.assert_allclose(np.asarray(batched.values[i], float), alone.values[0], rtol=0, atol=1e-6)
+    counter = Counter(model, monkeypatch)
+    explainer = AttentionExplainer(model, tok, method=method, batch_size=2, **options)
+    specs = [explainer.resolve(t) for t in TEXTS]
+    counter.reset()
+    explainer.scores_batch(specs)
+    assert counter.forwards == 2  # two batches of two texts
+
+
 def test_lrp_capture_of_a_list_needs_a_batch_target(case):
     name, model, tok, options = case
     method = get_method("cplrp")
