@@ -170,6 +170,8 @@ def trust_section(
     if method_note:
         items.append(("attn-ref", method_note))
     for kind in record.kinds:
+        if record.attentions[kind].shape[-1] < 2:
+            continue  # one key per row (a decoder at its start token): no head is diffuse or a sink
         label = f"{kind} attention: " if len(record.kinds) > 1 else ""
         items += [("attn-warn", label + w) for w in diagnose(record, kind).warnings]
     if reference is not None:

@@ -32,6 +32,15 @@ def test_sink_heads_are_reported():
     assert 'class="attn-warn"' in html
 
 
+def test_a_kind_whose_rows_see_one_key_is_not_diagnosed():
+    # An encoder-decoder explained at its first generated token: the decoder reads its start token alone.
+    rec = sink_record()
+    rec.attentions = {"encoder": rec.attentions["self"], "decoder": torch.ones(1, 2, 1, 1)}
+    html = trust_section(rec, {}, None).body
+    assert "encoder attention: 1 of 2 heads put most of their attention on special tokens" in html
+    assert "decoder attention" not in html
+
+
 def test_methods_that_disagree_with_the_reference_are_flagged():
     rec = sink_record()
     reference = np.array([0.0, 3.0, 1.0, 0.5, 0.0])
