@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import shap
 
+from ..capture.oom import split_on_oom, split_scope
 from ..errors import InputError
 from ..methods import get_method
 from ..methods.base import Method
@@ -293,37 +294,71 @@ class AttentionExplainer:
 
     def scores_batch(self, specs: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
         """:meth:`scores` of many examples; those :meth:`batchable` share one padded capture per ``batch_size``
-        texts, and those :meth:`target_batchable` one padded forward and one backward per ``batch_size`` texts."""
+        texts, and those :meth:`target_batchable` one padded forward and one backward per ``batch_size`` texts.
+
+        A batch that runs out of device memory is split in halves and retried, down to one text
+        (:func:`~attn_plugins.capture.oom.split_on_oom`); a text that does not fit alone is a
+        :class:`~attn_plugins.errors.DeviceMemoryError` naming it."""
         out: list[tuple[np.ndarray, AttentionRecord] | None] = [None] * len(specs)
-        explained = [i for i, spec in enumerate(specs) if self.target_batchable(spec)]
-        explained.sort(key=lambda i: len(specs[i].text))  # similar lengths share a batch: less padding
-        for start in range(0, len(explained) if len(explained) > 1 else 0, self.batch_size):
-            chunk = explained[start : start + self.batch_size]
-            if len(chunk) < 2:
-                continue  # a text alone is explained by scores()
-            fill_row_weights(
-                self.model, self.tokenizer, [specs[i] for i in chunk if self.pooled_rows(specs[i]) == "weighted"]
-            )
-            for i, record in zip(chunk, self._capture_targets([specs[i] for i in chunk])):
-                (position,) = self.positions(specs[i])
-                out[i] = (self._values([self._row(record, position, specs[i])], specs[i]), record)
-        together = [i for i, spec in enumerate(specs) if self.batchable(spec)]
-        if len(together) > 1:
+
+        def describe(i: int) -> str:
+            return f"{describe_example(specs[i].text, i + 1 if len(specs) > 1 else None)[:-1]}, {self._length(specs[i])} tokens)"
+
+        def batches(indices: list[int], run: Any) -> None:
             # Texts of similar length share a batch: less padding computed and thrown away.
-            together.sort(key=lambda i: len(specs[i].text))
-            method = self._method()
-            for start in range(0, len(together), self.batch_size):
-                chunk = together[start : start + self.batch_size]
-                records = method.capture(self.model, self.tokenizer, [specs[i].text for i in chunk])
-                # Row weights of pooled targets: one padded forward for the chunk, as its capture.
-                weighted = [specs[i] for i in chunk if self.pooled_rows(specs[i]) == "weighted"]
-                fill_row_weights(self.model, self.tokenizer, weighted)
-                for i, record in zip(chunk, records):
-                    record = _with_meta(record, specs[i])
-                    self.forward_passes += int(record.meta.get("forward_passes", method.forward_passes))
-                    rows = self._rows(record, specs[i], self.positions(specs[i]))
-                    out[i] = (self._values(rows, specs[i]), record)
-        return [o if o is not None else self.scores(spec) for o, spec in zip(out, specs)]
+            indices.sort(key=lambda i: len(specs[i].text))
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                for i, result in zip(chunk, split_on_oom(run, chunk, describe)):
+                    out[i] = result
+
+        with split_scope():
+            explained = [i for i, spec in enumerate(specs) if self.target_batchable(spec)]
+            if len(explained) > 1:
+                batches(explained, lambda chunk: self._target_batch([specs[i] for i in chunk]))
+            together = [i for i, spec in enumerate(specs) if self.batchable(spec)]
+            if len(together) > 1:
+                batches(together, lambda chunk: self._shared_batch([specs[i] for i in chunk]))
+            for i in [i for i, o in enumerate(out) if o is None]:
+                (out[i],) = split_on_oom(lambda chunk: [self.scores(specs[chunk[0]])], [i], describe)
+        return out  # type: ignore[return-value]
+
+    def _target_batch(self, chunk: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
+        """Scores of texts explained together: one padded forward and one backward of the sum of their targets."""
+        if len(chunk) < 2:
+            return [self.scores(chunk[0])]  # a text alone (a batch split down to one)
+        fill_row_weights(self.model, self.tokenizer, [s for s in chunk if self.pooled_rows(s) == "weighted"])
+        out = []
+        for spec, record in zip(chunk, self._capture_targets(chunk)):
+            (position,) = self.positions(spec)
+            out.append((self._values([self._row(record, position, spec)], spec), record))
+        return out
+
+    def _shared_batch(self, chunk: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
+        """Scores of texts captured together in one padded forward (the method reads no gradient)."""
+        if len(chunk) < 2:
+            return [self.scores(chunk[0])]
+        method = self._method()
+        records = method.capture(self.model, self.tokenizer, [spec.text for spec in chunk])
+        # Row weights of pooled targets: one padded forward for the chunk, as its capture.
+        fill_row_weights(self.model, self.tokenizer, [s for s in chunk if self.pooled_rows(s) == "weighted"])
+        out = []
+        for spec, record in zip(chunk, records):
+            record = _with_meta(record, spec)
+            self.forward_passes += int(record.meta.get("forward_passes", method.forward_passes))
+            out.append((self._values(self._rows(record, spec, self.positions(spec)), spec), record))
+        return out
+
+    def _length(self, spec: Target) -> int | str:
+        """How many tokens the model reads of ``spec`` (for an error naming a text that does not fit)."""
+        if spec.inputs is not None:
+            first = next((v for v in spec.inputs.values() if hasattr(v, "shape")), None)
+            return int(first.shape[-1]) if first is not None else "?"
+        try:
+            pair = isinstance(spec.text, tuple)  # a (question, context) pair is encoded as one input
+            return len((self.tokenizer(*spec.text) if pair else self.tokenizer(spec.text))["input_ids"])
+        except Exception:  # a tokenizer that cannot say: the message still names the text
+            return "?"
 
     def pooled_rows(self, spec: Target) -> str | None:
         """How the method's rows are read for ``spec``'s pooled target (None: the spec's own positions)."""
@@ -455,7 +490,9 @@ class AttentionExplainer:
                 for i, e in enumerate(examples)
             ]
         values, data, bases, names, labels, tasks = [], [], [], [], [], set()
-        for spec, (v, record) in zip(specs, self.scores_batch(specs)):
+        with split_scope() as splits:  # batches split for lack of device memory: one warning for the call
+            results = self.scores_batch(specs)
+        for spec, (v, record) in zip(specs, results):
             keep = self.kept(spec, record)
             values.append(v[keep])
             data.append(self.data(spec, record)[keep])
@@ -487,6 +524,8 @@ class AttentionExplainer:
         explanation.method_note = self.choice.note() if self.choice is not None else None
         if explanation.method_note is None and callable(getattr(self.method, "method_note", None)):
             explanation.method_note = self.method.method_note()  # a learned attributor: its training and validation
+        # Batches split for lack of device memory ({"batches_split": 0, ...} when none was).
+        explanation.batch_splits = splits.to_dict()
         # Per example, what a generation explained: its tokens, the contrast, whether it stopped early.
         explanation.generation = [generation_info(s) for s in specs] if tasks & GENERATING else None
         return explanation
