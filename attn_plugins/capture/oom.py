@@ -58,6 +58,7 @@ class SplitLog:
 
 
 _ACTIVE: contextvars.ContextVar[SplitLog | None] = contextvars.ContextVar("attn_plugins_split_log", default=None)
+_SPLITTING: contextvars.ContextVar[bool] = contextvars.ContextVar("attn_plugins_splitting", default=False)
 
 
 @contextlib.contextmanager
@@ -96,10 +97,19 @@ def split_on_oom(
     """``run(items)`` (one result per item); on ``torch.OutOfMemoryError`` the halves, recursively.
 
     ``describe(item)`` names one example for the error raised when it does not fit alone (which text,
-    its length). Any other exception is raised as it is, without a retry.
+    its length). Any other exception is raised as it is, without a retry. Called inside another
+    ``split_on_oom``'s ``run``, it runs ``run(items)`` once: the outermost call splits.
     """
-    with split_scope() as log:
-        return _run(run, list(items), describe, log, split=False)
+    if _SPLITTING.get():
+        # Inside another split_on_oom (ap.capture under the explainer): the outer one splits, naming the
+        # examples as its caller knows them.
+        return list(run(list(items)))
+    token = _SPLITTING.set(True)
+    try:
+        with split_scope() as log:
+            return _run(run, list(items), describe, log, split=False)
+    finally:
+        _SPLITTING.reset(token)
 
 
 def _run(
