@@ -208,7 +208,16 @@ class AttentionExplainer:
 
     # ------------------------------------------------------------------ per example
     def resolve(self, example: Any, name: str | None = None) -> Target:
-        """The explained outputs of one example; ``name`` is how errors call it (e.g. ``text 2``)."""
+        """The explained outputs of one example; ``name`` is how errors call it (e.g. ``text 2``).
+
+        Finding the explained output may run the model (the predicted class): an example that does not fit
+        in the device's memory is a :class:`~attn_plugins.errors.DeviceMemoryError` naming it."""
+        (spec,) = split_on_oom(
+            lambda _: [self._resolve(example, name)], [example], lambda e: self.describe(e, None, name)
+        )
+        return spec
+
+    def _resolve(self, example: Any, name: str | None) -> Target:
         spec = resolve(
             self.model,
             self.tokenizer,
@@ -302,7 +311,13 @@ class AttentionExplainer:
         out: list[tuple[np.ndarray, AttentionRecord] | None] = [None] * len(specs)
 
         def describe(i: int) -> str:
-            return f"{describe_example(specs[i].text, i + 1 if len(specs) > 1 else None)[:-1]}, {self._length(specs[i])} tokens)"
+            return self.describe(
+                specs[i].text,
+                specs[i].inputs,
+                describe_example(specs[i].text, i + 1 if len(specs) > 1 else None)
+                if specs[i].text is not None
+                else None,
+            )
 
         def batches(indices: list[int], run: Any) -> None:
             # Texts of similar length share a batch: less padding computed and thrown away.
@@ -349,16 +364,19 @@ class AttentionExplainer:
             out.append((self._values(self._rows(record, spec, self.positions(spec)), spec), record))
         return out
 
-    def _length(self, spec: Target) -> int | str:
-        """How many tokens the model reads of ``spec`` (for an error naming a text that does not fit)."""
-        if spec.inputs is not None:
-            first = next((v for v in spec.inputs.values() if hasattr(v, "shape")), None)
-            return int(first.shape[-1]) if first is not None else "?"
+    def describe(self, text: Any, inputs: dict[str, Any] | None = None, name: str | None = None) -> str:
+        """How an error names an example that does not fit in memory: ``text 2 ('the movie…', 57 tokens)``."""
+        if inputs is not None:  # token ids, pixels or audio frames: their last axis
+            first = next((v for v in inputs.values() if hasattr(v, "shape")), None)
+            size = f"{int(first.shape[-1])} positions" if first is not None else "its inputs"
+            return f"{name or 'the example'} ({size})"
+        name = name or describe_example(text)
         try:
-            pair = isinstance(spec.text, tuple)  # a (question, context) pair is encoded as one input
-            return len((self.tokenizer(*spec.text) if pair else self.tokenizer(spec.text))["input_ids"])
-        except Exception:  # a tokenizer that cannot say: the message still names the text
-            return "?"
+            pair = isinstance(text, tuple)  # a (question, context) pair is encoded as one input
+            tokens = len((self.tokenizer(*text) if pair else self.tokenizer(text))["input_ids"])
+        except Exception:  # chat messages, a tokenizer that cannot say: the message still names the text
+            return name
+        return f"{name[:-1]}, {tokens} tokens)" if name.endswith(")") else f"{name} ({tokens} tokens)"
 
     def pooled_rows(self, spec: Target) -> str | None:
         """How the method's rows are read for ``spec``'s pooled target (None: the spec's own positions)."""
