@@ -351,8 +351,6 @@ class AttentionExplainer:
 
     def _shared_batch(self, chunk: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
         """Scores of texts captured together in one padded forward (the method reads no gradient)."""
-        if len(chunk) < 2:
-            return [self.scores(chunk[0])]
         method = self._method()
         records = method.capture(self.model, self.tokenizer, [spec.text for spec in chunk])
         # Row weights of pooled targets: one padded forward for the chunk, as its capture.
