@@ -109,7 +109,10 @@ def capture(
 
 
 def splittable(gradient_target: Any) -> bool:
-    """Whether a batch captured with ``gradient_target`` can be cut into parts: none, or one target per text."""
+    """Whether a batch captured with ``gradient_target`` can be cut into parts: none, a class index (each text's
+    own logit), or one target per text; another callable reads the whole batch's output."""
+    if isinstance(gradient_target, int) and not isinstance(gradient_target, bool):
+        return True
     return gradient_target is None or isinstance(gradient_target, BatchTarget)
 
 

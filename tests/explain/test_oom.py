@@ -7,6 +7,7 @@ must give the scores of the unsplit one, spend the forwards the halving predicts
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -16,12 +17,14 @@ import pytest
 import torch
 
 import attn_plugins as ap
+from attn_plugins.adapters import BatchTarget
 from attn_plugins.capture.oom import BatchSplitWarning
 from attn_plugins.corpus import run_corpus
 from attn_plugins.corpus.shards import load_results
 from attn_plugins.errors import CorpusError, DeviceMemoryError
 from attn_plugins.explain.explainer import AttentionExplainer
 from attn_plugins.zoo import tiny_bert, tiny_tokenizer
+from tests.helpers import noise
 from tests.helpers.noise import capture_tolerance, explain_tolerance
 
 # Different lengths, so the explainer sorts them and the halves are predictable: (5) -> (3) (2) -> (2) (1).
@@ -137,6 +140,27 @@ def test_capture_of_many_texts_splits_too(setup):
     for a, b in zip(split, whole):
         assert a.tokens == b.tokens
         torch.testing.assert_close(a.attentions["self"], b.attentions["self"], rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("per_text", [True, False], ids=["batch-target", "class-index"])
+def test_capture_with_gradients_splits_each_texts_target_with_it(setup, per_text):
+    model, tok = setup
+    lengths = [len(info.tokens) for info in ap.capture.__globals__["encode"](model, tok, TEXTS).source]
+    # Each text explains another class: a target cut from the wrong text would give another gradient.
+    targets = [lambda out, c=i % 3: out.logits[0, c] for i in range(len(TEXTS))]
+    target = (lambda: BatchTarget(targets, lengths)) if per_text else (lambda: 2)
+    whole = ap.capture(model, tok, TEXTS, gradients=True, gradient_target=target())
+    with OutOfMemory(model, k=2) as spy, pytest.warns(BatchSplitWarning):
+        split = ap.capture(model, tok, TEXTS, gradients=True, gradient_target=target())
+    assert spy.failed == [5, 3]
+    # The gradients' own float32-vs-float64 gap (tests/helpers/noise.py's rule).
+    double = ap.capture(
+        copy.deepcopy(model).double(), tok, TEXTS, gradients=True, gradient_target=target(), dtype=torch.float64
+    )
+    gap = max(float((a.gradients["self"].double() - b.gradients["self"]).abs().max()) for a, b in zip(whole, double))
+    tol = max(noise.FACTOR * gap, noise.FLOOR)
+    for a, b in zip(split, whole):
+        torch.testing.assert_close(a.gradients["self"], b.gradients["self"], rtol=0, atol=tol)
 
 
 def test_a_corpus_run_keeps_every_text_but_the_one_that_does_not_fit(setup, tmp_path: Path):
