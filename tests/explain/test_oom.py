@@ -97,24 +97,28 @@ def test_a_split_batch_gives_the_scores_of_the_whole_batch(setup, method):
     (message,) = _split_warnings(caught)  # once for the call
     assert "2 batch(es) split" in message and "held 1 example" in message
     tol = explain_tolerance(model, tok, TEXTS, method=method)
-    for got, want in zip(split.values, whole.values):
+    for i, (got, want) in enumerate(zip(split.values, whole.values)):
         np.testing.assert_allclose(np.asarray(got, float), np.asarray(want, float), rtol=0, atol=tol)
+        alone = ap.explain(model, tok, TEXTS[i], method=method).values[0]  # and each text's own scores
+        np.testing.assert_allclose(np.asarray(got, float), alone, rtol=0, atol=tol)
     assert [list(d) for d in split.data] == [list(d) for d in whole.data]
 
 
+@pytest.mark.parametrize("method", ["cplrp_mask", "grad_attention"])
 @pytest.mark.parametrize("grad_only", [False, True], ids=["finding-its-target", "explaining"])
-def test_a_text_that_does_not_fit_alone_is_an_error_naming_it(setup, grad_only):
+def test_a_text_that_does_not_fit_alone_is_an_error_naming_it(setup, grad_only, method):
     model, tok = setup
     width = len(tok(LONG)["input_ids"])
+    # First of the user's texts, last of the explainer's (sorted by length): the error uses the user's number.
     with OutOfMemory(model, k=8, width=width, grad_only=grad_only), pytest.raises(DeviceMemoryError) as err:
-        ap.explain(model, tok, [*TEXTS, LONG], method="cplrp_mask")
+        ap.explain(model, tok, [LONG, *TEXTS], method=method)
     message = str(err.value)
-    assert f"text 6 ('{LONG[:39]}…', {width} tokens)" in message
+    assert message.startswith(f"text 1 ('{LONG[:39]}…', {width} tokens) does not fit in the device's memory")
     assert "max_length" in message and "smaller model" in message and "CPU" in message
     assert isinstance(err.value.__cause__, torch.OutOfMemoryError)
     single = OutOfMemory(model, k=8, width=width, grad_only=grad_only)
-    with single, pytest.raises(DeviceMemoryError, match=r"the text \('the cat saw.*tokens\) does not fit"):
-        ap.explain(model, tok, LONG, method="cplrp_mask")
+    with single, pytest.raises(DeviceMemoryError, match=r"^the text \('the cat saw.*tokens\) does not fit"):
+        ap.explain(model, tok, LONG, method=method)
 
 
 @pytest.mark.parametrize("method", ["cplrp_mask", "rollout"])
