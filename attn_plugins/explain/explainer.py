@@ -136,7 +136,10 @@ class AttentionExplainer:
     ``meta['truncated']`` is True. Texts are captured ``batch_size`` at a time, in one padded forward each
     (records cut to each text's tokens, so the scores are those of one text alone); a method that explains
     a gradient target (relevance, gradients) does so for texts with one explained output each, with one
-    backward of the sum of their targets (:class:`~attn_plugins.adapters.BatchTarget`). Other keyword
+    backward of the sum of their targets (:class:`~attn_plugins.adapters.BatchTarget`). A batch that runs out of
+    device memory is split in halves and retried (the explanation's ``batch_splits`` counts them, one
+    :class:`~attn_plugins.capture.oom.BatchSplitWarning` per call); a text that does not fit alone is a
+    :class:`~attn_plugins.errors.DeviceMemoryError` naming it. Other keyword
     options go to the method. Models that read no text (ViT's
     ``pixel_values``, Whisper's ``input_features``) are explained from ``explainer(inputs={...})``, one
     example at a time (:func:`~attn_plugins.explain.targets.resolve_inputs`): patches or encoder frames.
