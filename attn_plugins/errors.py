@@ -50,3 +50,7 @@ class CorpusError(AttnPluginsError):
         super().__init__(message)
         self.summary = summary or {}
         self.failures = failures or []
+
+
+class DeviceMemoryError(AttnPluginsError, MemoryError):
+    """One example does not fit in the device's memory even alone (a batch that does not fit is split first)."""

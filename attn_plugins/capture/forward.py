@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from ..adapters import Adapter, CaptureOptions, check_selection
+from ..adapters import Adapter, BatchTarget, CaptureOptions, check_selection
 from ..errors import InputError, UnsupportedModelError
 from ..plugins import get_registry
 from ..record import TENSOR_FIELDS, AttentionRecord
 from .encoding import batch_size, encode, encode_inputs, encode_raw, is_batched_list, is_raw_inputs
+from .oom import split_on_oom
 
 
 def capture(
@@ -76,6 +79,63 @@ def capture(
         kinds=list(kinds) if kinds is not None else None,
         keep_backend=keep_backend,
     )
+    if getattr(model, "training", False):
+        warnings.warn(
+            "the model is in training mode: dropout changes the attention weights; call model.eval() "
+            "for reproducible captures",
+            UserWarning,
+            stacklevel=2,
+        )
+    run = functools.partial(
+        _capture, model, tokenizer, inputs=inputs, adapter=adapter, truncation=truncation, max_length=max_length
+    )
+    if text is None or isinstance(text, str) or len(text) < 2 or not splittable(gradient_target):
+        return run(text, target=target, options=options)
+    texts = list(text)
+    targets = list(target) if target is not None and not isinstance(target, str) else None
+
+    def part(idx: list[int]) -> list[AttentionRecord]:
+        """The records of the texts ``idx``: a batch of its own (on out-of-memory, ``idx`` is half a batch)."""
+        opts = dataclasses.replace(options, target=take_target(gradient_target, idx))
+        return run([texts[i] for i in idx], target=[targets[i] for i in idx] if targets else target, options=opts)
+
+    def describe(i: int) -> str:
+        tokens = len(encode(model, tokenizer, texts[i], truncation=truncation, max_length=max_length).source[0].tokens)
+        shown = texts[i] if len(texts[i]) <= 40 else texts[i][:39] + "…"
+        return f"text {i + 1} ({shown!r}, {tokens} tokens)"
+
+    # A batch that runs out of device memory is split in halves and retried (capture/oom.py).
+    return split_on_oom(part, range(len(texts)), describe)
+
+
+def splittable(gradient_target: Any) -> bool:
+    """Whether a batch captured with ``gradient_target`` can be cut into parts: none, a class index (each text's
+    own logit), or one target per text; another callable reads the whole batch's output."""
+    if isinstance(gradient_target, int) and not isinstance(gradient_target, bool):
+        return True
+    return gradient_target is None or isinstance(gradient_target, BatchTarget)
+
+
+def take_target(gradient_target: Any, idx: Sequence[int]) -> Any:
+    """The gradient target of the texts ``idx`` of a batch (a :class:`BatchTarget` cut to them)."""
+    if not isinstance(gradient_target, BatchTarget):
+        return gradient_target
+    return BatchTarget([gradient_target.targets[i] for i in idx], [gradient_target.lengths[i] for i in idx])
+
+
+def _capture(
+    model: Any,
+    tokenizer: Any,
+    text: str | Sequence[str] | None,
+    *,
+    inputs: Any,
+    target: str | Sequence[str] | None,
+    adapter: str | None,
+    options: CaptureOptions,
+    truncation: bool,
+    max_length: int | None,
+) -> AttentionRecord | list[AttentionRecord]:
+    """One capture: encode, pick the adapter, one forward (a single text gives one record, a list a list)."""
     raw = text is None and is_raw_inputs(inputs)
     single = isinstance(text, str) or (
         text is None and not raw and batch_size(inputs) == 1 and not is_batched_list(inputs)
@@ -87,13 +147,6 @@ def capture(
     else:
         batch = encode_inputs(model, inputs, tokenizer=tokenizer)
     chosen = select_adapter(model, adapter)
-    if getattr(model, "training", False):
-        warnings.warn(
-            "the model is in training mode: dropout changes the attention weights; call model.eval() "
-            "for reproducible captures",
-            UserWarning,
-            stacklevel=2,
-        )
     layout = chosen.attention_layout(model)
     if layout is not None:
         check_selection(layout, options)  # a bad selection fails before the model runs

@@ -215,6 +215,9 @@ class RayWorker:
             "started": np.full(n, result["started"]),
             "ended": np.full(n, result["ended"]),
             "load_seconds": np.full(n, self.worker.load_seconds),
+            # Batches split for lack of device memory (the same on every row of one input batch).
+            "batches_split": np.full(n, result["batches_split"], dtype=np.int64),
+            "smallest_batch": np.full(n, result["smallest_batch"] or 0, dtype=np.int64),
         }
 
 
@@ -331,15 +334,27 @@ def _stream(
                     else:
                         ids.append(str(i))
                         shards.add(str(shard))
-                runs = set(zip(batch["worker"], batch["started"], batch["ended"]))  # one per input batch
+                # One per input batch, with what splitting did in it.
+                runs = set(
+                    zip(
+                        batch["worker"],
+                        batch["started"],
+                        batch["ended"],
+                        batch["batches_split"],
+                        batch["smallest_batch"],
+                    )
+                )
                 span = {
                     "started": float(batch["started"].min()),
                     "ended": float(batch["ended"].max()),
-                    "busy": sum(float(e) - float(s) for _, s, e in runs),
+                    "busy": sum(float(e) - float(s) for _, s, e, _, _ in runs),
+                    "batches_split": sum(int(n) for *_, n, _ in runs),
+                    "smallest_batch": min((int(m) for *_, m in runs if m), default=None),
                 }
                 for shard in sorted(shards) or [None]:
                     yield {"shard": shard, "ids": ids, "errors": errors, **span}
-                    ids, errors, span["busy"] = [], [], 0.0  # the batch's counts and seconds, once
+                    # The batch's counts, seconds and splits, once.
+                    ids, errors, span["busy"], span["batches_split"] = [], [], 0.0, 0
         except Exception as exc:
             cause = _cause(exc)
             if isinstance(cause, AttnPluginsError):

@@ -14,12 +14,14 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..capture.oom import BatchSplitWarning, SplitLog
 from ..errors import CorpusError, InputError
 from .shards import (
     SHARD_FORMATS,
@@ -217,6 +219,7 @@ def run_corpus(
         )
         pending = [None] * pending_count
     written, failed, shards, spans = 0, [], set(), []
+    splits = SplitLog()  # batches split for lack of device memory, over every worker
     bar = tqdm(total=total, initial=total - len(pending), unit="ex", disable=not progress)
     try:
         for result in stream:
@@ -225,6 +228,9 @@ def run_corpus(
             if result["shard"]:
                 shards.add(result["shard"])
             spans.append((result["started"], result["ended"], result.get("busy", result["ended"] - result["started"])))
+            splits.batches_split += result.get("batches_split", 0)
+            if result.get("smallest_batch"):
+                splits.fitted(result["smallest_batch"])
             bar.update(len(result["ids"]) + len(result["errors"]))
             bar.set_postfix_str(f"{written / max(time.perf_counter() - start, 1e-9):.2f} ex/s")
     finally:
@@ -247,6 +253,7 @@ def run_corpus(
         "shards": len(shards),
         "seconds": round(seconds, 4),
         "examples_per_second": round(written / seconds, 4) if written and seconds > 0 else 0.0,
+        **splits.to_dict(),
     }
     if spans:
         # From the first batch's start to the last batch's end in the workers: without start-up (imports,
@@ -264,9 +271,12 @@ def run_corpus(
             "examples": len(done) + written,
             "failed": len(failed),
             "last_run": {k: summary[k] for k in ("engine", "explained", "failed", "seconds")}
+            | splits.to_dict()
             | {"truncation": truncation, "shard_format": shard_format},
         },
     )
+    if splits.batches_split:
+        warnings.warn(splits.message(), BatchSplitWarning, stacklevel=2)
     if repaired:
         summary["repairs"] = repaired
     if failed:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..capture.oom import split_scope
 from ..errors import AttnPluginsError, InputError, PluginError
 from ..record import AttentionRecord
 from .shards import ShardWriter, finite_or_none
@@ -204,9 +205,11 @@ class CorpusWorker:
         """Explain ``examples`` (in batches of the spec's size) and write them as one shard; returns what was done."""
         started = time.time()
         done, errors = [], []
-        for i in range(0, len(examples), self.spec.batch_size):
-            d, e = explain_isolated(self.explainer, examples[i : i + self.spec.batch_size])
-            done += [(row, self.record_bytes(record)) for row, record in d]
-            errors += e
+        # Batches split for lack of device memory are counted here and reported once by the run.
+        with split_scope(warn=False) as splits:
+            for i in range(0, len(examples), self.spec.batch_size):
+                d, e = explain_isolated(self.explainer, examples[i : i + self.spec.batch_size])
+                done += [(row, self.record_bytes(record)) for row, record in d]
+                errors += e
         written = self.writer.write(done, errors)
-        return {**written, "started": started, "ended": time.time()}
+        return {**written, **splits.to_dict(), "started": started, "ended": time.time()}

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import shap
 
+from ..capture.oom import split_scope
 from ..errors import InputError
 from ..methods.base import Method
 from ..metrics.agreement import kendall, spearman, top_k_overlap
@@ -355,20 +356,22 @@ def compare(
                 "methods": {},
             }
         )
-    for name, explainer in explainers.items():
-        # All texts at once: the explainer captures them in padded batches, as ap.explain does.
-        passes = explainer.forward_passes
-        start = time.perf_counter()
-        try:
-            results = explainer.scores_batch(specs)
-        except Exception as exc:  # one method's missing capture must not hide the others' results
-            errors[name] = f"{type(exc).__name__}: {exc}"
-            continue
-        cost[name].append((time.perf_counter() - start) / len(specs))
-        each = (explainer.forward_passes - passes) / len(specs)
-        for (scores, _), ref_values, keep, detail in zip(results, refs, keeps, details):
-            per_method[name].append({**agreement(scores[keep], ref_values[keep], k), "passes": each})
-            detail["methods"][name] = np.asarray(scores, float).tolist()
+    # Batches split for lack of device memory, over every method: one warning for the comparison.
+    with split_scope():
+        for name, explainer in explainers.items():
+            # All texts at once: the explainer captures them in padded batches, as ap.explain does.
+            passes = explainer.forward_passes
+            start = time.perf_counter()
+            try:
+                results = explainer.scores_batch(specs)
+            except Exception as exc:  # one method's missing capture must not hide the others' results
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            cost[name].append((time.perf_counter() - start) / len(specs))
+            each = (explainer.forward_passes - passes) / len(specs)
+            for (scores, _), ref_values, keep, detail in zip(results, refs, keeps, details):
+                per_method[name].append({**agreement(scores[keep], ref_values[keep], k), "passes": each})
+                detail["methods"][name] = np.asarray(scores, float).tolist()
 
     n = len(examples)
     rows = []

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import shap
 
+from ..capture.oom import split_on_oom, split_scope
 from ..errors import InputError
 from ..methods import get_method
 from ..methods.base import Method
@@ -148,7 +149,10 @@ class AttentionExplainer:
     ``meta['truncated']`` is True. Texts are captured ``batch_size`` at a time, in one padded forward each
     (records cut to each text's tokens, so the scores are those of one text alone); a method that explains
     a gradient target (relevance, gradients) does so for texts with one explained output each, with one
-    backward of the sum of their targets (:class:`~attn_plugins.adapters.BatchTarget`). Other keyword
+    backward of the sum of their targets (:class:`~attn_plugins.adapters.BatchTarget`). A batch that runs out of
+    device memory is split in halves and retried (the explanation's ``batch_splits`` counts them, one
+    :class:`~attn_plugins.capture.oom.BatchSplitWarning` per call); a text that does not fit alone is a
+    :class:`~attn_plugins.errors.DeviceMemoryError` naming it. Other keyword
     options go to the method. Models that read no text (ViT's
     ``pixel_values``, Whisper's ``input_features``) are explained from ``explainer(inputs={...})``, one
     example at a time (:func:`~attn_plugins.explain.targets.resolve_inputs`): patches or encoder frames.
@@ -258,7 +262,16 @@ class AttentionExplainer:
                 self._targets_cache.pop(key, None)
 
     def resolve(self, example: Any, name: str | None = None) -> Target:
-        """The explained outputs of one example; ``name`` is how errors call it (e.g. ``text 2``)."""
+        """The explained outputs of one example; ``name`` is how errors call it (e.g. ``text 2``).
+
+        Finding the explained output may run the model (the predicted class): an example that does not fit
+        in the device's memory is a :class:`~attn_plugins.errors.DeviceMemoryError` naming it."""
+        (spec,) = split_on_oom(
+            lambda _: [self._resolve(example, name)], [example], lambda e: self.describe(e, None, name)
+        )
+        return spec
+
+    def _resolve(self, example: Any, name: str | None) -> Target:
         spec = resolve(
             self.model,
             self.tokenizer,
@@ -343,37 +356,78 @@ class AttentionExplainer:
 
     def scores_batch(self, specs: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
         """:meth:`scores` of many examples; those :meth:`batchable` share one padded capture per ``batch_size``
-        texts, and those :meth:`target_batchable` one padded forward and one backward per ``batch_size`` texts."""
+        texts, and those :meth:`target_batchable` one padded forward and one backward per ``batch_size`` texts.
+
+        A batch that runs out of device memory is split in halves and retried, down to one text
+        (:func:`~attn_plugins.capture.oom.split_on_oom`); a text that does not fit alone is a
+        :class:`~attn_plugins.errors.DeviceMemoryError` naming it."""
         out: list[tuple[np.ndarray, AttentionRecord] | None] = [None] * len(specs)
-        explained = [i for i, spec in enumerate(specs) if self.target_batchable(spec)]
-        explained.sort(key=lambda i: len(specs[i].text))  # similar lengths share a batch: less padding
-        for start in range(0, len(explained) if len(explained) > 1 else 0, self.batch_size):
-            chunk = explained[start : start + self.batch_size]
-            if len(chunk) < 2:
-                continue  # a text alone is explained by scores()
-            fill_row_weights(
-                self.model, self.tokenizer, [specs[i] for i in chunk if self.pooled_rows(specs[i]) == "weighted"]
+
+        def describe(i: int) -> str:
+            return self.describe(
+                specs[i].text,
+                specs[i].inputs,
+                describe_example(specs[i].text, i + 1 if len(specs) > 1 else None)
+                if specs[i].text is not None
+                else None,
             )
-            for i, record in zip(chunk, self._capture_targets([specs[i] for i in chunk])):
-                (position,) = self.positions(specs[i])
-                out[i] = (self._values([self._row(record, position, specs[i])], specs[i]), record)
-        together = [i for i, spec in enumerate(specs) if self.batchable(spec)]
-        if len(together) > 1:
+
+        def batches(indices: list[int], run: Any) -> None:
             # Texts of similar length share a batch: less padding computed and thrown away.
-            together.sort(key=lambda i: len(specs[i].text))
-            method = self._method()
-            for start in range(0, len(together), self.batch_size):
-                chunk = together[start : start + self.batch_size]
-                records = method.capture(self.model, self.tokenizer, [specs[i].text for i in chunk])
-                # Row weights of pooled targets: one padded forward for the chunk, as its capture.
-                weighted = [specs[i] for i in chunk if self.pooled_rows(specs[i]) == "weighted"]
-                fill_row_weights(self.model, self.tokenizer, weighted)
-                for i, record in zip(chunk, records):
-                    record = _with_meta(record, specs[i])
-                    self.forward_passes += int(record.meta.get("forward_passes", method.forward_passes))
-                    rows = self._rows(record, specs[i], self.positions(specs[i]))
-                    out[i] = (self._values(rows, specs[i]), record)
-        return [o if o is not None else self.scores(spec) for o, spec in zip(out, specs)]
+            indices.sort(key=lambda i: len(specs[i].text))
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                for i, result in zip(chunk, split_on_oom(run, chunk, describe)):
+                    out[i] = result
+
+        with split_scope():
+            explained = [i for i, spec in enumerate(specs) if self.target_batchable(spec)]
+            if len(explained) > 1:
+                batches(explained, lambda chunk: self._target_batch([specs[i] for i in chunk]))
+            together = [i for i, spec in enumerate(specs) if self.batchable(spec)]
+            if len(together) > 1:
+                batches(together, lambda chunk: self._shared_batch([specs[i] for i in chunk]))
+            for i in [i for i, o in enumerate(out) if o is None]:
+                (out[i],) = split_on_oom(lambda chunk: [self.scores(specs[chunk[0]])], [i], describe)
+        return out  # type: ignore[return-value]
+
+    def _target_batch(self, chunk: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
+        """Scores of texts explained together: one padded forward and one backward of the sum of their targets."""
+        if len(chunk) < 2:
+            return [self.scores(chunk[0])]  # a text alone (a batch split down to one)
+        fill_row_weights(self.model, self.tokenizer, [s for s in chunk if self.pooled_rows(s) == "weighted"])
+        out = []
+        for spec, record in zip(chunk, self._capture_targets(chunk)):
+            (position,) = self.positions(spec)
+            out.append((self._values([self._row(record, position, spec)], spec), record))
+        return out
+
+    def _shared_batch(self, chunk: Sequence[Target]) -> list[tuple[np.ndarray, AttentionRecord]]:
+        """Scores of texts captured together in one padded forward (the method reads no gradient)."""
+        method = self._method()
+        records = method.capture(self.model, self.tokenizer, [spec.text for spec in chunk])
+        # Row weights of pooled targets: one padded forward for the chunk, as its capture.
+        fill_row_weights(self.model, self.tokenizer, [s for s in chunk if self.pooled_rows(s) == "weighted"])
+        out = []
+        for spec, record in zip(chunk, records):
+            record = _with_meta(record, spec)
+            self.forward_passes += int(record.meta.get("forward_passes", method.forward_passes))
+            out.append((self._values(self._rows(record, spec, self.positions(spec)), spec), record))
+        return out
+
+    def describe(self, text: Any, inputs: dict[str, Any] | None = None, name: str | None = None) -> str:
+        """How an error names an example that does not fit in memory: ``text 2 ('the movie…', 57 tokens)``."""
+        if inputs is not None:  # token ids, pixels or audio frames: their last axis
+            first = next((v for v in inputs.values() if hasattr(v, "shape")), None)
+            size = f"{int(first.shape[-1])} positions" if first is not None else "its inputs"
+            return f"{name or 'the example'} ({size})"
+        name = name or describe_example(text)
+        try:
+            pair = isinstance(text, tuple)  # a (question, context) pair is encoded as one input
+            tokens = len((self.tokenizer(*text) if pair else self.tokenizer(text))["input_ids"])
+        except Exception:  # chat messages, a tokenizer that cannot say: the message still names the text
+            return name
+        return f"{name[:-1]}, {tokens} tokens)" if name.endswith(")") else f"{name} ({tokens} tokens)"
 
     def pooled_rows(self, spec: Target) -> str | None:
         """How the method's rows are read for ``spec``'s pooled target (None: the spec's own positions)."""
@@ -502,7 +556,9 @@ class AttentionExplainer:
             # Every example is resolved (and its length checked) before the first is explained.
             specs = self.resolve_all(examples)
         values, data, bases, names, labels, tasks = [], [], [], [], [], set()
-        for spec, (v, record) in zip(specs, self.scores_batch(specs)):
+        with split_scope() as splits:  # batches split for lack of device memory: one warning for the call
+            results = self.scores_batch(specs)
+        for spec, (v, record) in zip(specs, results):
             keep = self.kept(spec, record)
             values.append(v[keep])
             data.append(self.data(spec, record)[keep])
@@ -534,6 +590,8 @@ class AttentionExplainer:
         explanation.method_note = self.choice.note() if self.choice is not None else None
         if explanation.method_note is None and callable(getattr(self.method, "method_note", None)):
             explanation.method_note = self.method.method_note()  # a learned attributor: its training and validation
+        # Batches split for lack of device memory ({"batches_split": 0, ...} when none was).
+        explanation.batch_splits = splits.to_dict()
         # Per example, what a generation explained: its tokens, the contrast, whether it stopped early.
         explanation.generation = [generation_info(s) for s in specs] if tasks & GENERATING else None
         return explanation
