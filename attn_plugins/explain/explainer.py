@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import shap
+import torch
 
 from ..capture.oom import split_on_oom, split_scope
 from ..errors import InputError
@@ -253,7 +254,10 @@ class AttentionExplainer:
                     )
                 except InputError:
                     continue  # resolve() names the text in its error
-            predict_logits(self.model, self.tokenizer, texts, task, self._targets_cache, self.batch_size)
+            try:
+                predict_logits(self.model, self.tokenizer, texts, task, self._targets_cache, self.batch_size)
+            except torch.OutOfMemoryError:
+                pass  # the texts not predicted yet are resolved one by one: each retried, or named (resolve)
         try:
             return [self.resolve(e, name) for e, name in zip(examples, names)]
         finally:

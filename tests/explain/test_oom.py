@@ -50,10 +50,12 @@ class OutOfMemory:
         width: int | None = None,
         exc: type[Exception] = torch.OutOfMemoryError,
         grad_only: bool = False,
+        after: int = 0,
     ):
         # grad_only: the width limit holds for forwards that keep activations for a backward only (a
         # relevance method's), not for the no-grad forward that finds a text's predicted class.
-        self.k, self.width, self.exc, self.grad_only = k, width, exc, grad_only
+        # after: the first `after` forwards never raise.
+        self.k, self.width, self.exc, self.grad_only, self.after = k, width, exc, grad_only, after
         self.tries: list[int] = []  # batch size of every forward started
         self.failed: list[int] = []
         self.handle = model.register_forward_pre_hook(self, with_kwargs=True)
@@ -63,7 +65,7 @@ class OutOfMemory:
         batch, width = ids.shape[0], ids.shape[1]
         self.tries.append(batch)
         too_wide = self.width is not None and width >= self.width and (torch.is_grad_enabled() or not self.grad_only)
-        if batch > self.k or too_wide:
+        if len(self.tries) > self.after and (batch > self.k or too_wide):
             self.failed.append(batch)
             raise self.exc("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.7 GiB total capacity)")
 
@@ -84,15 +86,16 @@ def test_a_split_batch_gives_the_scores_of_the_whole_batch(setup, method):
     ap.explain(model, tok, TEXTS[:2], method=method)  # the adapter learns the model's layout once (a forward)
     with OutOfMemory(model, k=len(TEXTS)) as spy:  # never raises: counts the forwards of the unsplit run
         whole = ap.explain(model, tok, TEXTS, method=method, batch_size=8)
-    # One forward per text finds its target, then f forwards (the method's) of the padded batch of five.
-    f = spy.tries.count(5)
-    assert f >= 1 and spy.tries == [1] * 5 + [5] * f
+    # One padded forward finds the texts' targets, then f forwards (the method's) of the padded batch of five.
+    f = spy.tries.count(5) - 1
+    assert f >= 1 and spy.tries == [5] + [5] * f
     assert whole.batch_splits == {"batches_split": 0, "smallest_batch": None}
     with OutOfMemory(model, k=2) as spy, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         split = ap.explain(model, tok, TEXTS, method=method, batch_size=8)
-    # (5) fails, its first half (3) fails, then (2) and (1) fit, and the second half (2) fits.
-    assert spy.tries == [1] * 5 + [5, 3] + [2] * f + [1] * f + [2] * f and spy.failed == [5, 3]
+    # The targets' padded forward fails: each text finds its own. Then the method's batch: (5) fails, its
+    # first half (3) fails, then (2) and (1) fit, and the second half (2) fits.
+    assert spy.tries == [5] + [1] * 5 + [5, 3] + [2] * f + [1] * f + [2] * f and spy.failed == [5, 5, 3]
     assert split.batch_splits == {"batches_split": 2, "smallest_batch": 1}
     (message,) = _split_warnings(caught)  # once for the call
     assert "2 batch(es) split" in message and "held 1 example" in message
@@ -124,12 +127,13 @@ def test_a_text_that_does_not_fit_alone_is_an_error_naming_it(setup, grad_only, 
 @pytest.mark.parametrize("method", ["cplrp_mask", "rollout"])
 def test_another_error_is_neither_retried_nor_hidden(setup, method):
     model, tok = setup
-    with OutOfMemory(model, k=2, exc=RuntimeError) as spy, warnings.catch_warnings(record=True) as caught:
+    # The targets' padded forward goes through; the method's batch then raises.
+    with OutOfMemory(model, k=2, exc=RuntimeError, after=1) as spy, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(RuntimeError, match="CUDA out of memory") as err:
             ap.explain(model, tok, TEXTS, method=method, batch_size=8)
     assert type(err.value) is RuntimeError
-    assert spy.tries == [1] * 5 + [5]  # the targets' forwards, then no second try of the batch
+    assert spy.tries == [5, 5]  # the targets' forward, then the batch's, not tried again
     assert not _split_warnings(caught)
 
 
