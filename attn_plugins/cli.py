@@ -486,6 +486,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.only:
         if "only" not in inspect.signature(module.run).parameters:
             raise CliError(f"--only: the {args.name} benchmark has no parts to run alone")
+        parts = getattr(module, "PARTS", ())
+        if args.only not in parts:
+            raise CliError(
+                f"--only: the {args.name} benchmark has no part {args.only!r} (its parts: {', '.join(parts)})"
+            )
         options["only"] = args.only
     result = module.run(**options)
     print(json.dumps(result, indent=None if args.json else 2, default=float))
@@ -562,8 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--only",
-        choices=("generation",),
-        help="faithful: run one part alone (generation: the trained decoder and encoder-decoder models)",
+        choices=("generation", "minilm"),
+        help="faithful, sampling: run one part alone (generation: the trained decoder and encoder-decoder models; "
+        "minilm: sampling's MiniLM texts)",
     )
     p.set_defaults(func=cmd_bench)
 
