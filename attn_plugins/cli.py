@@ -537,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=default,
             help="what methods are checked against: exact Shapley values when the text is short enough (auto, "
             "the default), always exact, or shap's Partition estimate; sampled: exact when short enough, else "
-            "sampled Shapley values (KernelSHAP regression pulled toward cplrp_mask)",
+            "sampled Shapley values (a balanced design with one intercept per coalition size)",
         )
 
     p = sub.add_parser("plugins", help="list registered adapters, methods, views and metrics")

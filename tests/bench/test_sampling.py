@@ -112,3 +112,11 @@ def test_only_a_part_that_exists(capsys: pytest.CaptureFixture[str]) -> None:
         sampling.run(only="bert")
     assert main(["bench", "faithful", "--only", "minilm"]) == 2
     assert "has no part 'minilm' (its parts: generation)" in capsys.readouterr().err
+
+
+def test_readme_states_the_sampled_references_measured_accuracy() -> None:
+    accuracy = json.loads((ROOT / "attn_plugins" / "explain" / "sampled_accuracy.json").read_text())["sampled"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    at = {b: f"{accuracy[b]['spearman']['mean']:.2f}" for b in ("10", "100")}
+    claim = f"{at['10']} Spearman with exact values at 10 evaluations and {at['100']} at 100"
+    assert claim in readme, f"README.md should say {claim!r} (attn_plugins/explain/sampled_accuracy.json)"
