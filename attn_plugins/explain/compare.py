@@ -47,6 +47,8 @@ REFERENCES = ("shap", "exact", "auto", "sampled")
 PRIOR_METHOD = "cplrp_mask"
 # Exact values over 10 maskable tokens take 2^10 = 1024 evaluations, about twice shap's default budget.
 EXACT_MAX = 10
+# How the "sampled" reference's note names its fallback (the report quotes that estimator's error then).
+SAMPLED_FALLBACK = "fewer than the tokens + 1 the balanced design needs"
 
 
 def agreement(scores: np.ndarray, reference: np.ndarray, k: int) -> dict[str, float]:
@@ -229,8 +231,8 @@ def reference_values(
         values, _ = estimate_shapley(fn, masker, text, scores, max_evals, seed=0)
         prior_text = f"pulled toward {PRIOR_METHOD}'s scores" if scores is not None else f"without a prior ({why})"
         note += (
-            f"sampled Shapley values (KernelSHAP regression at {max_evals} evaluations, fewer than the tokens + 1 "
-            f"the balanced design needs, {prior_text}) instead"
+            f"sampled Shapley values (KernelSHAP regression at {max_evals} evaluations, {SAMPLED_FALLBACK}, "
+            f"{prior_text}) instead"
         )
         return values, tokens, "sampled", note
     if note is not None:
