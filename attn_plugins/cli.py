@@ -486,6 +486,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.only:
         if "only" not in inspect.signature(module.run).parameters:
             raise CliError(f"--only: the {args.name} benchmark has no parts to run alone")
+        parts = getattr(module, "PARTS", ())
+        if args.only not in parts:
+            raise CliError(
+                f"--only: the {args.name} benchmark has no part {args.only!r} (its parts: {', '.join(parts)})"
+            )
         options["only"] = args.only
     for name in ("model", "learned"):
         if getattr(args, name) is not None:
@@ -539,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=default,
             help="what methods are checked against: exact Shapley values when the text is short enough (auto, "
             "the default), always exact, or shap's Partition estimate; sampled: exact when short enough, else "
-            "sampled Shapley values (KernelSHAP regression pulled toward cplrp_mask)",
+            "sampled Shapley values (a balanced design with one intercept per coalition size)",
         )
 
     p = sub.add_parser("plugins", help="list registered adapters, methods, views and metrics")
@@ -569,8 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--only",
-        choices=("generation",),
-        help="faithful: run one part alone (generation: the trained decoder and encoder-decoder models)",
+        choices=("generation", "minilm"),
+        help="faithful, sampling: run one part alone (generation: the trained decoder and encoder-decoder models; "
+        "minilm: sampling's MiniLM texts)",
     )
     p.add_argument(
         "--model",

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "benchmarks" / "results" / "sampling.json"
 DOC = ROOT / "docs" / "faithfulness.md"
 ACCURACY = ROOT / "attn_plugins" / "explain" / "sampled_accuracy.json"
-REFERENCE = "regression (cplrp_mask prior)"
+REFERENCE = "stratified design (no prior)"
+# the sampled reference's fallback below the maskable tokens + 1 evaluations
+REFERENCE_PRIOR = "regression (cplrp_mask prior)"
 BLOCK = "sampling-table"
 PAIRINGS = (
     ("topic", "test", "topic, test texts"),
@@ -59,7 +61,14 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-VERSUS = ("regression (cplrp_mask prior)", "permutation (antithetic)")
+VERSUS = ("stratified design (no prior)", "regression (cplrp_mask prior)", "permutation (antithetic)")
+# The issue's goal without training: Spearman >= 0.85 on both pairings at <= 10 forward-equivalents.
+GOAL_SPEARMAN, GOAL_FE = 0.85, 10.0
+TASKS = (
+    ("decoder_planted", "decoder (planted)"),
+    ("translation", "encoder-decoder (translation)"),
+    ("lookup", "decoder (lookup)"),
+)
 
 
 def versus_table(result: dict[str, Any]) -> str:
@@ -79,25 +88,81 @@ def versus_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def goal_table(result: dict[str, Any]) -> str:
+    """Per estimator, its best Spearman at <= 10 forward-equivalents per pairing and split, and whether both pass."""
+    lines = [
+        "| estimator | budget | forward-equivalents | topic: dev / test / all | round-robin: dev / test / all | >= 0.85 on both |",
+        "|---|---|---|---|---|---|",
+    ]
+    first = result["pairings"]["topic"]["all"]
+    for name, by_budget in first.items():
+        affordable = [b for b, e in by_budget.items() if e["forward_equivalents"] <= GOAL_FE]
+        if not affordable:
+            continue
+        # the largest budget within the goal's cost (budgets grow along the row)
+        b = max(affordable, key=int)
+        cells, passed = [], True
+        for pairing in ("topic", "round_robin"):
+            means = [
+                result["pairings"][pairing][split][name][b]["spearman"]["mean"] for split in ("dev", "test", "all")
+            ]
+            passed &= min(means) >= GOAL_SPEARMAN
+            cells.append(" / ".join(f"{m:.2f}" for m in means))
+        fe = max(result["pairings"][p]["all"][name][b]["forward_equivalents"] for p in ("topic", "round_robin"))
+        label = "–" if b == "0" else b
+        lines.append(f"| {name} | {label} | {fe:g} | {cells[0]} | {cells[1]} | {'yes' if passed else 'no'} |")
+    return "\n".join(lines)
+
+
+def generation_table(result: dict[str, Any]) -> str:
+    """The samplers on the trained tiny models: Spearman per explained token, forward-equivalents per token."""
+    budgets = [str(b) for b in result["budgets"]]
+    head = "| estimator | model (explained tokens) | " + " | ".join(f"budget {b}" for b in budgets) + " |"
+    lines = [head, "|---|---|" + "---|" * len(budgets)]
+    tasks = result["generation"]
+    names = list(next(iter(tasks.values()))["estimators"])
+    for name in names:
+        for task, label in TASKS:
+            block = tasks[task]["estimators"][name]
+            cells = (
+                [cell(block["0"])] + [""] * (len(budgets) - 1)
+                if "0" in block
+                else [cell(block.get(b)) for b in budgets]
+            )
+            lines.append(f"| {name} | {label} ({tasks[task]['tokens']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def expected(result: dict[str, Any]) -> dict[tuple[Path, str], str]:
     """Every generated block, by (file, block name)."""
-    return {(DOC, BLOCK): table(result), (DOC, "sampling-versus"): versus_table(result)}
+    return {
+        (DOC, BLOCK): table(result),
+        (DOC, "sampling-versus"): versus_table(result),
+        (DOC, "sampling-goal"): goal_table(result),
+        (DOC, "sampling-generation"): generation_table(result),
+    }
 
 
-def accuracy(result: dict[str, Any]) -> dict[str, Any]:
-    """The sampled reference's Spearman with exact values per budget (the lower of the two pairings, all texts)."""
+def _worst(result: dict[str, Any], name: str) -> dict[str, Any]:
+    """One estimator's Spearman with exact values per budget: the lower of the two pairings, all texts."""
     out = {}
     for budget in result["budgets"]:
-        per = [result["pairings"][p]["all"][REFERENCE].get(str(budget)) for p in ("topic", "round_robin")]
+        per = [result["pairings"][p]["all"][name].get(str(budget)) for p in ("topic", "round_robin")]
         per = [e for e in per if e]
         if per:
             # the harder pairing, stated: the report should not promise more than was measured
             worst = min(per, key=lambda e: e["spearman"]["mean"])
             out[str(budget)] = {"spearman": worst["spearman"], "forward_equivalents": worst["forward_equivalents"]}
+    return out
+
+
+def accuracy(result: dict[str, Any]) -> dict[str, Any]:
+    """The sampled reference's accuracy per budget: the stratified design, and its fallback with the prior."""
     return {
         "source": f"the sampling benchmark (all-MiniLM-L6-v2 similarity, {result['texts']} texts of at most 12 "
         f"maskable tokens, {result['seeds_per_text']} seeds each, {result['date']}; the lower of its two pairings)",
-        "sampled": out,
+        "sampled": _worst(result, REFERENCE),
+        "sampled_prior": _worst(result, REFERENCE_PRIOR),
     }
 
 

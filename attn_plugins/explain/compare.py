@@ -13,9 +13,11 @@ cost of each (wall time, forward passes). The reference is one of
 * ``"auto"``: exact values when the text is short enough, else shap's Partition explainer; each text's
   detail says which was used and why;
 * ``"sampled"``: exact values when the text is short enough, else sampled Shapley values at ``max_evals``
-  evaluations: paired KernelSHAP regression pulled toward ``cplrp_mask``'s scores
-  (:func:`attn_plugins.explain.estimators.regression_estimate`; closer to exact values than shap's
-  Permutation and Partition explainers at 500 evaluations in ``attn-plugins bench sampling``).
+  evaluations: a balanced design fitted with one intercept per coalition size
+  (:func:`attn_plugins.explain.estimators.stratified_estimate`; the closest to exact values of the
+  estimators in ``attn-plugins bench sampling``, shap's Permutation and Partition explainers included, at
+  every budget); below the maskable tokens + 1 evaluations, paired KernelSHAP regression pulled toward
+  ``cplrp_mask``'s scores (:func:`~attn_plugins.explain.estimators.regression_estimate`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ REFERENCES = ("shap", "exact", "auto", "sampled")
 PRIOR_METHOD = "cplrp_mask"
 # Exact values over 10 maskable tokens take 2^10 = 1024 evaluations, about twice shap's default budget.
 EXACT_MAX = 10
+# How the "sampled" reference's note names its fallback (the report quotes that estimator's error then).
+SAMPLED_FALLBACK = "fewer than the tokens + 1 the balanced design needs"
 
 
 def agreement(scores: np.ndarray, reference: np.ndarray, k: int) -> dict[str, float]:
@@ -179,7 +183,7 @@ def _check_rankable(explainer: AttentionExplainer, spec: Target, name: str) -> N
 def reference_name(used: str, max_evals: int) -> str:
     """How a reference is named in results and reports."""
     if used == "sampled":
-        return f"sampled Shapley values ({max_evals} evaluations, {PRIOR_METHOD} prior)"
+        return f"sampled Shapley values ({max_evals} evaluations)"
     return "exact Shapley values" if used == "exact" else f"shap Partition ({max_evals} evaluations)"
 
 
@@ -195,8 +199,9 @@ def reference_values(
     """(values over the tokens, token strings, ``"exact"``, ``"shap"`` or ``"sampled"``, a note when exact values were not affordable).
 
     All mask with shap's ``Text`` masker, so the values explain the same function of the same inputs.
-    ``prior``: for ``"sampled"``, returns the cheap method's scores over the tokens (None when it could not
-    run) and why not.
+    ``prior``: for ``"sampled"`` with fewer evaluations than the maskable tokens + 1 (too few for the
+    stratified design to tell every token apart), returns the cheap method's scores over the tokens (None
+    when it could not run) and why not.
     """
     masker = shap.maskers.Text(tokenizer)
     players, _ = maskable_positions(masker, text)
@@ -214,12 +219,22 @@ def reference_values(
     if reference == "sampled":
         from .estimators import estimate_shapley
 
+        if max_evals >= len(players) + 1:  # enough for the design to identify every token's value
+            values, _ = estimate_shapley(fn, masker, text, None, max_evals, seed=0, sampling="stratified")
+            note += (
+                f"sampled Shapley values (a balanced design with one intercept per coalition size, at {max_evals} "
+                "evaluations) instead"
+            )
+            return values, tokens, "sampled", note
         scores, why = prior() if prior is not None else (None, f"no {PRIOR_METHOD} scores were given")
         if scores is not None and len(scores) != len(tokens):
             scores, why = None, f"{PRIOR_METHOD} scored {len(scores)} tokens, the masker cut {len(tokens)}"
         values, _ = estimate_shapley(fn, masker, text, scores, max_evals, seed=0)
         prior_text = f"pulled toward {PRIOR_METHOD}'s scores" if scores is not None else f"without a prior ({why})"
-        note += f"sampled Shapley values (KernelSHAP regression at {max_evals} evaluations, {prior_text}) instead"
+        note += (
+            f"sampled Shapley values (KernelSHAP regression at {max_evals} evaluations, {SAMPLED_FALLBACK}, "
+            f"{prior_text}) instead"
+        )
         return values, tokens, "sampled", note
     if note is not None:
         note += f"shap's Partition explainer at {max_evals} evaluations instead"

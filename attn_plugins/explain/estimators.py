@@ -1,4 +1,9 @@
-"""Shapley values by sampling, with a cheap method's scores as a control variate.
+"""Shapley values by sampling: a balanced design, or a cheap method's scores as a control variate.
+
+:func:`stratified_estimate` needs no cheap method: it evaluates a balanced cyclic design in the middle
+coalition sizes (and its complements) before Shapley-kernel samples, and fits one intercept per coalition
+size, which makes it exact once every coalition is evaluated (and on additive games from p + 1
+evaluations). On the sampling benchmark it is the most accurate estimator at every budget.
 
 A cheap method's scores ``c`` define an additive surrogate game ``g(S) = f(∅) + Σ_{i∈S} c_i`` whose
 Shapley values are exactly ``c``. :func:`coalition_estimate` samples ``r = f - g`` and adds ``c`` back:
@@ -17,6 +22,8 @@ gradients) become a usable surrogate.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,9 +34,11 @@ from ..errors import InputError
 from .maskers import maskable_positions
 
 SCALES = ("efficiency", "none")
-SAMPLINGS = ("regression", "coalition", "permutation")
+SAMPLINGS = ("stratified", "regression", "coalition", "permutation")
 # How many coalitions the prior weighs as in regression_estimate (chosen on 24 dev texts of the faithful benchmark).
 PRIOR_WEIGHT = 3.0
+# Candidate base sets stratified_estimate's design chooses among (all of them when there are fewer).
+BASE_CANDIDATES = 2000
 
 
 @dataclass
@@ -216,6 +225,102 @@ def regression_estimate(
     return Estimate(np.linalg.solve(kkt, rhs)[:p], evaluations, pairs)
 
 
+def balanced_base(p: int, k: int) -> np.ndarray:
+    """A base set of ``k`` of the ``p`` players whose cyclic shifts make a well-conditioned design.
+
+    The p shifts {D + j mod p} give a circulant design; its main effects are estimable with variances
+    ∝ 1/|DFT(1_D)(ω)|² at the frequencies ω ≠ 0, so the set minimizing their sum is kept (A-optimal among
+    candidates; a perfect difference set, such as the Fano plane's lines for p = 7, makes them all equal).
+    Deterministic in ``p``: the same players' design every time.
+    """
+    rng = np.random.default_rng(p)
+    if math.comb(p, k) <= BASE_CANDIDATES:
+        sets = np.array(list(itertools.combinations(range(p), k)))
+    else:
+        sets = np.sort(np.argsort(rng.random((BASE_CANDIDATES, p)), axis=1)[:, :k], axis=1)
+    indicator = np.zeros((len(sets), p))
+    np.put_along_axis(indicator, sets, 1.0, axis=1)
+    power = np.abs(np.fft.fft(indicator, axis=1)[:, 1:]) ** 2
+    # a zero at some frequency leaves a contrast of the players unestimable
+    cost = np.where(power.min(1) > 1e-9, (1 / np.maximum(power, 1e-300)).sum(1), np.inf)
+    return sets[int(np.argmin(cost))]
+
+
+def design_coalitions(p: int, budget: int, seed: int = 0) -> np.ndarray:
+    """The coalitions [k, p] :func:`stratified_estimate` evaluates besides the empty and full one, in order.
+
+    First the p cyclic shifts of :func:`balanced_base` (size ⌊p/2⌋ + 1) and their complements (a balanced design
+    in the middle sizes, where the marginal contributions are most typical), then pairs drawn from the
+    Shapley kernel (size ∝ 1/(s(p-s)), uniform within a size) with their complements, without repeats.
+    """
+    total = 2**p - 2 if p < 63 else np.inf
+    want = int(min(budget, total))
+    base = balanced_base(p, min(p // 2 + 1, p - 1))
+    shifts = (base[None, :] + np.arange(p)[:, None]) % p
+    rng = np.random.default_rng(seed)
+    orbit = np.zeros((p, p), dtype=bool)
+    # the players in a random order: which design a player gets is drawn, not tied to its position
+    np.put_along_axis(orbit, rng.permutation(p)[shifts], True, axis=1)
+    rows = [*orbit, *~orbit]
+    if want > len(rows):
+        sizes = np.arange(1, p)
+        weight = 1.0 / (sizes * (p - sizes))
+        if total <= 4 * want:  # few coalitions: a weighted order of all of them (Efraimidis–Spirakis keys)
+            every = (np.arange(1, 2**p - 1)[:, None] >> np.arange(p)) & 1
+            w = weight[every.sum(1) - 1] / np.array([math.comb(p, s) for s in every.sum(1)])
+            order = np.argsort(-np.log(rng.random(len(every))) / w)
+            drawn = every[order].astype(bool)
+        else:  # many: draws from the kernel, repeats skipped below (rare)
+            drawn = kernel_pairs(p, 2 * want, rng)
+        rows += [m for pair in zip(drawn, ~drawn) for m in pair]
+    out = np.array(rows, dtype=bool)
+    keys = out.astype(np.int64) @ (1 << np.arange(p, dtype=np.int64))
+    _, first = np.unique(keys, return_index=True)
+    return out[np.sort(first)][:want]
+
+
+def stratified_estimate(game: Callable[[np.ndarray], np.ndarray], p: int, budget: int, seed: int = 0) -> Estimate:
+    """Shapley values from a balanced design and a regression with one intercept per coalition size.
+
+    ``game`` maps coalition masks [k, p] to values [k]; it is called once, on at most ``budget`` distinct
+    coalitions. Model: v(S) = α_|S| + Σ_{i∈S} φ_i, weighted least squares with weight 1/(n_s s (p-s)) on
+    each of the n_s coalitions of size s, so every size sampled counts alike, as in the Shapley value.
+    With every coalition evaluated the fit gives φ_i = (v(N) - v(∅))/p + (1/p) Σ_s (mean v over size-s
+    coalitions with i - mean over those without), which is the Shapley value: exact in the limit. Below
+    that it is biased (toward the middle sizes the design starts with) and nearly exact on games with
+    few interactions; it needs no cheap method.
+
+    A budget of 2p + 2 or more pays for the empty and full coalitions: the values then sum to
+    v(N) - v(∅) (efficiency). Below that they are spent on the design instead (better rankings on the
+    sampling benchmark), with one intercept for all sizes, so the values sum to the fitted model's
+    estimate of v(N) - v(∅).
+    """
+    if p < 1:
+        raise InputError("a Shapley estimate needs at least one player")
+    if budget < 2:
+        raise InputError(f"a budget of {budget} evaluations cannot pay for the empty and the full coalition (2)")
+    ends = np.stack([np.zeros(p, dtype=bool), np.ones(p, dtype=bool)])
+    efficient = p == 1 or budget >= min(2 * p + 2, 2**p)
+    masks = design_coalitions(p, budget - 2 if efficient else budget, seed) if p > 1 else np.zeros((0, p), bool)
+    v, evaluations = _coalition_game(game, np.concatenate([ends, masks]) if efficient else masks)
+    if efficient:
+        (empty, full), v = v[:2], v[2:]
+        if len(masks) == 0:
+            return Estimate(np.full(p, (full - empty) / p), evaluations, 0)
+    size = masks.sum(1)
+    counts = np.bincount(size, minlength=p + 1)
+    sw = np.sqrt(1.0 / (counts[size] * size * (p - size)))
+    # intercepts: one per size when the ends fix the level (exact in the limit), else one for all
+    strata = np.unique(size) if efficient else np.zeros(1, dtype=np.int64)
+    intercepts = (size[:, None] == strata[None]) if efficient else np.ones((len(masks), 1), dtype=bool)
+    design = np.concatenate([intercepts, masks], axis=1).astype(np.float64)
+    coef = np.linalg.lstsq(design * sw[:, None], v * sw, rcond=None)[0]
+    phi = coef[len(strata) :]
+    if efficient:  # per-size intercepts leave the values' common shift free: efficiency fixes it
+        phi = phi - phi.mean() + (full - empty) / p
+    return Estimate(phi, evaluations, len(masks))
+
+
 def estimate_shapley(
     fn: Callable[[Sequence[str]], np.ndarray],
     masker: shap.maskers.Text,
@@ -229,9 +334,10 @@ def estimate_shapley(
     """(Shapley estimates [N] over the tokens of ``text``, model evaluations used): ``fn`` on masked strings.
 
     ``scores``: a cheap method's scores over the same N tokens, the control variate (None: none).
-    ``sampling``: ``"regression"`` (:func:`regression_estimate`), ``"coalition"`` (:func:`coalition_estimate`)
-    or ``"permutation"`` (:func:`permutation_estimate`, which takes no scores). Masking is ``masker``'s (shap's ``Text`` masker: the mask token written in place
-    of each masked token); tokens it never masks get 0.
+    ``sampling``: ``"stratified"`` (:func:`stratified_estimate`, which takes no scores), ``"regression"``
+    (:func:`regression_estimate`), ``"coalition"`` (:func:`coalition_estimate`) or ``"permutation"``
+    (:func:`permutation_estimate`, which takes no scores). Masking is ``masker``'s (shap's ``Text`` masker:
+    the mask token written in place of each masked token); tokens it never masks get 0.
     """
     if sampling not in SAMPLINGS:
         raise InputError(f"sampling must be one of {', '.join(SAMPLINGS)}, not {sampling!r}")
@@ -243,6 +349,8 @@ def estimate_shapley(
     if scores is not None:
         if sampling == "permutation":
             raise InputError("permutation sampling takes no control variate (an additive one cancels there)")
+        if sampling == "stratified":
+            raise InputError("stratified sampling takes no control variate (its design needs no cheap method)")
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         if scores.shape != (n,):
             raise InputError(f"the control variate has {scores.size} scores for the text's {n} tokens")
@@ -255,6 +363,8 @@ def estimate_shapley(
 
     if sampling == "permutation":
         est = permutation_estimate(game, p, budget, seed)
+    elif sampling == "stratified":
+        est = stratified_estimate(game, p, budget, seed)
     elif sampling == "regression":
         est = regression_estimate(game, p, c, budget, seed)
     else:

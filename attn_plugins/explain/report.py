@@ -43,11 +43,12 @@ SAMPLED_ACCURACY = "sampled_accuracy.json"
 def reference_error(max_evals: int, kind: str = "partition") -> str | None:
     """A reference's measured agreement with exact Shapley values at ``max_evals`` evaluations, as a sentence.
 
-    ``kind``: ``"partition"`` (shap's Partition explainer) or ``"sampled"`` (the sampled reference).
+    ``kind``: ``"partition"`` (shap's Partition explainer), ``"sampled"`` (the sampled reference) or
+    ``"sampled_prior"`` (its fallback below the maskable tokens + 1 evaluations).
     """
     from importlib import resources
 
-    name = SAMPLED_ACCURACY if kind == "sampled" else REFERENCE_ACCURACY
+    name = SAMPLED_ACCURACY if kind.startswith("sampled") else REFERENCE_ACCURACY
     try:
         data = json.loads(resources.files("attn_plugins.explain").joinpath(name).read_text("utf-8"))
     except FileNotFoundError:
@@ -90,7 +91,7 @@ def report(
     ``"auto"`` (exact Shapley values when the text has at most ``exact_max`` maskable tokens, else shap's
     Partition explainer at ``shap_evals`` evaluations, by default :data:`~attn_plugins.explain.defaults.REPORT_SHAP_EVALS`,
     as accurate as 500 on the faithfulness benchmark), ``"exact"``, ``"shap"`` or ``"sampled"`` (exact when short
-    enough, else sampled Shapley values pulled toward ``cplrp_mask``, each with its measured error; see
+    enough, else sampled Shapley values from a balanced design, each with its measured error; see
     :func:`~attn_plugins.explain.compare`);
     ``shap_evals=0`` skips it. ``truncation=True`` explains the longest prefix of a text that fits the
     model (else a text too long is an InputError naming it). ``views`` adds registered views (e.g. a
@@ -310,10 +311,12 @@ def reference_sentence(detail: dict[str, Any], max_evals: int) -> str:
         )
     why = f" {detail['reference_note']}." if detail.get("reference_note") else ""
     if detail["reference"] == "sampled":
-        error = reference_error(max_evals, "sampled")
+        from .compare import SAMPLED_FALLBACK
+
+        fallback = SAMPLED_FALLBACK in (detail.get("reference_note") or "")
+        error = reference_error(max_evals, "sampled_prior" if fallback else "sampled")
         return (
-            f"Reference: sampled Shapley values at {max_evals} evaluations ({n} masked inputs and one forward and "
-            f"backward for the prior), an estimate.{why}"
+            f"Reference: sampled Shapley values at {max_evals} evaluations ({n} masked inputs), an estimate.{why}"
             + (f" Its own error: {error}, on texts short enough for exact values." if error else "")
         )
     error = reference_error(max_evals)

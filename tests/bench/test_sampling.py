@@ -46,6 +46,8 @@ def test_score_case_on_an_additive_game(additive_case):
     assert out["regression (cplrp_mask prior)"][6][0] == pytest.approx(1.0)
     assert out["permutation (antithetic)"][12][0] == pytest.approx(1.0)
     assert out["cv coalition (cplrp_mask)"][6][0] == pytest.approx(1.0)
+    # the stratified design needs no cheap method: exact on an additive game from p + 1 = 6 evaluations
+    assert out["stratified design (no prior)"][6] == (pytest.approx(1.0), 6.0)
     # cost: the distinct coalitions evaluated, plus the cheap method's
     assert out["regression (cplrp_mask prior)"][6][1] == out["regression (no prior)"][6][1] + 3.0 <= 6 + 3.0
     # shap Permutation refuses budgets below 2p + 1 = 11: left out at 6, run at 12
@@ -86,3 +88,35 @@ def test_docs_table_is_generated_from_the_json() -> None:
         assert block == body + "\n", f"{path.name} {name} is not what sampling_table.py writes"
     accuracy = json.loads((ROOT / "attn_plugins" / "explain" / "sampled_accuracy.json").read_text())
     assert accuracy == json.loads(json.dumps(sampling_table.accuracy(result)))
+
+
+def test_generation_steps_share_their_coalitions(additive_case):
+    """Two explained tokens of one text: one forward per coalition gives both values, so it is counted once."""
+    case, _, weights = additive_case
+    other = SimpleNamespace(**{**vars(case), "values": 0.1 - case.values, "phi": -case.phi})
+    steps = [case, other]
+    cheap = [np.zeros(len(case.ids)), np.zeros(len(case.ids))]
+    out = sampling.score_text_steps(steps, cheap, [3.0, 3.0], (6, 12), seeds=2)
+    # both steps are additive games: the stratified design is exact on them, and its 6 coalitions serve both
+    assert out["stratified design (no prior)"][6] == [(pytest.approx(1.0), 3.0), (pytest.approx(1.0), 3.0)]
+    # a prior-based estimator pays its cheap method per token: the same 6 coalitions / 2 tokens, plus 3 each
+    assert [fe for _, fe in out["regression (cplrp_mask prior)"][6]] == [pytest.approx(6 / 2 + 3.0)] * 2
+    assert set(out) == set(sampling.SAMPLERS) and "shap Permutation" not in out
+
+
+def test_only_a_part_that_exists(capsys: pytest.CaptureFixture[str]) -> None:
+    from attn_plugins.cli import main
+    from attn_plugins.errors import InputError
+
+    with pytest.raises(InputError, match="only must be one of minilm, generation"):
+        sampling.run(only="bert")
+    assert main(["bench", "faithful", "--only", "minilm"]) == 2
+    assert "has no part 'minilm' (its parts: generation)" in capsys.readouterr().err
+
+
+def test_readme_states_the_sampled_references_measured_accuracy() -> None:
+    accuracy = json.loads((ROOT / "attn_plugins" / "explain" / "sampled_accuracy.json").read_text())["sampled"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    at = {b: f"{accuracy[b]['spearman']['mean']:.2f}" for b in ("10", "100")}
+    claim = f"{at['10']} Spearman with exact values at 10 evaluations and {at['100']} at 100"
+    assert claim in readme, f"README.md should say {claim!r} (attn_plugins/explain/sampled_accuracy.json)"

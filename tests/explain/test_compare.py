@@ -133,6 +133,22 @@ def test_exact_reference_is_shaps_own_exact_explainer_and_long_texts_fall_back()
         ap.compare(model, tok, [short], methods=["raw"], reference="auto", exact_max=20)
 
 
+def test_sampled_reference_below_the_tokens_plus_one_falls_back_to_the_prior_regression():
+    from attn_plugins.explain.estimators import estimate_shapley
+    from attn_plugins.explain.explainer import AttentionExplainer
+
+    model, tok = tiny_bert(num_labels=3, seed=3), tiny_tokenizer("bert")
+    long = "the movie was good and the music was fun but the plot was sad and slow"  # 19 maskable tokens
+    result = ap.compare(model, tok, [long], methods=["raw"], reference="sampled", max_evals=12, exact_max=8)
+    detail = result.details[0]
+    assert "KernelSHAP regression at 12 evaluations, fewer than the tokens + 1" in detail["reference_note"]
+    assert "pulled toward cplrp_mask's scores" in detail["reference_note"]
+    spec = resolve(model, tok, long)
+    prior = np.asarray(AttentionExplainer(model, tok, method="cplrp_mask").scores(spec)[0], float)
+    with_prior, _ = estimate_shapley(spec.fn, shap.maskers.Text(tok), long, prior, 12, seed=0)
+    np.testing.assert_allclose(detail["shap"], with_prior, atol=1e-6)
+
+
 def test_sampled_reference_for_texts_too_long_for_exact_values():
     from attn_plugins.explain.estimators import estimate_shapley
 
@@ -142,21 +158,16 @@ def test_sampled_reference_for_texts_too_long_for_exact_values():
     assert [d["reference"] for d in result.details] == ["exact", "sampled"]
     detail = result.details[1]
     assert (
-        "sampled Shapley values (KernelSHAP regression at 40 evaluations, pulled toward cplrp_mask"
-        in (detail["reference_note"])
+        "sampled Shapley values (a balanced design with one intercept per coalition size, at 40 evaluations)"
+        in detail["reference_note"]
     )
     assert detail["evaluations"] <= 40
-    assert "sampled Shapley values (40 evaluations, cplrp_mask prior)" in result.reference_used
-    # the values are the estimator's with cplrp_mask's scores as the prior, not without one
+    assert "sampled Shapley values (40 evaluations)" in result.reference_used
+    # the values are the stratified estimator's (19 maskable tokens, 40 >= 20 evaluations), which needs no prior
     spec = resolve(model, tok, long)
     masker = shap.maskers.Text(tok)
-    from attn_plugins.explain.explainer import AttentionExplainer
-
-    prior = np.asarray(AttentionExplainer(model, tok, method="cplrp_mask").scores(spec)[0], float)
-    with_prior, _ = estimate_shapley(spec.fn, masker, long, prior, 40, seed=0)
-    np.testing.assert_allclose(detail["shap"], with_prior, atol=1e-6)
-    without, _ = estimate_shapley(spec.fn, masker, long, None, 40, seed=0)
-    assert np.abs(np.asarray(detail["shap"]) - without).max() > 1e-4
-    # efficiency: the values add up to f(text) - f(every maskable token masked)
-    ends = spec.fn([long, masker(np.array([True] + [False] * (len(with_prior) - 2) + [True]), long)[0][0]])
+    stratified, _ = estimate_shapley(spec.fn, masker, long, None, 40, seed=0, sampling="stratified")
+    np.testing.assert_allclose(detail["shap"], stratified, atol=1e-6)
+    # 40 >= 2p + 2 pays for the ends: the values add up to f(text) - f(every maskable token masked)
+    ends = spec.fn([long, masker(np.array([True] + [False] * (len(stratified) - 2) + [True]), long)[0][0]])
     assert sum(detail["shap"]) == pytest.approx(float(ends[0] - ends[1]), abs=1e-5)

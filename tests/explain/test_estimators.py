@@ -15,6 +15,7 @@ from attn_plugins.explain.estimators import (
     permutations_for,
     regression_estimate,
     sample_permutations,
+    stratified_estimate,
     surrogate,
 )
 from attn_plugins.explain.maskers import shapley_values
@@ -204,3 +205,107 @@ def test_regression_draws_sizes_from_the_shapley_kernel():
     np.testing.assert_allclose(share, kernel / kernel.sum(), atol=0.01)  # 60000 draws: sd below 0.002
     # with many samples the regression reaches the exact values, not another weighting's (uniform sizes: 0.02)
     assert rmse(lambda b, s: regression_estimate(interacting, P, None, b, s), 20000, 20) < 0.01
+
+
+# ---------------------------------------------------------------- stratified_estimate
+def test_stratified_is_exact_once_every_coalition_is_evaluated():
+    # 2^6 = 64 coalitions: the fit with one intercept per size is the Shapley value (EXACT, by hand)
+    for seed in range(2):
+        est = stratified_estimate(interacting, P, 64, seed)
+        np.testing.assert_allclose(est.values, EXACT, atol=1e-10)
+        assert est.evaluations == 64
+    # a larger budget takes no more evaluations than there are coalitions
+    assert stratified_estimate(interacting, P, 1000, 0).evaluations == 64
+
+
+def test_stratified_is_exact_on_an_additive_game_from_p_plus_one_evaluations():
+    for p in (5, 6, 7, 9, 12):
+        a = np.linspace(-1.0, 2.0, p) ** 2 - 0.5
+
+        def game(m: np.ndarray, a: np.ndarray = a) -> np.ndarray:
+            return 0.3 + np.asarray(m, dtype=bool) @ a
+
+        for budget in (p + 1, 2 * p + 2, 3 * p):
+            np.testing.assert_allclose(stratified_estimate(game, p, budget, 1).values, a, atol=1e-10)
+
+
+def test_stratified_converges_and_keeps_efficiency():
+    errors = {b: rmse(lambda b, s: stratified_estimate(interacting, P, b, s), b, 30) for b in (8, 20, 40, 62)}
+    assert errors[8] > errors[20] > errors[40] > errors[62]
+    assert errors[62] < 0.05
+    # from 2p + 2 evaluations on the empty and full coalitions are paid for: the values sum to v(N) - v(∅)
+    est = stratified_estimate(interacting, P, 2 * P + 2, 0)
+    assert est.values.sum() == pytest.approx(EXACT.sum(), abs=1e-10)
+    assert est.evaluations == 2 * P + 2
+
+
+def test_stratified_spends_at_most_its_budget():
+    calls = []
+
+    def counted(masks: np.ndarray) -> np.ndarray:
+        calls.append(len(masks))
+        return interacting(masks)
+
+    for budget in (2, 7, 10, 13, 14, 30, 63):
+        calls.clear()
+        est = stratified_estimate(counted, P, budget, 0)
+        assert sum(calls) == est.evaluations <= budget and np.all(np.isfinite(est.values))
+    est = stratified_estimate(lambda m: 2.0 + 3.0 * np.asarray(m, dtype=bool)[:, 0], 1, 2)
+    assert est.values == pytest.approx([3.0]) and est.evaluations == 2
+
+
+def test_stratified_design_is_balanced():
+    from attn_plugins.explain.estimators import balanced_base, design_coalitions
+
+    # p = 7: the best base set is a perfect difference set (the Fano plane's lines' complements):
+    # every pair of players meets equally often in the 7 shifts
+    base = balanced_base(7, 4)
+    diffs = np.bincount(((base[:, None] - base[None, :]) % 7).ravel(), minlength=7)
+    assert len(set(diffs[1:])) == 1
+    rows = design_coalitions(7, 14, 0)
+    assert len({tuple(r) for r in rows}) == 14 and set(rows.sum(1)) == {3, 4}
+    assert np.all(rows.sum(0) == 7)  # each player in half of the rows
+
+
+def test_stratified_bad_input():
+    with pytest.raises(InputError, match="budget of 1"):
+        stratified_estimate(interacting, P, 1)
+    with pytest.raises(InputError, match="at least one player"):
+        stratified_estimate(interacting, 0, 10)
+    with pytest.raises(InputError, match="returned 1 values"):
+        stratified_estimate(lambda m: np.zeros(1), P, 10)
+
+
+def test_stratified_absorbs_any_function_of_the_coalition_size():
+    # v(S) = Σ a_i + g(|S|): a symmetric part gives every player (g(p) - g(0)) / p (by hand), whatever g;
+    # one intercept per size fits it exactly from a partial design (one intercept for all sizes would not)
+    g = np.array([0.0, 0.9, -0.4, 1.7, 0.2, -1.1, 0.6])
+
+    def game(m: np.ndarray) -> np.ndarray:
+        m = np.asarray(m, dtype=bool)
+        return m @ A + g[m.sum(1)]
+
+    for budget in (2 * P + 2, 24, 40):
+        np.testing.assert_allclose(stratified_estimate(game, P, budget, 3).values, A + (g[P] - g[0]) / P, atol=1e-10)
+
+
+def test_estimate_shapley_runs_the_stratified_estimator_on_text():
+    from attn_plugins.bench.exact import text_masker
+    from attn_plugins.explain.estimators import estimate_shapley
+    from attn_plugins.explain.maskers import exact_shapley
+    from attn_plugins.zoo import tiny_tokenizer
+
+    masker = text_masker(tiny_tokenizer("bert"))
+    text = "the movie was good fun"
+    weights = {"movie": 1.0, "good": 2.0, "fun": -0.5}
+
+    def fn(texts):  # additive in the words kept, and one interaction (movie with good)
+        words = [t.split() for t in texts]
+        return np.array([sum(weights.get(w, 0.1) for w in ws) + 0.7 * ("movie" in ws and "good" in ws) for ws in words])
+
+    exact = exact_shapley(fn, masker, text)
+    values, used = estimate_shapley(fn, masker, text, None, 32, sampling="stratified")
+    np.testing.assert_allclose(values, exact, atol=1e-10)  # 5 words: 32 coalitions, every one evaluated
+    assert used == 32
+    with pytest.raises(InputError, match="no control variate"):
+        estimate_shapley(fn, masker, text, np.zeros(len(exact)), 10, sampling="stratified")

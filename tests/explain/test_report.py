@@ -162,3 +162,9 @@ def test_the_reference_sentence_states_the_sampled_references_measured_error():
     error = reference_error(100, "sampled")
     assert error and "sampling benchmark" in error and "at 100 evaluations" in error and error in sentence
     assert "was not measured" in reference_error(30, "sampled")
+    # below the tokens + 1 evaluations the reference is the prior regression: its own measured error is quoted
+    from attn_plugins.explain.compare import SAMPLED_FALLBACK
+
+    fallback = {**detail, "reference_note": f"... (KernelSHAP regression at 10 evaluations, {SAMPLED_FALLBACK}, ...)"}
+    prior_error = reference_error(10, "sampled_prior")
+    assert prior_error != reference_error(10, "sampled") and prior_error in reference_sentence(fallback, 10)
