@@ -88,6 +88,31 @@ def _per_text_groups(texts: Sequence[str], target: dict[str, Any]) -> list[tuple
     return [({**target, "reference": r}, members) for r, members in groups.items()]
 
 
+def _split(texts: Sequence[str], n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, training) indices, seeded; a text given several times (with other references) stays on one side.
+
+    Otherwise the held-out score would read texts the head was trained on, under another reference.
+    """
+    distinct = list(dict.fromkeys(texts))
+    where: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        where.setdefault(t, []).append(i)
+    order = [i for d in np.random.default_rng(seed).permutation(len(distinct)) for i in where[distinct[d]]]
+    # Whole texts are held out until at least n_val of the given ones are.
+    cut = next(
+        k
+        for k in range(1, len(order) + 1)
+        if k == len(order) or (k >= n_val and texts[order[k]] != texts[order[k - 1]])
+    )
+    val, train = np.asarray(order[:cut]), np.asarray(order[cut:], dtype=np.int64)
+    if len(train) < MIN_VALIDATION:
+        raise InputError(
+            f"fit_attributor holds out whole texts: {len(distinct)} distinct texts leave fewer than "
+            f"{MIN_VALIDATION} to train on; give more distinct texts"
+        )
+    return val, train
+
+
 def fit_attributor(
     model: Any,
     tokenizer: Any = None,
@@ -183,8 +208,7 @@ def fit_attributor(
         players.append(idx)
     target_seconds = time.perf_counter() - started
 
-    order = np.random.default_rng(seed).permutation(len(texts))
-    val, train = order[:n_val], order[n_val:]
+    val, train = _split(texts, n_val, seed)
     head = _train(feats, targets, players, train, val, hidden, epochs, patience, lr, weight_decay, seed)
     with torch.no_grad():
         preds = [head(feats[i]).numpy() for i in val]
@@ -202,6 +226,7 @@ def fit_attributor(
         "target": {k: _recorded(v) for k, v in target.items()},
         "training": {
             "texts": len(train),
+            "distinct_texts": len({texts[i] for i in train}),
             "texts_digest": texts_digest([texts[i] for i in train]),
             "all_texts_digest": texts_digest(texts),
             "targets": " and ".join(sorted(kinds)) + " Shapley values",

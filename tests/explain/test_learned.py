@@ -239,3 +239,23 @@ def test_per_text_references_train_one_attributor_across_them(encoder, tok):
 def test_bad_per_text_references(encoder, tok, reference, message):
     with pytest.raises(InputError, match=message):
         ap.fit_attributor(encoder, tok, _texts(8), reference=reference)
+
+
+def test_a_text_under_several_references_is_held_out_whole():
+    from attn_plugins.explain.learned import _split
+
+    texts = [t for t in _texts(10, seed=3) for _ in range(3)]  # each text thrice (three references)
+    val, train = _split(texts, 5, seed=0)
+    assert sorted([*val, *train]) == list(range(len(texts)))
+    assert not {texts[i] for i in val} & {texts[i] for i in train}
+    assert len(val) == 6  # two whole texts: at least 5 asked for
+    # Without repeats it is the plain seeded split (held-out share as asked).
+    plain = _texts(12)
+    val, train = _split(plain, 4, seed=0)
+    assert list(val) == list(np.random.default_rng(0).permutation(12)[:4])
+
+
+def test_too_few_distinct_texts_to_hold_out_whole(encoder, tok):
+    texts = [t for t in _texts(3, seed=4) for _ in range(3)]
+    with pytest.raises(InputError, match="holds out whole texts: 3 distinct texts"):
+        ap.fit_attributor(encoder, tok, texts, reference=REFERENCES[:1] * len(texts))
