@@ -222,6 +222,10 @@ def test_per_text_references_train_one_attributor_across_them(encoder, tok):
     for key, value in fitted.head.state_dict().items():
         torch.testing.assert_close(again.head.state_dict()[key], value, rtol=0, atol=1e-12)
     assert fitted.info["target"]["reference"] == REFERENCES
+    assert "trained on 8 texts like these" in fitted.method_note()  # 12 texts, 4 held out
+    pairs = ap.fit_attributor(encoder, tok, [*texts, *texts], reference=[*refs, *refs[::-1]], max_exact=12)
+    assert pairs.info["training"]["distinct_texts"] == 9
+    assert "trained on 9 texts (18 text-reference pairs)" in pairs.method_note()
     # A list of one reference repeated is that reference given once.
     one = ap.fit_attributor(encoder, tok, texts, reference=[REFERENCES[0]] * len(texts), max_exact=12)
     same = ap.fit_attributor(encoder, tok, texts, reference=REFERENCES[0], max_exact=12)
