@@ -10,7 +10,8 @@ does; each text's coalitions embedded once and compared with all of its referenc
 (and on their ``test`` split alone) by Spearman against the exact values of ``faithful_exact.npz``, beside
 ``cplrp_mask`` on the same texts (bootstrap 95 % intervals). Explaining costs one ``cplrp_mask`` capture
 per text (one forward and one backward: 3 forward-equivalents); the training cost (texts, pairs, model
-evaluations and seconds for the targets, seconds for fitting) is reported apart.
+evaluations and seconds for the targets, seconds for fitting) is reported apart. The full run also fits one
+on the faithful-generation benchmark's trained decoder (``decoder``: :func:`score_decoder`).
 
 Run: ``attn-plugins bench learned --json`` (``--quick``: a few training texts and faithful texts;
 ``--recompute``: recompute the training targets and write them to the cache); the committed result is
