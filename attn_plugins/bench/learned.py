@@ -48,7 +48,7 @@ DECODER_TRAIN = 240  # planted-rationale sentences the decoder's attributor is f
 # (0.703), rank targets (0.699), per-token extras from the same capture (cplrp relevance without the mask
 # baseline, position, neighbours' relevance, relevance rank, sub-word and punctuation flags, players,
 # token id, attention received per layer, word-embedding components: 0.703-0.711), per-layer
-# gradient x activation (an extra backward pass: 0.717-0.721), a bidirectional GRU or a self-attention
+# gradient x activation at every layer (measured with a separate pass here: 0.717-0.721), a bidirectional GRU or a self-attention
 # layer over the text's tokens (0.709, 0.703); a quarter, half and all of the training texts: 0.700,
 # 0.705, 0.711.
 HEAD: dict[str, Any] = {"hidden": 32}
