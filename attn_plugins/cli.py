@@ -468,7 +468,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 BENCHMARKS = (
     "planted", "align", "capture", "memory", "cost", "scale", "faithful", "generation_cost", "sampling", "zoo",
-    "cli", "report",
+    "cli", "report", "learned",
 )  # fmt: skip
 
 

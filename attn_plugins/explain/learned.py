@@ -64,6 +64,55 @@ def _mean_spearman(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], p
     return float(np.nanmean(rho)) if not np.isnan(rho).all() else float("nan")
 
 
+def _recorded(value: Any) -> Any:
+    """A target argument as the file records it: per-text references as the distinct ones, in order."""
+    if isinstance(value, (list, tuple)):
+        return list(dict.fromkeys(_recorded(v) for v in value))
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def _per_text_groups(texts: Sequence[str], target: dict[str, Any]) -> list[tuple[dict[str, Any], list[int]]]:
+    """(target arguments, indices of the texts explained with them): one group unless ``reference`` is a list."""
+    reference = target.get("reference")
+    if not isinstance(reference, (list, tuple)):
+        return [(target, list(range(len(texts))))]
+    if len(reference) != len(texts):
+        raise InputError(
+            f"reference: {len(reference)} reference texts for {len(texts)} texts (one per text, or one for all)"
+        )
+    if not all(isinstance(r, str) for r in reference):
+        raise InputError("reference: a list of reference texts must hold strings only")
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(reference):
+        groups.setdefault(r, []).append(i)
+    return [({**target, "reference": r}, members) for r, members in groups.items()]
+
+
+def _split(texts: Sequence[str], n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, training) indices, seeded; a text given several times (with other references) stays on one side.
+
+    Otherwise the held-out score would read texts the head was trained on, under another reference.
+    """
+    distinct = list(dict.fromkeys(texts))
+    where: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        where.setdefault(t, []).append(i)
+    order = [i for d in np.random.default_rng(seed).permutation(len(distinct)) for i in where[distinct[d]]]
+    # Whole texts are held out until at least n_val of the given ones are.
+    cut = next(
+        k
+        for k in range(1, len(order) + 1)
+        if k == len(order) or (k >= n_val and texts[order[k]] != texts[order[k - 1]])
+    )
+    val, train = np.asarray(order[:cut]), np.asarray(order[cut:], dtype=np.int64)
+    if len(train) < MIN_VALIDATION:
+        raise InputError(
+            f"fit_attributor holds out whole texts: {len(distinct)} distinct texts leave fewer than "
+            f"{MIN_VALIDATION} to train on; give more distinct texts"
+        )
+    return val, train
+
+
 def fit_attributor(
     model: Any,
     tokenizer: Any = None,
@@ -84,7 +133,8 @@ def fit_attributor(
     """A :class:`~attn_plugins.methods.learned.LearnedAttributor` trained to predict ``model``'s Shapley values on ``texts``.
 
     ``target``: what ``ap.explain`` takes to name the explained output (``reference=``, ``task=``,
-    ``target=``, ...). ``validation``: the share of texts held out (at least :data:`MIN_VALIDATION`).
+    ``target=``, ...); ``reference=`` may also be a list with one reference text per text, to train one
+    attributor across references (the texts are explained in groups, one per distinct reference). ``validation``: the share of texts held out (at least :data:`MIN_VALIDATION`).
     ``hidden``: hidden units of the head (0: linear). ``max_exact``: texts with at most this many maskable
     tokens get exact values, longer ones seeded permutation estimates. ``shapley``: the values themselves,
     one array over each text's tokens, when already known (not computed then). ``path``: also save it there.
@@ -114,17 +164,23 @@ def fit_attributor(
         )
     if shapley is not None and len(shapley) != len(texts):
         raise InputError(f"{len(shapley)} Shapley arrays for {len(texts)} texts")
+    groups = _per_text_groups(texts, target)
     # Features: the explainer resolves each text's target and positions and captures as it does when
-    # explaining, so the head sees at fit time exactly what it will see at use.
+    # explaining, so the head sees at fit time exactly what it will see at use; one explainer per
+    # reference (a reference's embedding is computed once, as ap.explain does for a batch).
     collector = LearnedAttributor(Head(1), {})
     collector._sink = {}
-    explainer = AttentionExplainer(model, tokenizer, method=collector, special_tokens=True, **target)
-    hf, tok = explainer.model, explainer.tokenizer
-    specs = [explainer.resolve(t, f"text {i + 1}") for i, t in enumerate(texts)]
-    scored = explainer.scores_batch(specs)  # in the order of specs (batches are formed by length)
-    if len(collector._sink) != len(texts) or any(np.ndim(v) != 1 for v, _ in scored):
-        raise InputError("fit_attributor explains one output per text; this target has several")
-    feats = [collector._sink[id(record)] for _, record in scored]
+    specs: list[Any] = [None] * len(texts)
+    feats: list[Any] = [None] * len(texts)
+    for group_target, members in groups:
+        explainer = AttentionExplainer(model, tokenizer, method=collector, special_tokens=True, **group_target)
+        hf, tok = explainer.model, explainer.tokenizer
+        group_specs = [explainer.resolve(texts[i], f"text {i + 1}") for i in members]
+        scored = explainer.scores_batch(group_specs)  # in the order of specs (batches are formed by length)
+        if any(np.ndim(v) != 1 for v, _ in scored):
+            raise InputError("fit_attributor explains one output per text; this target has several")
+        for i, spec, (_, record) in zip(members, group_specs, scored):
+            specs[i], feats[i] = spec, collector._sink.pop(id(record))
     masker = _masker(tok)
     targets, players, evaluations, kinds = [], [], 0, set()
     for i, (spec, x) in enumerate(zip(specs, feats)):
@@ -152,8 +208,7 @@ def fit_attributor(
         players.append(idx)
     target_seconds = time.perf_counter() - started
 
-    order = np.random.default_rng(seed).permutation(len(texts))
-    val, train = order[:n_val], order[n_val:]
+    val, train = _split(texts, n_val, seed)
     head = _train(feats, targets, players, train, val, hidden, epochs, patience, lr, weight_decay, seed)
     with torch.no_grad():
         preds = [head(feats[i]).numpy() for i in val]
@@ -168,11 +223,10 @@ def fit_attributor(
     }
     info = {
         "identity": model_identity(hf, tok),
-        "target": {
-            k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in target.items()
-        },
+        "target": {k: _recorded(v) for k, v in target.items()},
         "training": {
             "texts": len(train),
+            "distinct_texts": len({texts[i] for i in train}),
             "texts_digest": texts_digest([texts[i] for i in train]),
             "all_texts_digest": texts_digest(texts),
             "targets": " and ".join(sorted(kinds)) + " Shapley values",

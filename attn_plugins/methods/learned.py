@@ -193,8 +193,11 @@ class LearnedAttributor(LRP):
     def method_note(self) -> str:
         """One line for reports: what it was trained on and how well it validated."""
         t, v = self.info.get("training", {}), self.info.get("validation", {})
+        n, distinct = t.get("texts", 0), t.get("distinct_texts", t.get("texts", 0))
+        # Texts given under several references are counted once, their (text, reference) pairs beside.
+        trained = f"{n:,} texts" if distinct == n else f"{distinct:,} texts ({n:,} text-reference pairs)"
         return (
-            f"learned attributor trained on {t.get('texts', 0):,} texts like these ({t.get('targets', 'Shapley values')}); "
+            f"learned attributor trained on {trained} like these ({t.get('targets', 'Shapley values')}); "
             f"validated on {v.get('texts', 0)} held-out texts at Spearman {v.get('spearman', float('nan')):.2f} "
             f"(cplrp_mask alone {v.get('baselines', {}).get('cplrp_mask', float('nan')):.2f})"
         )

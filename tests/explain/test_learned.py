@@ -200,3 +200,66 @@ def test_bad_options_are_named(model, tok, options, message):
 def test_texts_must_be_strings(model, tok):
     with pytest.raises(InputError, match="plain texts"):
         ap.fit_attributor(model, tok, [("a", "b")] * 8, target=1)
+
+
+REFERENCES = ["the movie was great", "paris weather is bad"]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return tiny_bert()  # a base encoder: it explains the similarity to a reference
+
+
+def test_per_text_references_train_one_attributor_across_them(encoder, tok):
+    # Each text's targets are its exact Shapley values for its own reference: computed here, one
+    # reference per text, they give the very same head as the ones fit_attributor computes.
+    texts = _texts(12, seed=2)
+    refs = [REFERENCES[i % 2] for i in range(len(texts))]
+    fitted = ap.fit_attributor(encoder, tok, texts, reference=refs, max_exact=12)
+    masker = text_masker(tok)
+    given = [exact_shapley(resolve(encoder, tok, t, reference=r).fn, masker, t) for t, r in zip(texts, refs)]
+    again = ap.fit_attributor(encoder, tok, texts, reference=refs, shapley=given, max_exact=12)
+    for key, value in fitted.head.state_dict().items():
+        torch.testing.assert_close(again.head.state_dict()[key], value, rtol=0, atol=1e-12)
+    assert fitted.info["target"]["reference"] == REFERENCES
+    assert "trained on 8 texts like these" in fitted.method_note()  # 12 texts, 4 held out
+    pairs = ap.fit_attributor(encoder, tok, [*texts, *texts], reference=[*refs, *refs[::-1]], max_exact=12)
+    assert pairs.info["training"]["distinct_texts"] == 9
+    assert "trained on 9 texts (18 text-reference pairs)" in pairs.method_note()
+    # A list of one reference repeated is that reference given once.
+    one = ap.fit_attributor(encoder, tok, texts, reference=[REFERENCES[0]] * len(texts), max_exact=12)
+    same = ap.fit_attributor(encoder, tok, texts, reference=REFERENCES[0], max_exact=12)
+    assert one.info["validation"] == same.info["validation"]
+    assert one.info["validation"] != fitted.info["validation"]
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        (REFERENCES, "reference: 2 reference texts for 8 texts"),
+        ([1] * 8, "reference: a list of reference texts must hold strings only"),
+    ],
+)
+def test_bad_per_text_references(encoder, tok, reference, message):
+    with pytest.raises(InputError, match=message):
+        ap.fit_attributor(encoder, tok, _texts(8), reference=reference)
+
+
+def test_a_text_under_several_references_is_held_out_whole():
+    from attn_plugins.explain.learned import _split
+
+    texts = [t for t in _texts(10, seed=3) for _ in range(3)]  # each text thrice (three references)
+    val, train = _split(texts, 5, seed=0)
+    assert sorted([*val, *train]) == list(range(len(texts)))
+    assert not {texts[i] for i in val} & {texts[i] for i in train}
+    assert len(val) == 6  # two whole texts: at least 5 asked for
+    # Without repeats it is the plain seeded split (held-out share as asked).
+    plain = _texts(12)
+    val, train = _split(plain, 4, seed=0)
+    assert list(val) == list(np.random.default_rng(0).permutation(12)[:4])
+
+
+def test_too_few_distinct_texts_to_hold_out_whole(encoder, tok):
+    texts = [t for t in _texts(3, seed=4) for _ in range(3)]
+    with pytest.raises(InputError, match="holds out whole texts: 3 distinct texts"):
+        ap.fit_attributor(encoder, tok, texts, reference=REFERENCES[:1] * len(texts))
