@@ -343,6 +343,16 @@ def replace_block(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
+def write_blocks(blocks: dict[tuple[Path, str], str]) -> None:
+    """Write each generated block into its file (every file read and written once)."""
+    for path in {p for p, _ in blocks}:
+        text = path.read_text(encoding="utf-8")
+        for (p, name), body in blocks.items():
+            if p == path:
+                text = replace_block(text, name, body)
+        path.write_text(text, encoding="utf-8")
+
+
 def expected(result: dict[str, Any]) -> dict[tuple[Path, str], str]:
     """Every generated block, by (file, block name)."""
     return {key: fn(result) for key, fn in SECTIONS.items()}
@@ -350,13 +360,7 @@ def expected(result: dict[str, Any]) -> dict[tuple[Path, str], str]:
 
 def main() -> int:
     result = json.loads(RESULT.read_text(encoding="utf-8"))
-    blocks = expected(result)
-    for path in {p for p, _ in blocks}:
-        text = path.read_text(encoding="utf-8")
-        for (p, name), body in blocks.items():
-            if p == path:
-                text = replace_block(text, name, body)
-        path.write_text(text, encoding="utf-8")
+    write_blocks(expected(result))
     ACCURACY.write_text(json.dumps(accuracy(result), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {README.name}, {DOC.relative_to(ROOT)}, {ACCURACY.relative_to(ROOT)}", file=sys.stderr)
     return 0

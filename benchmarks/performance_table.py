@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,16 @@ def cost_table(data: dict[str, Any]) -> list[str]:
         )
     lines += ["", f"{data['model']}, target: {data['target']}; {data['texts']} texts."]
     return lines
+
+
+# The rows README.md shows of the MiniLM cost table (docs/performance.md has every method and model).
+README_COST_ROWS = ("raw", "rollout", "gae", "cplrp_mask", "learned")
+
+
+def readme_cost(data: dict[str, Any]) -> str:
+    """README's block: shap and the README rows of the MiniLM cost table."""
+    short = {**data, "methods": [m for m in data["methods"] if m["method"] in README_COST_ROWS]}
+    return "\n".join(cost_table(short)[:-2])
 
 
 def cli_table(data: dict[str, Any]) -> list[str]:
@@ -190,6 +201,14 @@ def main(argv: list[str] | None = None) -> None:
         lines += [args.notes.read_text("utf-8").strip(), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines), encoding="utf-8")
+    minilm = [p for p in args.cost or [] if json.loads(p.read_text("utf-8")).get("model_choice", "minilm") == "minilm"]
+    if minilm:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from faithful_table import replace_block
+
+        readme = Path(__file__).resolve().parent.parent / "README.md"
+        body = readme_cost(json.loads(minilm[0].read_text("utf-8")))
+        readme.write_text(replace_block(readme.read_text("utf-8"), "cost-summary", body), encoding="utf-8")
     print(args.out)
 
 

@@ -168,11 +168,10 @@ def accuracy(result: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from faithful_table import replace_block
+    from faithful_table import write_blocks
 
     result = json.loads(RESULT.read_text(encoding="utf-8"))
-    for (path, name), body in expected(result).items():
-        path.write_text(replace_block(path.read_text(encoding="utf-8"), name, body), encoding="utf-8")
+    write_blocks(expected(result))
     ACCURACY.write_text(json.dumps(accuracy(result), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {DOC.relative_to(ROOT)}, {ACCURACY.relative_to(ROOT)}", file=sys.stderr)
     return 0

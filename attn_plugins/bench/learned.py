@@ -229,8 +229,11 @@ def score_decoder(seed: int, n_resamples: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool = False, seed: int = 0, threads: int = 1, recompute: bool = False) -> dict[str, Any]:
-    """Targets, fit and scores; returns the JSON-ready result."""
+def run(
+    quick: bool = False, seed: int = 0, threads: int = 1, recompute: bool = False, save: str | None = None
+) -> dict[str, Any]:
+    """Targets, fit and scores; returns the JSON-ready result. ``save``: also write the fitted attributor
+    there (``attn-plugins bench cost --learned`` times it)."""
     from ..explain.learned import fit_attributor
     from ..explain.maskers import maskable_positions
     from .capture import minilm
@@ -257,6 +260,8 @@ def run(quick: bool = False, seed: int = 0, threads: int = 1, recompute: bool = 
             model, tok, texts, reference=[ref for _, _, ref in chosen], shapley=shapley, seed=seed, **HEAD
         )
         fit_seconds = time.perf_counter() - started
+        if save is not None:
+            fitted.save(save)
         scores = score_faithful(
             model, tok, {"learned": fitted, "cplrp_mask": "cplrp_mask"}, faithful, seed, n_resamples
         )
@@ -308,8 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print the benchmark's JSON."""
     parser = bench_parser("attn-plugins bench learned", __doc__.splitlines()[0], "a few training and scored texts")
     parser.add_argument("--recompute", action="store_true", help="recompute the training targets")
+    parser.add_argument("--save", help="also write the fitted attributor to this .safetensors file")
     args = parser.parse_args(argv)
-    result = run(quick=args.quick, seed=args.seed, threads=args.threads, recompute=args.recompute)
+    result = run(quick=args.quick, seed=args.seed, threads=args.threads, recompute=args.recompute, save=args.save)
     print(json.dumps(result, indent=None if args.json else 1, default=float))
     return 0
 

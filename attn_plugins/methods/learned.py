@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,32 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+# Identities already computed, per model: reused while the model's tensors are the same objects at the same
+# version (torch counts every in-place change of a tensor, so training or loading weights shows).
+_IDENTITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _state(model: Any, tokenizer: Any) -> tuple[Any, ...]:
+    """What the identity of ``model`` and ``tokenizer`` can change with, cheap to read."""
+    tensors = tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    config = getattr(model, "config", None)
+    settings = json.dumps(config.to_dict(), sort_keys=True, default=str) if hasattr(config, "to_dict") else None
+    return tensors, settings, id(tokenizer), len(tokenizer) if hasattr(tokenizer, "__len__") else None
+
+
 def model_identity(model: Any, tokenizer: Any) -> dict[str, Any]:
     """What identifies a model and its tokenizer: class, configuration, weights and vocabulary digests."""
+    state = _state(model, tokenizer) if isinstance(model, torch.nn.Module) else None
+    known = _IDENTITIES.get(model) if state is not None else None
+    if known is not None and known[0] == state:
+        return dict(known[1])
+    found = _identity(model, tokenizer)
+    if state is not None:
+        _IDENTITIES[model] = (state, found)
+    return dict(found)
+
+
+def _identity(model: Any, tokenizer: Any) -> dict[str, Any]:
     config = getattr(model, "config", None)
     settings = None
     if config is not None and hasattr(config, "to_dict"):

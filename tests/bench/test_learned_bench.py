@@ -23,8 +23,13 @@ def model_tok():
 
 
 @pytest.fixture(scope="module")
-def quick():
-    return learned.run(quick=True)
+def saved(tmp_path_factory):
+    return tmp_path_factory.mktemp("learned") / "minilm.safetensors"
+
+
+@pytest.fixture(scope="module")
+def quick(saved):
+    return learned.run(quick=True, save=str(saved))
 
 
 def test_corpus_is_disjoint_from_the_faithful_texts_and_short(model_tok):
@@ -87,6 +92,16 @@ def test_the_fitted_head_ranks_its_training_targets_better_than_the_untrained_on
     assert t["validation"]["spearman"] >= t["validation"]["baselines"]["cplrp_mask"]
     fit = t["spearman_on_training_pairs"]
     assert fit["learned"]["mean"] > fit["cplrp_mask"]["mean"]
+
+
+def test_the_saved_attributor_is_the_one_scored(quick, saved, model_tok):
+    # bench cost --learned times this file: it must be the attributor whose scores the JSON holds.
+    from attn_plugins.methods.learned import LearnedAttributor
+
+    loaded = LearnedAttributor.load(saved)
+    assert loaded.info["validation"] == quick["training"]["validation"]
+    model, tok = model_tok
+    loaded.check_model(model, tok)
 
 
 def test_quick_scores_are_spearman_against_the_exact_values(quick, model_tok):

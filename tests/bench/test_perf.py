@@ -116,6 +116,15 @@ def test_performance_doc_holds_the_tables_generated_from_the_json(name: str, tab
     assert block in doc, f"docs/performance.md does not hold what performance_table.{table} writes from {name}.json"
 
 
+def test_readme_holds_the_cost_rows_generated_from_the_json() -> None:
+    root, performance_table = _performance_table()
+    data = json.loads((root / "benchmarks" / "results" / "attention_vs_shap.json").read_text(encoding="utf-8"))
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- cost-summary -->\n", 1)[1].split("<!-- /cost-summary -->", 1)[0]
+    assert block == performance_table.readme_cost(data) + "\n"
+    assert "| cplrp_mask |" in block and "| learned |" in block
+
+
 def test_cli_benchmark_quick(capsys: pytest.CaptureFixture) -> None:
     from attn_plugins.bench import cli as bench_cli
 

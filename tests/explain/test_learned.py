@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -52,10 +53,10 @@ def test_targets_are_the_models_exact_shapley_values(model, tok, fitted):
     assert fitted.info["training"]["texts"] == 8 and fitted.info["validation"]["texts"] == 4
 
 
-def test_long_texts_get_seeded_permutation_estimates(model, tok):
+def test_long_texts_get_seeded_stratified_estimates(model, tok):
     a = ap.fit_attributor(model, tok, _texts(8, seed=1), target=1, max_exact=2)
     b = ap.fit_attributor(model, tok, _texts(8, seed=1), target=1, max_exact=2)
-    assert a.info["training"]["targets"] == "permutation estimates Shapley values"
+    assert a.info["training"]["targets"] == "stratified-design estimates Shapley values"
     assert a.info["validation"] == b.info["validation"]  # seeded: the same estimates, the same fit
 
 
@@ -115,6 +116,22 @@ def test_refused_on_another_model(fitted, tok):
     other = tiny_bert(num_labels=2, seed=1)
     with pytest.raises(InputError, match="model weights differ"):
         ap.explain(other, tok, "the cat sat", method=fitted, target=1)
+
+
+def test_refused_once_the_same_model_is_changed_in_place(model, fitted, tok):
+    # The identity is remembered per model object (hashing every weight per batch is slow), so a change made
+    # in place after a first, accepted use must still be seen: training a weight, or editing the config.
+    changed = copy.deepcopy(model)
+    ap.explain(changed, tok, "the cat sat", method=fitted, target=1)
+    with torch.no_grad():
+        next(changed.parameters()).add_(1e-3)
+    with pytest.raises(InputError, match="model weights differ"):
+        ap.explain(changed, tok, "the cat sat", method=fitted, target=1)
+    changed = copy.deepcopy(model)
+    ap.explain(changed, tok, "the cat sat", method=fitted, target=1)
+    changed.config.layer_norm_eps = 1e-3
+    with pytest.raises(InputError, match="model configuration differ"):
+        ap.explain(changed, tok, "the cat sat", method=fitted, target=1)
 
 
 def test_refused_with_another_tokenizer(model, fitted):
