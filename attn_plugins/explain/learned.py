@@ -177,6 +177,13 @@ def fit_attributor(
         explainer = AttentionExplainer(model, tokenizer, method=collector, special_tokens=True, **group_target)
         hf, tok = explainer.model, explainer.tokenizer
         group_specs = [explainer.resolve(texts[i], f"text {i + 1}") for i in members]
+        if any(spec.kind not in collector.kinds for spec in group_specs):
+            # An encoder-decoder's output reads the source through cross attention.
+            raise InputError(
+                f"fit_attributor: the learned attributor's features are {' and '.join(collector.kinds)} attention "
+                f"rows, and this target is read through {group_specs[0].kind} attention (an encoder-decoder's "
+                "generated tokens); explain it with cplrp_mask, or a method plugin whose features cover it"
+            )
         scored = explainer.scores_batch(group_specs)  # in the order of specs (batches are formed by length)
         if any(np.ndim(v) != 1 for v, _ in scored):
             raise InputError("fit_attributor explains one output per text; this target has several")

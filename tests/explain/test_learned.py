@@ -134,6 +134,15 @@ def test_refused_once_the_same_model_is_changed_in_place(model, fitted, tok):
         ap.explain(changed, tok, "the cat sat", method=fitted, target=1)
 
 
+def test_an_encoder_decoder_target_is_refused_by_name():
+    from attn_plugins.zoo import tiny_model, tiny_vocab
+
+    vocab = len(tiny_vocab("seq2seq"))
+    marian = tiny_model("marian", vocab_size=vocab, decoder_vocab_size=vocab)
+    with pytest.raises(InputError, match="read through cross attention .*cplrp_mask"):
+        ap.fit_attributor(marian, tiny_tokenizer("seq2seq"), _texts(8), task="next_token")
+
+
 def test_refused_with_another_tokenizer(model, fitted):
     other = tiny_tokenizer("bert")
     other.add_tokens(["zebra"])
