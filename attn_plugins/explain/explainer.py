@@ -231,10 +231,12 @@ class AttentionExplainer:
         examples = list(examples)
         if names is None:
             names = [describe_example(e, i + 1 if len(examples) > 1 else None) for i, e in enumerate(examples)]
-        task = self.task or detect_task(self.model, self.reference, self.max_new_tokens)
+        # One example is resolved as it is; the task is only looked up for several.
+        task = (
+            (self.task or detect_task(self.model, self.reference, self.max_new_tokens)) if len(examples) > 1 else None
+        )
         predicted = (
-            len(examples) > 1
-            and task in ("classification", "next_token")
+            task in ("classification", "next_token")
             and self.max_new_tokens is None
             and self.contrast is None
             and not isinstance(self.target, str)

@@ -378,24 +378,31 @@ def predict_logits(
     :func:`resolve` takes (and drops) them from there."""
     if task not in ("classification", "next_token"):
         raise InputError(f"predict_logits reads classification and next_token outputs, not {task!r}")
-    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
-        batch = _encode(tokenizer, chunk, model, right=True)
-        if seq2seq:
-            n = batch["input_ids"].shape[0]
-            batch["decoder_input_ids"] = torch.full(
-                (n, 1), decoder_start(model), dtype=torch.long, device=_device(model)
-            )
-        out = _forward(model, batch).logits
         if task == "classification":  # each example's output, as one forward of it alone gives
-            rows = out
-        elif seq2seq:  # the decoder's first row
-            rows = out[:, 0]
-        else:  # a causal LM's last real row (right padding: the text's own tokens come first)
-            rows = out[torch.arange(out.shape[0], device=out.device), _last_rows(batch["attention_mask"])]
+            rows = _forward(model, _encode(tokenizer, chunk, model, right=True)).logits
+        else:  # right padding: every text keeps the positions it has alone
+            rows = _next_token_rows(model, tokenizer, chunk, right=True)
         for text, row in zip(chunk, rows):
             cache[("logits", task, text)] = row
+
+
+def _with_decoder_start(model: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``inputs`` with an encoder-decoder's decoder reading its start token alone (one row per example)."""
+    n = int(next(iter(inputs.values())).shape[0])
+    start = torch.full((n, 1), decoder_start(model), dtype=torch.long, device=_device(model))
+    return {**inputs, "decoder_input_ids": start}
+
+
+def _next_token_rows(model: Any, tokenizer: Any, texts: Sequence[str], right: bool = False) -> torch.Tensor:
+    """Each text's next-token logits ``[texts, vocab]``: an encoder-decoder's first decoder row, a causal LM's
+    last real row (whichever side the batch is padded on)."""
+    batch = _encode(tokenizer, texts, model, right=right)
+    if getattr(model.config, "is_encoder_decoder", False):
+        return _forward(model, _with_decoder_start(model, batch)).logits[:, 0]
+    out = _forward(model, batch).logits
+    return out[torch.arange(out.shape[0], device=out.device), _last_rows(batch["attention_mask"])]
 
 
 def _logits(
@@ -641,7 +648,7 @@ def _continuation(
     if given is not None:
         new = torch.tensor(given, dtype=torch.long)
     elif task == "next_token":
-        head = {**source, "decoder_input_ids": torch.tensor([[start]], device=device)} if seq2seq else source
+        head = _with_decoder_start(model, source) if seq2seq else source
         logits = _forward(model, head).logits[0, -1]
         tid = int(logits.argmax()) if token_id is None else _check_class(token_id, logits.shape[-1])
         new = torch.tensor([tid])
@@ -789,8 +796,7 @@ def _next_token(
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     enc = _encode(tokenizer, [text], model)
     if seq2seq:
-        start = decoder_start(model)
-        enc = {**enc, "decoder_input_ids": torch.tensor([[start]], device=_device(model))}
+        enc = _with_decoder_start(model, enc)
         row = 0
     else:
         row = int(enc["input_ids"].shape[1]) - 1
@@ -800,15 +806,8 @@ def _next_token(
     cid = None if contrast_token is None else contrast_token_id(tokenizer, contrast_token, int(logits.shape[-1]))
 
     def fn(texts: Sequence[str]) -> np.ndarray:
-        batch = _encode(tokenizer, texts, model)
-        if seq2seq:
-            n = batch["input_ids"].shape[0]
-            batch["decoder_input_ids"] = torch.full((n, 1), start, dtype=torch.long, device=_device(model))
-            out = _forward(model, batch).logits[:, 0]
-        else:
-            # Masked variants keep the token count, but a batch may be padded on either side.
-            out = _forward(model, batch).logits
-            out = out[torch.arange(out.shape[0], device=out.device), _last_rows(batch["attention_mask"])]
+        # Masked variants keep the token count, but a batch may be padded on either side.
+        out = _next_token_rows(model, tokenizer, texts)
         logp = torch.log_softmax(out.float(), dim=-1)
         return (logp[:, tid] - (logp[:, cid] if cid is not None else 0.0)).cpu().numpy()
 
@@ -873,7 +872,7 @@ def resolve_inputs(
     elif task == "similarity":
         spec = _cls_similarity(model, given)
     elif task == "next_token" and getattr(model.config, "is_encoder_decoder", False):
-        given["decoder_input_ids"] = torch.tensor([[decoder_start(model)]], device=device)
+        given = _with_decoder_start(model, given)
         logits = _forward(model, given).logits[0, 0]
         tid = int(logits.argmax()) if target is None else _check_class(target, logits.shape[-1])
         spec = Target(
